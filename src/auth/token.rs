@@ -1,0 +1,255 @@
+//! Session tokens: HS256 JWTs naming the user by id. The algorithm is pinned (no `none`, no
+//! key confusion), every time claim is checked, and a previous key still verifies during a
+//! rotation.
+
+use std::time::Duration;
+
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::config::{JwtSettings, expose};
+use crate::domain::UserId;
+
+/// Who issues the tokens and for whom: both checked, so a token minted for another service with
+/// a shared key is refused.
+pub const ISSUER: &str = "onboarding";
+pub const AUDIENCE: &str = "onboarding";
+/// Clock skew tolerated between instances.
+const LEEWAY_SECONDS: u64 = 30;
+/// Tokens longer than this are refused before any parsing (a cookie or header bomb).
+const MAX_TOKEN_LEN: usize = 4096;
+
+/// Why a token was refused; all variants look the same to the client.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("token is too long")]
+    TooLong,
+    #[error("token has expired")]
+    Expired,
+    #[error("token is invalid: {0}")]
+    Invalid(String),
+    #[error("token could not be signed: {0}")]
+    Signing(String),
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Claims {
+    sub: String,
+    iat: i64,
+    exp: i64,
+    iss: String,
+    aud: String,
+}
+
+/// A freshly signed token and its lifetime in seconds.
+#[derive(Debug)]
+pub struct IssuedToken {
+    pub token: String,
+    pub expires_in: u64,
+}
+
+/// The signing key, the keys that verify, and the rules a token must meet.
+pub struct TokenKeys {
+    encoding: EncodingKey,
+    decoding: Vec<DecodingKey>,
+    validation: Validation,
+    ttl: Duration,
+}
+
+impl TokenKeys {
+    /// Keys from the settings: the current secret signs and verifies, the previous one verifies.
+    pub fn new(settings: &JwtSettings) -> Self {
+        let current = expose(&settings.secret).as_bytes();
+        let mut decoding = vec![DecodingKey::from_secret(current)];
+        if let Some(previous) = &settings.previous_secret {
+            decoding.push(DecodingKey::from_secret(expose(previous).as_bytes()));
+        }
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_required_spec_claims(&["exp", "iat", "sub", "iss", "aud"]);
+        validation.set_issuer(&[ISSUER]);
+        validation.set_audience(&[AUDIENCE]);
+        validation.leeway = LEEWAY_SECONDS;
+        validation.validate_nbf = true;
+        Self {
+            encoding: EncodingKey::from_secret(current),
+            decoding,
+            validation,
+            ttl: settings.ttl,
+        }
+    }
+
+    /// The token lifetime (also the session cookie's).
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// Signs a token for a user.
+    pub fn issue(&self, user: UserId) -> Result<IssuedToken, TokenError> {
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        let claims = Claims {
+            sub: user.to_string(),
+            iat: now,
+            exp: now + self.ttl.as_secs() as i64,
+            iss: ISSUER.to_owned(),
+            aud: AUDIENCE.to_owned(),
+        };
+        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .map_err(|e| TokenError::Signing(e.to_string()))?;
+        Ok(IssuedToken {
+            token,
+            expires_in: self.ttl.as_secs(),
+        })
+    }
+
+    /// Checks a token with each verifying key in turn and returns its user.
+    pub fn verify(&self, token: &str) -> Result<UserId, TokenError> {
+        if token.len() > MAX_TOKEN_LEN {
+            return Err(TokenError::TooLong);
+        }
+        let mut last = TokenError::Invalid("no verifying key".to_owned());
+        for key in &self.decoding {
+            match jsonwebtoken::decode::<Claims>(token, key, &self.validation) {
+                Ok(data) => {
+                    // `iat` in the future means a forged or badly skewed token.
+                    let now = OffsetDateTime::now_utc().unix_timestamp();
+                    if data.claims.iat > now + LEEWAY_SECONDS as i64 {
+                        return Err(TokenError::Invalid("issued in the future".to_owned()));
+                    }
+                    return data
+                        .claims
+                        .sub
+                        .parse()
+                        .map_err(|_| TokenError::Invalid("subject is not a user id".to_owned()));
+                }
+                Err(e) => {
+                    last = match e.kind() {
+                        ErrorKind::ExpiredSignature => return Err(TokenError::Expired),
+                        // Only a signature mismatch is worth trying the next key for.
+                        ErrorKind::InvalidSignature => TokenError::Invalid(e.to_string()),
+                        _ => return Err(TokenError::Invalid(e.to_string())),
+                    };
+                }
+            }
+        }
+        Err(last)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::SecretString;
+
+    fn settings(secret: &str, previous: Option<&str>) -> JwtSettings {
+        JwtSettings {
+            secret: SecretString::from(secret),
+            previous_secret: previous.map(SecretString::from),
+            ttl: Duration::from_secs(3600),
+            generated: false,
+        }
+    }
+
+    const KEY_A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    const KEY_B: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+
+    #[test]
+    fn an_issued_token_verifies_to_its_user() {
+        let keys = TokenKeys::new(&settings(KEY_A, None));
+        let user = UserId::new();
+        let issued = keys.issue(user).unwrap();
+        assert_eq!(keys.verify(&issued.token).unwrap(), user);
+        assert_eq!(issued.expires_in, 3600);
+    }
+
+    #[test]
+    fn a_token_signed_with_the_previous_key_still_verifies() {
+        let old = TokenKeys::new(&settings(KEY_A, None));
+        let rotated = TokenKeys::new(&settings(KEY_B, Some(KEY_A)));
+        let user = UserId::new();
+        assert_eq!(
+            rotated.verify(&old.issue(user).unwrap().token).unwrap(),
+            user
+        );
+    }
+
+    #[test]
+    fn a_token_signed_with_another_key_is_refused() {
+        let other = TokenKeys::new(&settings(KEY_B, None));
+        let keys = TokenKeys::new(&settings(KEY_A, None));
+        assert!(
+            keys.verify(&other.issue(UserId::new()).unwrap().token)
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn an_unsigned_token_is_refused() {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        let header = b64.encode(r#"{"alg":"none","typ":"JWT"}"#);
+        let claims = b64.encode(format!(
+            r#"{{"sub":"{}","iat":{now},"exp":{},"iss":"onboarding","aud":"onboarding"}}"#,
+            UserId::new(),
+            now + 60
+        ));
+        let keys = TokenKeys::new(&settings(KEY_A, None));
+        assert!(keys.verify(&format!("{header}.{claims}.")).is_err());
+    }
+
+    #[test]
+    fn an_expired_token_is_refused() {
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        let claims = Claims {
+            sub: UserId::new().to_string(),
+            iat: now - 7200,
+            exp: now - 3600,
+            iss: ISSUER.to_owned(),
+            aud: AUDIENCE.to_owned(),
+        };
+        let token = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(KEY_A.as_bytes()),
+        )
+        .unwrap();
+        let keys = TokenKeys::new(&settings(KEY_A, None));
+        assert!(matches!(keys.verify(&token), Err(TokenError::Expired)));
+    }
+
+    #[test]
+    fn a_token_without_exp_is_refused() {
+        #[derive(Serialize)]
+        struct NoExp {
+            sub: String,
+            iat: i64,
+            iss: &'static str,
+            aud: &'static str,
+        }
+        let claims = NoExp {
+            sub: UserId::new().to_string(),
+            iat: OffsetDateTime::now_utc().unix_timestamp(),
+            iss: ISSUER,
+            aud: AUDIENCE,
+        };
+        let token = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(KEY_A.as_bytes()),
+        )
+        .unwrap();
+        let keys = TokenKeys::new(&settings(KEY_A, None));
+        assert!(keys.verify(&token).is_err());
+    }
+
+    #[test]
+    fn a_tampered_payload_is_refused() {
+        let keys = TokenKeys::new(&settings(KEY_A, None));
+        let token = keys.issue(UserId::new()).unwrap().token;
+        let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
+        let other = keys.issue(UserId::new()).unwrap().token;
+        parts[1] = other.split('.').nth(1).unwrap().to_owned();
+        assert!(keys.verify(&parts.join(".")).is_err());
+    }
+}

@@ -1,0 +1,15 @@
+//! Types that can only hold valid values: what the rest of the code may take for granted.
+
+mod message;
+mod password;
+mod sign_up;
+mod user;
+mod user_email;
+mod user_name;
+
+pub use message::{MessageError, OnboardingMessage, ValidMessage};
+pub use password::{MAX_PASSWORD_CHARS, MIN_PASSWORD_CHARS, Password, PasswordError};
+pub use sign_up::{FieldError, FieldProblem, RawField, SignUp, SignUpRejection};
+pub use user::{OnboardingStatus, User, UserId, rfc3339};
+pub use user_email::{EmailError, MAX_EMAIL_LEN, UserEmail};
+pub use user_name::{MAX_NAME_CHARS, NameError, UserName};

@@ -1,0 +1,75 @@
+//! The four functions, one module each, and the dispatch from a function name to its code.
+//! Functions see the protocol's types only, never warp.
+
+mod create_user;
+pub mod declaration;
+mod health;
+mod http;
+mod root;
+mod send_onboarding;
+
+use serde_json::{Map, Value};
+
+use crate::app::App;
+use crate::protocol::{EnvelopeError, HttpResponse, Invocation};
+use declaration::HTTP_RESPONSE;
+
+/// Why an invocation must fail at the host (a non-2xx answer, which discards Logs): either the
+/// envelope is unreadable, or a queue message should be redelivered or dead-lettered.
+#[derive(Debug, thiserror::Error)]
+pub enum InvocationError {
+    /// The host sent something we cannot read.
+    #[error(transparent)]
+    Envelope(#[from] EnvelopeError),
+    /// A failure that may heal (SMTP or Redis down): Service Bus redelivers.
+    #[error("{0:#} (Service Bus will redeliver)")]
+    Retry(anyhow::Error),
+    /// A message that can never succeed: it ends in the dead-letter queue.
+    #[error("the message can never be processed: {0:#} (it will end in the dead-letter queue)")]
+    Poison(anyhow::Error),
+}
+
+/// The output bindings of one invocation, keyed by binding name.
+#[derive(Debug, Default)]
+pub struct Outputs(Map<String, Value>);
+
+impl Outputs {
+    /// Outputs holding just the HTTP answer.
+    pub fn http(response: HttpResponse) -> Self {
+        let mut outputs = Self::default();
+        outputs.0.insert(
+            HTTP_RESPONSE.to_owned(),
+            serde_json::to_value(response).unwrap_or(Value::Null),
+        );
+        outputs
+    }
+
+    /// Adds a queue message; it must serialize to a JSON object (the host mangles strings).
+    pub fn with_message(mut self, binding: &str, message: Value) -> Self {
+        debug_assert!(message.is_object());
+        self.0.insert(binding.to_owned(), message);
+        self
+    }
+
+    /// The map for `InvocationResponse::outputs`.
+    pub fn into_map(self) -> Map<String, Value> {
+        self.0
+    }
+}
+
+/// Runs the named function, or returns `None` when no function has that name.
+pub async fn invoke(
+    app: &App,
+    function: &str,
+    invocation: &Invocation,
+) -> Option<Result<Outputs, InvocationError>> {
+    use declaration::{CREATE_USER, HEALTH, ROOT, SEND_ONBOARDING};
+    let result = match function {
+        f if f == ROOT.name => root::run(app, invocation).await,
+        f if f == HEALTH.name => health::run(app, invocation).await,
+        f if f == CREATE_USER.name => create_user::run(app, invocation).await,
+        f if f == SEND_ONBOARDING.name => send_onboarding::run(app, invocation).await,
+        _ => return None,
+    };
+    Some(result)
+}

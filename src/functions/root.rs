@@ -1,0 +1,52 @@
+//! `GET /`: the signed-in user's profile, or a redirect to sign-up.
+
+use serde_json::json;
+
+use super::declaration::HTTP_REQUEST;
+use super::{InvocationError, Outputs, http};
+use crate::app::App;
+use crate::protocol::{HttpResponse, Invocation};
+
+/// Where anyone without a valid session is sent.
+const SIGN_UP_PATH: &str = "/createUser";
+
+/// Answers the profile for a valid token; otherwise 302 to sign-up, with `WWW-Authenticate` when a
+/// token was presented and refused (RFC 6750), so API clients can tell the two apart.
+pub async fn run(app: &App, invocation: &Invocation) -> Result<Outputs, InvocationError> {
+    let request = invocation.http_request(HTTP_REQUEST)?;
+    let Some(token) = http::bearer_token(&request) else {
+        return Ok(Outputs::http(http::redirect(302, SIGN_UP_PATH)));
+    };
+    let user_id = match app.tokens.verify(token) {
+        Ok(id) => id,
+        Err(why) => {
+            tracing::info!(%why, "token refused");
+            return Ok(Outputs::http(rejected()));
+        }
+    };
+    let response = match app.store.find_user(user_id).await {
+        Ok(Some((user, onboarding))) => http::json(
+            200,
+            &json!({
+                "id": user.id,
+                "name": user.name.as_str(),
+                "email": user.email.as_str(),
+                "createdAt": user.created_at_rfc3339(),
+                "onboarding": onboarding,
+            }),
+        ),
+        Ok(None) => {
+            tracing::info!(%user_id, "token names a user that no longer exists");
+            rejected()
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "profile lookup failed");
+            http::unavailable("The user store is not answering; try again shortly.")
+        }
+    };
+    Ok(Outputs::http(response))
+}
+
+fn rejected() -> HttpResponse {
+    http::redirect(302, SIGN_UP_PATH).header("WWW-Authenticate", r#"Bearer error="invalid_token""#)
+}

@@ -1,0 +1,187 @@
+//! The handler's HTTP surface for the host: the readiness ping (`GET /`) and one invocation
+//! endpoint (`POST /<function>`). Bodies arrive chunked without Content-Length, so the size limit
+//! is enforced while reading, not from a header.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use futures_util::{Stream, StreamExt};
+use tracing::Instrument;
+use warp::Filter;
+use warp::http::StatusCode;
+use warp::reply::{Reply, Response};
+
+use crate::app::App;
+use crate::functions;
+use crate::protocol::{INVOCATION_ID_HEADER, Invocation, InvocationResponse};
+
+/// Largest invocation envelope read. The host copies body fields into Metadata, so an envelope
+/// is larger than the client's body; this must comfortably exceed 4 MiB for an oversized sign-up
+/// to reach the function and get its 413.
+pub const MAX_ENVELOPE_BYTES: usize = 8 * 1024 * 1024;
+/// How long in-flight invocations may run on after a shutdown signal.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Serves the handler on `listener` until `shutdown` resolves, then lets in-flight invocations
+/// finish for at most [`SHUTDOWN_GRACE`].
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Arc<App>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let stopping = Arc::new(tokio::sync::Notify::new());
+    let signal = {
+        let stopping = stopping.clone();
+        async move {
+            shutdown.await;
+            stopping.notify_one();
+        }
+    };
+    let server = warp::serve(routes(app))
+        .incoming(listener)
+        .graceful(signal)
+        .run();
+    tokio::pin!(server);
+    tokio::select! {
+        () = &mut server => return Ok(()),
+        () = stopping.notified() => {}
+    }
+    tracing::info!("shutting down: no new connections, finishing in-flight invocations");
+    if tokio::time::timeout(SHUTDOWN_GRACE, server).await.is_err() {
+        tracing::warn!(
+            "in-flight invocations still running after {SHUTDOWN_GRACE:?}; stopping anyway"
+        );
+    }
+    Ok(())
+}
+
+/// All routes: the readiness ping and the invocation endpoint.
+pub fn routes(
+    app: Arc<App>,
+) -> impl Filter<Extract = (Response,), Error = std::convert::Infallible> + Clone {
+    readiness()
+        .or(invocation(app))
+        .unify()
+        .recover(|_rejection: warp::Rejection| async {
+            Ok::<_, std::convert::Infallible>(StatusCode::NOT_FOUND.into_response())
+        })
+        .unify()
+}
+
+/// `GET /`: the host's readiness ping and keep-alive. Touches no backend.
+fn readiness() -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+    warp::get()
+        .and(warp::path::end())
+        .map(|| warp::reply::with_status("ok", StatusCode::OK).into_response())
+}
+
+/// `POST /<function>`: one invocation.
+fn invocation(
+    app: Arc<App>,
+) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+    warp::post()
+        .and(warp::path::param::<String>())
+        .and(warp::path::end())
+        .and(warp::header::optional::<String>(INVOCATION_ID_HEADER))
+        .and(warp::body::stream())
+        .then(
+            move |function: String, invocation_id: Option<String>, body| {
+                let app = app.clone();
+                let span = tracing::info_span!(
+                    "invocation",
+                    function = %function,
+                    invocation_id = invocation_id.as_deref().unwrap_or("-"),
+                );
+                async move { handle(&app, &function, invocation_id, body).await }.instrument(span)
+            },
+        )
+}
+
+async fn handle<S, B>(app: &App, function: &str, invocation_id: Option<String>, body: S) -> Response
+where
+    S: Stream<Item = Result<B, warp::Error>> + Unpin,
+    B: Buf,
+{
+    let bytes = match read_limited(body, MAX_ENVELOPE_BYTES).await {
+        Ok(bytes) => bytes,
+        Err(ReadError::TooLarge) => {
+            tracing::error!(
+                limit = MAX_ENVELOPE_BYTES,
+                "invocation envelope too large; refused"
+            );
+            return plain(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "invocation envelope too large",
+            );
+        }
+        Err(ReadError::Transport(e)) => {
+            tracing::error!(error = %e, "could not read the invocation body");
+            return plain(
+                StatusCode::BAD_REQUEST,
+                "could not read the invocation body",
+            );
+        }
+    };
+    let invocation = match Invocation::from_slice(&bytes, invocation_id) {
+        Ok(invocation) => invocation,
+        Err(e) => {
+            tracing::error!(error = %e, "unreadable invocation envelope");
+            return plain(StatusCode::BAD_REQUEST, &e.to_string());
+        }
+    };
+    let (result, logs) =
+        crate::telemetry::capture_logs(functions::invoke(app, function, &invocation)).await;
+    match result {
+        None => {
+            tracing::error!("no function named {function:?}");
+            plain(StatusCode::NOT_FOUND, "no such function")
+        }
+        Some(Ok(outputs)) => {
+            let answer = InvocationResponse {
+                outputs: outputs.into_map(),
+                logs,
+                return_value: None,
+            };
+            warp::reply::json(&answer).into_response()
+        }
+        Some(Err(error)) => {
+            // The host drops the body of a non-2xx answer, Logs included: stderr is where this
+            // reason survives (error level goes there).
+            tracing::error!("invocation failed: {error}");
+            plain(StatusCode::INTERNAL_SERVER_ERROR, &error.to_string())
+        }
+    }
+}
+
+fn plain(status: StatusCode, text: &str) -> Response {
+    warp::reply::with_status(text.to_owned(), status).into_response()
+}
+
+enum ReadError {
+    TooLarge,
+    Transport(warp::Error),
+}
+
+/// Reads a body stream into memory, stopping as soon as it passes `limit`.
+async fn read_limited<S, B>(mut body: S, limit: usize) -> Result<BytesMut, ReadError>
+where
+    S: Stream<Item = Result<B, warp::Error>> + Unpin,
+    B: Buf,
+{
+    let mut bytes = BytesMut::new();
+    while let Some(chunk) = body.next().await {
+        let mut chunk = chunk.map_err(ReadError::Transport)?;
+        if bytes.len() + chunk.remaining() > limit {
+            return Err(ReadError::TooLarge);
+        }
+        while chunk.has_remaining() {
+            let part = chunk.chunk();
+            bytes.extend_from_slice(part);
+            let n = part.len();
+            chunk.advance(n);
+        }
+    }
+    Ok(bytes)
+}

@@ -1,0 +1,138 @@
+//! The in-memory store for `handler dev` without Redis: the same rules, gone when the process ends.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::time::Instant;
+
+use super::{Claim, Insert, StoreError, UserStore};
+use crate::domain::{OnboardingStatus, User, UserEmail, UserId};
+
+#[derive(Debug)]
+enum Marker {
+    Sending { token: String, until: Instant },
+    Sent,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    users: HashMap<UserId, User>,
+    by_email: HashMap<String, UserId>,
+    markers: HashMap<UserId, Marker>,
+}
+
+/// Users in a map behind a std mutex: every operation is short and never awaits while holding it.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    state: Mutex<State>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave a half-written entry (each write is one
+        // insert), so the data is still consistent: carry on.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+fn status_of(marker: Option<&Marker>) -> OnboardingStatus {
+    match marker {
+        Some(Marker::Sent) => OnboardingStatus::Sent,
+        _ => OnboardingStatus::Pending,
+    }
+}
+
+#[async_trait]
+impl UserStore for MemoryStore {
+    fn describe(&self) -> String {
+        "in memory (embedded; lost when the process ends)".to_owned()
+    }
+
+    fn check_name(&self) -> &'static str {
+        "memory"
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn insert_user(&self, user: &User) -> Result<Insert, StoreError> {
+        let mut state = self.lock();
+        let key = user.email.unique_key();
+        if let Some(existing) = state.by_email.get(&key) {
+            return Ok(Insert::EmailTaken(state.users.get(existing).cloned()));
+        }
+        state.by_email.insert(key, user.id);
+        state.users.insert(user.id, user.clone());
+        Ok(Insert::Created)
+    }
+
+    async fn find_user(&self, id: UserId) -> Result<Option<(User, OnboardingStatus)>, StoreError> {
+        let state = self.lock();
+        Ok(state
+            .users
+            .get(&id)
+            .map(|user| (user.clone(), status_of(state.markers.get(&id)))))
+    }
+
+    async fn onboarding_status(&self, id: UserId) -> Result<OnboardingStatus, StoreError> {
+        Ok(status_of(self.lock().markers.get(&id)))
+    }
+
+    async fn claim_onboarding(
+        &self,
+        id: UserId,
+        token: &str,
+        lease: Duration,
+    ) -> Result<Claim, StoreError> {
+        let mut state = self.lock();
+        let now = Instant::now();
+        match state.markers.get(&id) {
+            Some(Marker::Sent) => return Ok(Claim::AlreadySent),
+            Some(Marker::Sending { until, .. }) if *until > now => return Ok(Claim::InProgress),
+            _ => {}
+        }
+        state.markers.insert(
+            id,
+            Marker::Sending {
+                token: token.to_owned(),
+                until: now + lease,
+            },
+        );
+        Ok(Claim::Claimed)
+    }
+
+    async fn confirm_onboarding(&self, id: UserId) -> Result<(), StoreError> {
+        self.lock().markers.insert(id, Marker::Sent);
+        Ok(())
+    }
+
+    async fn release_onboarding(&self, id: UserId, token: &str) -> Result<(), StoreError> {
+        let mut state = self.lock();
+        if matches!(state.markers.get(&id), Some(Marker::Sending { token: held, .. }) if held == token)
+        {
+            state.markers.remove(&id);
+        }
+        Ok(())
+    }
+
+    async fn delete_user(&self, id: UserId, email: &UserEmail) -> Result<(), StoreError> {
+        let mut state = self.lock();
+        state.users.remove(&id);
+        state.markers.remove(&id);
+        let key = email.unique_key();
+        if state.by_email.get(&key) == Some(&id) {
+            state.by_email.remove(&key);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,90 @@
+//! Where users and onboarding markers live. One interface, two homes: Redis for real runs and an
+//! in-memory map for `handler dev` without Redis.
+
+mod memory;
+mod redis;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::domain::{OnboardingStatus, User, UserEmail, UserId};
+
+pub use self::memory::MemoryStore;
+pub use self::redis::RedisStore;
+
+/// How long an email claim lives before the user record is written and the claim made permanent:
+/// a crash in between frees the address after this, so nobody is locked out forever.
+pub const EMAIL_CLAIM_LEASE: Duration = Duration::from_secs(60);
+
+/// A store failure: the backend is down, slow or answered something unexpected. Callers turn it
+/// into a 503 or a redelivery, never into a client error.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the store did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("the store failed: {0}")]
+    Backend(String),
+    #[error("a stored record is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// The result of trying to register a user.
+#[derive(Debug)]
+pub enum Insert {
+    /// The user was stored and the email is now theirs.
+    Created,
+    /// The email belongs to someone already; `None` while that sign-up is still being written.
+    EmailTaken(Option<User>),
+}
+
+/// The result of trying to claim the right to send a user's onboarding email.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// This delivery holds the claim and must send, then confirm or release.
+    Claimed,
+    /// The email went out already: nothing to do.
+    AlreadySent,
+    /// Another delivery holds the claim right now: try again later.
+    InProgress,
+}
+
+/// The user store. Every Redis command behind it touches a single key, so a clustered Redis works.
+#[async_trait]
+pub trait UserStore: Send + Sync {
+    /// Says where the data lives, for the banner and health output.
+    fn describe(&self) -> String;
+
+    /// The name of this backend in health checks: `redis` or `memory`.
+    fn check_name(&self) -> &'static str;
+
+    /// Checks the backend answers (for `/health`).
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Registers a user unless the email (case-insensitively) is already registered.
+    async fn insert_user(&self, user: &User) -> Result<Insert, StoreError>;
+
+    /// Finds a user by id, with their onboarding status.
+    async fn find_user(&self, id: UserId) -> Result<Option<(User, OnboardingStatus)>, StoreError>;
+
+    /// The onboarding status of a user.
+    async fn onboarding_status(&self, id: UserId) -> Result<OnboardingStatus, StoreError>;
+
+    /// Claims the sending of a user's onboarding email for `lease`, under a token unique to
+    /// this delivery. The lease outlives the send deadline, so an expired claim means a crash.
+    async fn claim_onboarding(
+        &self,
+        id: UserId,
+        token: &str,
+        lease: Duration,
+    ) -> Result<Claim, StoreError>;
+
+    /// Records that the email went out; permanent.
+    async fn confirm_onboarding(&self, id: UserId) -> Result<(), StoreError>;
+
+    /// Gives a claim up after a failed send, if this delivery still holds it.
+    async fn release_onboarding(&self, id: UserId, token: &str) -> Result<(), StoreError>;
+
+    /// Removes a user and their email claim (account deletion, and tests).
+    async fn delete_user(&self, id: UserId, email: &UserEmail) -> Result<(), StoreError>;
+}

@@ -1,0 +1,327 @@
+//! The Redis store: one multiplexed, self-reconnecting connection; every command touches one key.
+//!
+//! Keys (after the configured prefix):
+//! - `email:<lower-cased email>` → user id: the uniqueness claim, taken with `SET NX` under a lease
+//!   and made permanent once the record exists, so a crash in between frees the address.
+//! - `user:{<id>}` → the user record as JSON.
+//! - `user:{<id>}:onboarding` → `sending:<token>` (a leased claim) or `sent:<time>`.
+//!
+//! The braces are a hash tag: a user's record and marker share a cluster slot, so both can be
+//! read in one pipeline.
+
+use std::future::Future;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use super::{Claim, EMAIL_CLAIM_LEASE, Insert, StoreError, UserStore};
+use crate::config::{RedisSettings, expose};
+use crate::domain::{OnboardingStatus, User, UserEmail, UserId, UserName};
+
+/// Bound on one store operation, reconnection included: a request answers 503 rather than hang.
+const OPERATION_TIMEOUT: Duration = Duration::from_secs(2);
+/// Bound on opening a connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+const SENT_PREFIX: &str = "sent:";
+const SENDING_PREFIX: &str = "sending:";
+
+/// Deletes a key only if it still holds the given value (releasing a claim we own, not one a
+/// later delivery took after ours expired). One key, so cluster-safe.
+const COMPARE_AND_DELETE: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+";
+
+/// The user store on Redis.
+#[derive(Clone)]
+pub struct RedisStore {
+    connection: ConnectionManager,
+    prefix: String,
+    display: String,
+    compare_and_delete: redis::Script,
+}
+
+/// The user record as stored in Redis.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StoredUser {
+    id: UserId,
+    name: String,
+    email: String,
+    #[serde(with = "time::serde::rfc3339")]
+    created_at: OffsetDateTime,
+    password_hash: String,
+}
+
+impl StoredUser {
+    fn from_user(user: &User) -> Self {
+        Self {
+            id: user.id,
+            name: user.name.as_str().to_owned(),
+            email: user.email.as_str().to_owned(),
+            created_at: user.created_at,
+            password_hash: user.password_hash.clone(),
+        }
+    }
+
+    fn into_user(self) -> Result<User, StoreError> {
+        let corrupt =
+            |what: &str| StoreError::Corrupt(format!("user {} has an invalid {what}", self.id));
+        Ok(User {
+            id: self.id,
+            name: UserName::parse(&self.name).map_err(|_| corrupt("name"))?,
+            email: UserEmail::parse(&self.email).map_err(|_| corrupt("email"))?,
+            created_at: self.created_at,
+            password_hash: self.password_hash,
+        })
+    }
+}
+
+impl RedisStore {
+    /// Prepares the connection without opening it: the handler must answer the host's readiness
+    /// ping before Redis is reached, and keep answering while Redis is down.
+    pub fn new(settings: &RedisSettings, prefix: &str) -> anyhow::Result<Self> {
+        use anyhow::Context as _;
+        let client = redis::Client::open(expose(&settings.url))
+            .with_context(|| format!("REDIS_URL for {} is not usable", settings.display))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(OPERATION_TIMEOUT))
+            .set_number_of_retries(1)
+            .set_min_delay(Duration::from_millis(50))
+            .set_max_delay(Duration::from_millis(500));
+        let connection = ConnectionManager::new_lazy_with_config(client, config)
+            .context("could not prepare the Redis connection")?;
+        Ok(Self {
+            connection,
+            prefix: prefix.to_owned(),
+            display: settings.display.clone(),
+            compare_and_delete: redis::Script::new(COMPARE_AND_DELETE),
+        })
+    }
+
+    fn email_key(&self, email: &UserEmail) -> String {
+        format!("{}email:{}", self.prefix, email.unique_key())
+    }
+
+    fn user_key(&self, id: UserId) -> String {
+        format!("{}user:{{{id}}}", self.prefix)
+    }
+
+    fn marker_key(&self, id: UserId) -> String {
+        format!("{}user:{{{id}}}:onboarding", self.prefix)
+    }
+
+    /// Bounds one round trip in time, reconnection included, and maps its error.
+    async fn bounded<T>(
+        &self,
+        round_trip: impl Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, StoreError> {
+        match tokio::time::timeout(OPERATION_TIMEOUT, round_trip).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => Err(StoreError::Backend(describe_redis_error(&e))),
+            Err(_) => Err(StoreError::Timeout(OPERATION_TIMEOUT)),
+        }
+    }
+
+    /// Runs one command on the shared connection.
+    async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, StoreError> {
+        let mut connection = self.connection.clone();
+        self.bounded(cmd.query_async(&mut connection)).await
+    }
+
+    /// Deletes `key` if it still holds `value`.
+    async fn delete_if(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        let mut connection = self.connection.clone();
+        let mut invocation = self.compare_and_delete.key(key);
+        invocation.arg(value);
+        self.bounded(invocation.invoke_async::<i64>(&mut connection))
+            .await
+            .map(drop)
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<String>, StoreError> {
+        self.query(redis::cmd("GET").arg(key)).await
+    }
+
+    async fn read_user(&self, id: UserId) -> Result<Option<User>, StoreError> {
+        self.get(&self.user_key(id))
+            .await?
+            .map(|json| parse_user(&json))
+            .transpose()
+    }
+}
+
+/// A Redis error without anything that could carry a secret (URLs are never in redis-rs errors,
+/// but the server's own text is kept short).
+fn describe_redis_error(e: &redis::RedisError) -> String {
+    let mut text = e.to_string();
+    text.truncate(200);
+    text
+}
+
+fn parse_user(json: &str) -> Result<User, StoreError> {
+    serde_json::from_str::<StoredUser>(json)
+        .map_err(|e| StoreError::Corrupt(format!("a user record is not valid JSON: {e}")))?
+        .into_user()
+}
+
+fn status_of(marker: Option<&str>) -> OnboardingStatus {
+    match marker {
+        Some(m) if m.starts_with(SENT_PREFIX) => OnboardingStatus::Sent,
+        _ => OnboardingStatus::Pending,
+    }
+}
+
+#[async_trait]
+impl UserStore for RedisStore {
+    fn describe(&self) -> String {
+        format!("Redis at {}", self.display)
+    }
+
+    fn check_name(&self) -> &'static str {
+        "redis"
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        let pong: String = self.query(&redis::cmd("PING")).await?;
+        if pong == "PONG" {
+            Ok(())
+        } else {
+            Err(StoreError::Backend(format!("PING answered {pong:?}")))
+        }
+    }
+
+    #[tracing::instrument(skip_all, fields(user_id = %user.id))]
+    async fn insert_user(&self, user: &User) -> Result<Insert, StoreError> {
+        let email_key = self.email_key(&user.email);
+        let id = user.id.to_string();
+        let lease_ms = EMAIL_CLAIM_LEASE.as_millis() as u64;
+        // Two tries: an older claim can expire between our SET NX and our GET.
+        for _ in 0..2 {
+            let claimed: Option<String> = self
+                .query(
+                    redis::cmd("SET")
+                        .arg(&email_key)
+                        .arg(&id)
+                        .arg("NX")
+                        .arg("PX")
+                        .arg(lease_ms),
+                )
+                .await?;
+            if claimed.is_some() {
+                let record = serde_json::to_string(&StoredUser::from_user(user))
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                let user_key = self.user_key(user.id);
+                self.query::<()>(redis::cmd("SET").arg(&user_key).arg(&record))
+                    .await?;
+                // The record exists: the claim becomes permanent. Until here, a crash leaves a
+                // claim that expires and an orphan record no token was ever issued for.
+                let persisted: i64 = self.query(redis::cmd("PERSIST").arg(&email_key)).await?;
+                if persisted == 0 && self.get(&email_key).await?.as_deref() != Some(id.as_str()) {
+                    // Our lease ran out before we finished and someone else took the address.
+                    self.query::<()>(redis::cmd("DEL").arg(&user_key)).await?;
+                    return Ok(Insert::EmailTaken(None));
+                }
+                return Ok(Insert::Created);
+            }
+            let Some(owner) = self.get(&email_key).await? else {
+                continue;
+            };
+            let owner: UserId = owner
+                .parse()
+                .map_err(|_| StoreError::Corrupt(format!("{email_key} does not hold a user id")))?;
+            return Ok(Insert::EmailTaken(self.read_user(owner).await?));
+        }
+        Err(StoreError::Backend(
+            "the email claim kept changing hands".to_owned(),
+        ))
+    }
+
+    async fn find_user(&self, id: UserId) -> Result<Option<(User, OnboardingStatus)>, StoreError> {
+        let (user_key, marker_key) = (self.user_key(id), self.marker_key(id));
+        // Same hash tag, same slot: one round trip, still one key per command.
+        let mut connection = self.connection.clone();
+        let (record, marker): (Option<String>, Option<String>) = self
+            .bounded(
+                redis::pipe()
+                    .get(&user_key)
+                    .get(&marker_key)
+                    .query_async(&mut connection),
+            )
+            .await?;
+        match record {
+            Some(json) => Ok(Some((parse_user(&json)?, status_of(marker.as_deref())))),
+            None => Ok(None),
+        }
+    }
+
+    async fn onboarding_status(&self, id: UserId) -> Result<OnboardingStatus, StoreError> {
+        Ok(status_of(self.get(&self.marker_key(id)).await?.as_deref()))
+    }
+
+    #[tracing::instrument(skip_all, fields(user_id = %id))]
+    async fn claim_onboarding(
+        &self,
+        id: UserId,
+        token: &str,
+        lease: Duration,
+    ) -> Result<Claim, StoreError> {
+        let key = self.marker_key(id);
+        let value = format!("{SENDING_PREFIX}{token}");
+        let lease_ms = lease.as_millis().max(1) as u64;
+        for _ in 0..2 {
+            let claimed: Option<String> = self
+                .query(
+                    redis::cmd("SET")
+                        .arg(&key)
+                        .arg(&value)
+                        .arg("NX")
+                        .arg("PX")
+                        .arg(lease_ms),
+                )
+                .await?;
+            if claimed.is_some() {
+                return Ok(Claim::Claimed);
+            }
+            match self.get(&key).await? {
+                Some(m) if m.starts_with(SENT_PREFIX) => return Ok(Claim::AlreadySent),
+                Some(_) => return Ok(Claim::InProgress),
+                // The other claim expired between our two commands: try again.
+                None => continue,
+            }
+        }
+        Ok(Claim::InProgress)
+    }
+
+    #[tracing::instrument(skip_all, fields(user_id = %id))]
+    async fn confirm_onboarding(&self, id: UserId) -> Result<(), StoreError> {
+        let key = self.marker_key(id);
+        let value = format!(
+            "{SENT_PREFIX}{}",
+            crate::domain::rfc3339(OffsetDateTime::now_utc())
+        );
+        self.query(redis::cmd("SET").arg(&key).arg(&value)).await
+    }
+
+    #[tracing::instrument(skip_all, fields(user_id = %id))]
+    async fn release_onboarding(&self, id: UserId, token: &str) -> Result<(), StoreError> {
+        let key = self.marker_key(id);
+        let value = format!("{SENDING_PREFIX}{token}");
+        self.delete_if(&key, &value).await
+    }
+
+    async fn delete_user(&self, id: UserId, email: &UserEmail) -> Result<(), StoreError> {
+        for key in [self.user_key(id), self.marker_key(id)] {
+            self.query::<()>(redis::cmd("DEL").arg(&key)).await?;
+        }
+        self.delete_if(&self.email_key(email), &id.to_string())
+            .await
+    }
+}
