@@ -13,6 +13,7 @@
 //! - [`auth`]: password hashing (argon2id, bounded) and session tokens (JWT).
 //! - [`store`]: where users and onboarding markers live: Redis, or memory for local runs.
 //! - [`mail`]: the onboarding email and the ways to send it: SMTP, or `.eml` files for local runs.
+//! - [`pages`]: the browser's pages (sign-up form, welcome), escaped and under a strict CSP.
 //! - [`devhost`]: `handler dev`, a local stand-in for the Functions host.
 //! - [`telemetry`]: logs to stdout, and each invocation's own lines for the host's `Logs`.
 
@@ -23,6 +24,7 @@ pub mod devhost;
 pub mod domain;
 pub mod functions;
 pub mod mail;
+pub mod pages;
 pub mod protocol;
 pub mod server;
 pub mod store;

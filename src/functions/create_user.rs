@@ -1,21 +1,24 @@
-//! `GET|POST /createUser`: registers a user, answers at once with a token, and queues the
-//! onboarding email.
+//! `GET|POST /createUser`: registers a user, answers at once with a token (or, for a browser's
+//! form, a session cookie), and queues the onboarding email.
 
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
 
 use super::declaration::{HTTP_REQUEST, ONBOARDING_MESSAGE};
-use super::{InvocationError, Outputs, http};
+use super::{InvocationError, Outputs, http, session};
 use crate::app::App;
 use crate::auth::HashError;
 use crate::domain::{
     OnboardingMessage, OnboardingStatus, RawField, SignUp, SignUpRejection, User, UserId,
 };
+use crate::pages::{self, SignUpForm};
 use crate::protocol::{HttpRequest, HttpResponse, Invocation};
 use crate::store::{Insert, StoreError};
 
 /// Largest sign-up body accepted.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
+/// The media type of an HTML form post.
+const FORM: &str = "application/x-www-form-urlencoded";
 
 /// Why a sign-up did not succeed: client faults become 4xx, the rest 5xx.
 #[derive(Debug, thiserror::Error)]
@@ -53,12 +56,12 @@ impl SignUpError {
                 "about:blank",
                 "Unsupported Media Type",
                 &format!(
-                    "Send the sign-up as application/json (got {}).",
+                    "Send the sign-up as application/json or {FORM} (got {}).",
                     got.as_deref().unwrap_or("no Content-Type")
                 ),
                 None,
             )
-            .header("Accept-Post", "application/json"),
+            .header("Accept-Post", format!("application/json, {FORM}")),
             Self::MalformedJson(why) => http::problem(
                 400,
                 "urn:onboarding:problem:malformed-body",
@@ -105,6 +108,48 @@ impl SignUpError {
             }
         }
     }
+
+    /// The same failure as the sign-up page shows it: messages beside fields, typed values kept
+    /// (never the password).
+    fn into_page(self, fields: &Map<String, Value>) -> HttpResponse {
+        let text = |name: &str| fields.get(name).and_then(Value::as_str).unwrap_or("");
+        let mut form = SignUpForm {
+            name: text("name"),
+            email: text("email"),
+            ..SignUpForm::default()
+        };
+        let status = match self {
+            Self::Invalid(rejection) => {
+                form.errors = rejection
+                    .errors
+                    .iter()
+                    .map(|e| (e.field, e.detail()))
+                    .collect();
+                if rejection.is_malformed() { 400 } else { 422 }
+            }
+            Self::EmailTaken => {
+                form.errors = vec![(
+                    "email",
+                    "This email is already registered with another password.".to_owned(),
+                )];
+                409
+            }
+            other => {
+                let status = other.into_response().status_code;
+                form.banner = Some(
+                    match status {
+                        413 => "That was too much data for a sign-up.",
+                        415 | 400 => "The form could not be read; please try again.",
+                        503 => "We cannot save accounts right now. Nothing was saved; please try again shortly.",
+                        _ => "Something went wrong on our side. Please try again.",
+                    }
+                    .to_owned(),
+                );
+                status
+            }
+        };
+        pages::sign_up_page(status, &form)
+    }
 }
 
 /// A sign-up that went through: who, whether it is new, and whether to queue the email.
@@ -114,25 +159,49 @@ struct Registered {
     queue_email: bool,
 }
 
-/// GET describes the sign-up; POST registers.
+/// GET shows the form (browsers) or describes the API; POST registers.
 pub async fn run(app: &App, invocation: &Invocation) -> Result<Outputs, InvocationError> {
     let request = invocation.http_request(HTTP_REQUEST)?;
+    let is_form = http::media_type(&request).as_deref() == Some(FORM);
+    let as_page = is_form || pages::prefers_html(&request);
     if request.method != "POST" {
-        return Ok(Outputs::http(describe()));
+        return Ok(Outputs::http(if as_page {
+            pages::sign_up_page(200, &SignUpForm::default())
+        } else {
+            describe()
+        }));
     }
-    match register(app, &request).await {
-        Ok(registered) => answer(app, registered).or_else(|e| Ok(Outputs::http(e.into_response()))),
+    let (fields, result) = match read_fields(&request) {
+        Ok(fields) => {
+            let result = match parse_fields(&fields) {
+                Ok(sign_up) => register(app, sign_up).await,
+                Err(e) => Err(e),
+            };
+            (fields, result)
+        }
+        Err(e) => (Map::new(), Err(e)),
+    };
+    let result = result.and_then(|registered| answer(app, registered, &request, is_form));
+    match result {
+        Ok(outputs) => Ok(outputs),
         Err(e) => {
-            if !matches!(e, SignUpError::Store(_) | SignUpError::Hash(_)) {
+            if !matches!(
+                e,
+                SignUpError::Store(_) | SignUpError::Hash(_) | SignUpError::Token(_)
+            ) {
                 tracing::info!(outcome = %e, "sign-up refused");
             }
-            Ok(Outputs::http(e.into_response()))
+            let response = if as_page {
+                e.into_page(&fields)
+            } else {
+                e.into_response()
+            };
+            Ok(Outputs::http(response))
         }
     }
 }
 
-async fn register(app: &App, request: &HttpRequest) -> Result<Registered, SignUpError> {
-    let sign_up = parse_body(request)?;
+async fn register(app: &App, sign_up: SignUp) -> Result<Registered, SignUpError> {
     let user = User {
         id: UserId::new(),
         name: sign_up.name,
@@ -170,20 +239,33 @@ async fn register(app: &App, request: &HttpRequest) -> Result<Registered, SignUp
     }
 }
 
-fn parse_body(request: &HttpRequest) -> Result<SignUp, SignUpError> {
+/// Reads the body into named fields: a JSON object as it is, a form as text fields (the first of
+/// repeated names wins).
+fn read_fields(request: &HttpRequest) -> Result<Map<String, Value>, SignUpError> {
     let body = request.body.as_deref().unwrap_or("");
     if body.len() > MAX_BODY_BYTES {
         return Err(SignUpError::TooLarge);
     }
-    let media_type = http::media_type(request);
-    if !media_type.as_deref().is_some_and(http::is_json) {
-        return Err(SignUpError::UnsupportedMediaType(media_type));
+    match http::media_type(request) {
+        Some(media) if media == FORM => {
+            let mut fields = Map::new();
+            for (name, value) in url::form_urlencoded::parse(body.as_bytes()) {
+                fields
+                    .entry(name.into_owned())
+                    .or_insert(Value::String(value.into_owned()));
+            }
+            Ok(fields)
+        }
+        Some(media) if http::is_json(&media) => match serde_json::from_str::<Value>(body) {
+            Ok(Value::Object(fields)) => Ok(fields),
+            Ok(_) => Err(SignUpError::MalformedJson("it is not an object".to_owned())),
+            Err(e) => Err(SignUpError::MalformedJson(e.to_string())),
+        },
+        other => Err(SignUpError::UnsupportedMediaType(other)),
     }
-    let value: Value =
-        serde_json::from_str(body).map_err(|e| SignUpError::MalformedJson(e.to_string()))?;
-    let Value::Object(fields) = value else {
-        return Err(SignUpError::MalformedJson("it is not an object".to_owned()));
-    };
+}
+
+fn parse_fields(fields: &Map<String, Value>) -> Result<SignUp, SignUpError> {
     let raw = |name: &str| match fields.get(name) {
         None | Some(Value::Null) => RawField::Missing,
         Some(Value::String(text)) => RawField::Text(text),
@@ -192,7 +274,14 @@ fn parse_body(request: &HttpRequest) -> Result<SignUp, SignUpError> {
     SignUp::parse(raw("name"), raw("email"), raw("password")).map_err(SignUpError::Invalid)
 }
 
-fn answer(app: &App, registered: Registered) -> Result<Outputs, SignUpError> {
+/// The success answer: JSON with the token for API clients (201 new, 200 repeated), or a session
+/// cookie and a 303 to the welcome page for a browser's form; plus the queue message when due.
+fn answer(
+    app: &App,
+    registered: Registered,
+    request: &HttpRequest,
+    is_form: bool,
+) -> Result<Outputs, SignUpError> {
     let Registered {
         user,
         created,
@@ -208,7 +297,11 @@ fn answer(app: &App, registered: Registered) -> Result<Outputs, SignUpError> {
         "tokenType": "Bearer",
         "expiresIn": token.expires_in,
     });
-    let response = if created {
+    let response = if is_form {
+        let cookie =
+            session::set_cookie(&token.token, app.tokens.ttl(), session::is_https(request));
+        http::redirect(303, "/").header("Set-Cookie", cookie)
+    } else if created {
         http::json(201, &body).header("Location", "/")
     } else {
         http::json(200, &body)

@@ -7,6 +7,7 @@ mod health;
 mod http;
 mod root;
 mod send_onboarding;
+mod session;
 
 use serde_json::{Map, Value};
 

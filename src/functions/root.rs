@@ -1,30 +1,38 @@
-//! `GET /`: the signed-in user's profile, or a redirect to sign-up.
+//! `GET /`: the signed-in user's profile (JSON, or the welcome page for browsers), or a redirect
+//! to sign-up.
 
 use serde_json::json;
 
 use super::declaration::HTTP_REQUEST;
-use super::{InvocationError, Outputs, http};
+use super::{InvocationError, Outputs, http, session};
 use crate::app::App;
-use crate::protocol::{HttpResponse, Invocation};
+use crate::pages;
+use crate::protocol::{HttpRequest, HttpResponse, Invocation};
 
 /// Where anyone without a valid session is sent.
 const SIGN_UP_PATH: &str = "/createUser";
 
-/// Answers the profile for a valid token; otherwise 302 to sign-up, with `WWW-Authenticate` when a
-/// token was presented and refused (RFC 6750), so API clients can tell the two apart.
+/// Answers the profile for a valid token (an `Authorization: Bearer` header first, else the
+/// session cookie); otherwise 302 to sign-up, with `WWW-Authenticate` when a token was presented
+/// and refused (RFC 6750), so API clients can tell the two apart.
 pub async fn run(app: &App, invocation: &Invocation) -> Result<Outputs, InvocationError> {
     let request = invocation.http_request(HTTP_REQUEST)?;
-    let Some(token) = http::bearer_token(&request) else {
+    let from_cookie = http::bearer_token(&request).is_none();
+    let Some(token) = http::bearer_token(&request).or_else(|| session::cookie_token(&request))
+    else {
         return Ok(Outputs::http(http::redirect(302, SIGN_UP_PATH)));
     };
     let user_id = match app.tokens.verify(token) {
         Ok(id) => id,
         Err(why) => {
             tracing::info!(%why, "token refused");
-            return Ok(Outputs::http(rejected()));
+            return Ok(Outputs::http(rejected(&request, from_cookie)));
         }
     };
     let response = match app.store.find_user(user_id).await {
+        Ok(Some((user, onboarding))) if pages::prefers_html(&request) => {
+            pages::welcome_page(&user, onboarding)
+        }
         Ok(Some((user, onboarding))) => http::json(
             200,
             &json!({
@@ -37,7 +45,7 @@ pub async fn run(app: &App, invocation: &Invocation) -> Result<Outputs, Invocati
         ),
         Ok(None) => {
             tracing::info!(%user_id, "token names a user that no longer exists");
-            rejected()
+            rejected(&request, from_cookie)
         }
         Err(e) => {
             tracing::error!(error = %e, "profile lookup failed");
@@ -47,6 +55,17 @@ pub async fn run(app: &App, invocation: &Invocation) -> Result<Outputs, Invocati
     Ok(Outputs::http(response))
 }
 
-fn rejected() -> HttpResponse {
-    http::redirect(302, SIGN_UP_PATH).header("WWW-Authenticate", r#"Bearer error="invalid_token""#)
+/// The redirect for a refused token; a refused cookie is also cleared, so the browser stops
+/// sending it.
+fn rejected(request: &HttpRequest, from_cookie: bool) -> HttpResponse {
+    let response = http::redirect(302, SIGN_UP_PATH)
+        .header("WWW-Authenticate", r#"Bearer error="invalid_token""#);
+    if from_cookie {
+        response.header(
+            "Set-Cookie",
+            session::clear_cookie(session::is_https(request)),
+        )
+    } else {
+        response
+    }
 }

@@ -27,6 +27,28 @@ pub fn compose(email: &OnboardingEmail<'_>) -> Result<Message, MailError> {
         .parse()
         .map_err(|e: lettre::address::AddressError| MailError::Build(e.to_string()))?;
     let to = Mailbox::new(Some(email.name.as_str().to_owned()), to_address);
+    Message::builder()
+        .from(email.from.clone())
+        .to(to)
+        .subject(format!("Welcome aboard, {}", email.name))
+        .multipart(
+            MultiPart::alternative()
+                .singlepart(
+                    SinglePart::builder()
+                        .header(ContentType::TEXT_PLAIN)
+                        .body(text_body(email)),
+                )
+                .singlepart(
+                    SinglePart::builder()
+                        .header(ContentType::TEXT_HTML)
+                        .body(html_body(email)),
+                ),
+        )
+        .map_err(|e| MailError::Build(e.to_string()))
+}
+
+/// The plain-text part.
+pub fn text_body(email: &OnboardingEmail<'_>) -> String {
     let name = email.name.as_str();
     let link = email.link.map(Url::as_str);
 
@@ -40,7 +62,13 @@ pub fn compose(email: &OnboardingEmail<'_>) -> Result<Message, MailError> {
         None => text.push_str("Sign in with your email and password any time.\n"),
     }
     text.push_str("\nIf this wasn't you, ignore this email: nothing more will be sent.\n");
+    text
+}
 
+/// The HTML part, styled like the sign-up pages; every user-supplied text is escaped.
+pub fn html_body(email: &OnboardingEmail<'_>) -> String {
+    let name = email.name.as_str();
+    let link = email.link.map(Url::as_str);
     let html_name = encode_text(name);
     let html_address = encode_text(email.email.as_str());
     let action = match link {
@@ -50,7 +78,7 @@ pub fn compose(email: &OnboardingEmail<'_>) -> Result<Message, MailError> {
         ),
         None => "<p>Sign in with your email and password any time.</p>".to_owned(),
     };
-    let html = format!(
+    format!(
         r#"<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">
 <title>Welcome aboard</title></head>
@@ -62,44 +90,33 @@ pub fn compose(email: &OnboardingEmail<'_>) -> Result<Message, MailError> {
 <p style="color:#5b6473;font-size:13px">If this wasn't you, ignore this email: nothing more will be sent.</p>
 </div></body></html>
 "#
-    );
-
-    Message::builder()
-        .from(email.from.clone())
-        .to(to)
-        .subject(format!("Welcome aboard, {name}"))
-        .multipart(
-            MultiPart::alternative()
-                .singlepart(
-                    SinglePart::builder()
-                        .header(ContentType::TEXT_PLAIN)
-                        .body(text),
-                )
-                .singlepart(
-                    SinglePart::builder()
-                        .header(ContentType::TEXT_HTML)
-                        .body(html),
-                ),
-        )
-        .map_err(|e| MailError::Build(e.to_string()))
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn render(name: &str) -> String {
+    fn with_email<T>(
+        name: &str,
+        link: Option<&Url>,
+        f: impl FnOnce(&OnboardingEmail<'_>) -> T,
+    ) -> T {
         let from: Mailbox = "Onboarding <no-reply@example.com>".parse().unwrap();
         let name = UserName::parse(name).unwrap();
         let email = UserEmail::parse("eve@example.com").unwrap();
-        let message = compose(&OnboardingEmail {
+        f(&OnboardingEmail {
             from: &from,
             name: &name,
             email: &email,
-            link: None,
+            link,
         })
-        .unwrap();
-        String::from_utf8(message.formatted()).unwrap()
+    }
+
+    fn render(name: &str) -> String {
+        with_email(name, None, |email| {
+            String::from_utf8(compose(email).unwrap().formatted()).unwrap()
+        })
     }
 
     #[test]
@@ -112,9 +129,17 @@ mod tests {
 
     #[test]
     fn html_in_a_name_is_escaped_in_the_html_part() {
-        let raw = render("Eve <b>x</b>");
-        assert!(raw.contains("&lt;b&gt;x&lt;/b&gt;"));
-        assert!(!raw.contains("<b>x</b></h1>"));
+        let html = with_email("Eve <b>x</b>", None, html_body);
+        assert!(html.contains("Welcome aboard, Eve &lt;b&gt;x&lt;/b&gt;</h1>"));
+        assert!(!html.contains("<b>x</b>"));
+    }
+
+    #[test]
+    fn the_link_goes_to_the_public_url() {
+        let url = Url::parse("https://app.example.net/").unwrap();
+        let html = with_email("Ada", Some(&url), html_body);
+        assert!(html.contains(r#"href="https://app.example.net/""#));
+        assert!(with_email("Ada", Some(&url), text_body).contains("https://app.example.net/"));
     }
 
     #[test]

@@ -6,7 +6,7 @@ mod smtp;
 
 use async_trait::async_trait;
 
-pub use content::{OnboardingEmail, compose};
+pub use content::{OnboardingEmail, compose, html_body, text_body};
 pub use outbox::OutboxMailer;
 pub use smtp::SmtpMailer;
 

@@ -1,0 +1,25 @@
+//! The welcome page a signed-in person sees at `/`.
+
+use super::{escape, page};
+use crate::domain::{OnboardingStatus, User};
+use crate::protocol::HttpResponse;
+
+/// Renders the profile: name, email, join date and whether the welcome email went out.
+pub fn welcome_page(user: &User, onboarding: OnboardingStatus) -> HttpResponse {
+    let (status_class, status_text) = match onboarding {
+        OnboardingStatus::Pending => ("pending", "pending: on its way"),
+        OnboardingStatus::Sent => ("sent", "sent"),
+    };
+    let body = format!(
+        "<h1>Welcome, {name}</h1>\n\
+         <p class=\"lead\">Your account is ready.</p>\n\
+         <dl>\n<dt>Name</dt><dd id=\"name\">{name}</dd>\n\
+         <dt>Email</dt><dd id=\"email\">{email}</dd>\n\
+         <dt>Joined</dt><dd><time datetime=\"{joined}\">{joined}</time></dd>\n\
+         <dt>Welcome email</dt><dd><span id=\"onboarding\" class=\"status {status_class}\">{status_text}</span></dd>\n</dl>\n",
+        name = escape(user.name.as_str()),
+        email = escape(user.email.as_str()),
+        joined = user.created_at_rfc3339(),
+    );
+    page(200, "Welcome", &body)
+}
