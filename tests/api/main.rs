@@ -1,0 +1,10 @@
+//! Black-box tests of the `handler` binary: a real Redis, a real SMTP server, and requests
+//! shaped exactly as the Functions host sends them (see `../shared/PROTOCOL.md`).
+
+mod create_user;
+mod health;
+mod helpers;
+mod lifecycle;
+mod protocol;
+mod root;
+mod send_onboarding;
