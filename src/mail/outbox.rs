@@ -24,7 +24,7 @@ impl OutboxMailer {
 #[async_trait]
 impl Mailer for OutboxMailer {
     fn describe(&self) -> String {
-        format!("outbox files in {} (embedded)", self.dir.display())
+        format!(".eml files in {}", self.dir.display())
     }
 
     async fn send(&self, message: &lettre::Message) -> Result<(), MailError> {

@@ -54,7 +54,7 @@ fn status_of(marker: Option<&Marker>) -> OnboardingStatus {
 #[async_trait]
 impl UserStore for MemoryStore {
     fn describe(&self) -> String {
-        "in memory (embedded; lost when the process ends)".to_owned()
+        "in memory (lost when the process ends)".to_owned()
     }
 
     fn check_name(&self) -> &'static str {

@@ -1,0 +1,505 @@
+//! Calling the handler as the Functions host does: the readiness ping, then `POST /<function>`
+//! with the host's headers and a chunked JSON body, and reading the answer (only a 2xx counts;
+//! its `Outputs` are routed to the bindings, Service Bus messages to the in-process bus).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use super::functions_dir::{FunctionDef, OutputKind, Trigger};
+use super::payload::{self, Sys};
+use super::queue::{Bus, Deliver, Message};
+
+/// The host version we claim in `X-Azure-Functions-HostVersion` and `User-Agent`.
+pub const HOST_VERSION: &str = "4.1036.1.23224";
+/// How often the host pings `GET /` while waiting for the handler to listen.
+pub const READINESS_POLL: Duration = Duration::from_millis(25);
+/// How long the host waits for the first answer before giving up on the handler.
+pub const READINESS_TIMEOUT: Duration = Duration::from_secs(30);
+/// Most of a handler's failing answer quoted in our log (the host discards it).
+const ERROR_PREVIEW_CHARS: usize = 300;
+
+/// Why an invocation failed, as the host would see it.
+#[derive(Debug, thiserror::Error)]
+pub enum InvokeError {
+    #[error("the handler did not answer GET / within {0:?}")]
+    NotReady(Duration),
+    #[error("the invocation timed out after {0:?} (host.json functionTimeout)")]
+    Timeout(Duration),
+    #[error("cannot reach the handler: {0}")]
+    Transport(String),
+    #[error("the handler answered {status}")]
+    Failed { status: u16, body_preview: String },
+    #[error("the handler's answer is not an invocation result: {0}")]
+    BadAnswer(String),
+}
+
+/// A 2xx answer: `{"Outputs": {...}, "Logs": [...], "ReturnValue": ...}`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Answer {
+    pub outputs: Map<String, Value>,
+    pub logs: Vec<String>,
+    pub return_value: Value,
+}
+
+impl Answer {
+    /// Reads an answer body; field names are matched case-insensitively (Newtonsoft does).
+    pub fn from_slice(bytes: &[u8]) -> Result<Self, InvokeError> {
+        let value: Value =
+            serde_json::from_slice(bytes).map_err(|e| InvokeError::BadAnswer(e.to_string()))?;
+        let Value::Object(root) = value else {
+            return Err(InvokeError::BadAnswer("not a JSON object".to_owned()));
+        };
+        let field = |name: &str| {
+            root.iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.clone())
+        };
+        let outputs = match field("Outputs") {
+            None | Some(Value::Null) => Map::new(),
+            Some(Value::Object(map)) => map,
+            Some(_) => {
+                return Err(InvokeError::BadAnswer(
+                    "Outputs is not an object".to_owned(),
+                ));
+            }
+        };
+        let logs = match field("Logs") {
+            Some(Value::Array(lines)) => lines
+                .into_iter()
+                .map(|l| match l {
+                    Value::String(s) => s,
+                    other => other.to_string(),
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        Ok(Self {
+            outputs,
+            logs,
+            return_value: field("ReturnValue").unwrap_or(Value::Null),
+        })
+    }
+
+    /// An output binding's value: `Outputs.<name>` (exact name, as the host), or `ReturnValue`
+    /// for `$return`.
+    pub fn output(&self, name: &str) -> Option<&Value> {
+        if name == "$return" {
+            return Some(&self.return_value).filter(|v| !v.is_null());
+        }
+        self.outputs.get(name)
+    }
+}
+
+/// An HTTP client for the handler on 127.0.0.1.
+#[derive(Debug, Clone)]
+pub struct HandlerClient {
+    client: reqwest::Client,
+    base: String,
+    timeout: Option<Duration>,
+}
+
+impl HandlerClient {
+    /// A client for the handler at `addr`; `timeout` bounds each invocation (`None`: no limit).
+    pub fn new(addr: SocketAddr, timeout: Option<Duration>) -> Result<Self, InvokeError> {
+        let client = reqwest::Client::builder()
+            // The handler is on loopback: a proxy from the environment must not get in between.
+            .no_proxy()
+            .build()
+            .map_err(|e| InvokeError::Transport(e.to_string()))?;
+        Ok(Self {
+            client,
+            base: format!("http://{addr}"),
+            timeout,
+        })
+    }
+
+    /// The host's readiness check: `GET /` every `poll` until any HTTP answer, for at most `give_up`.
+    pub async fn wait_until_ready(
+        &self,
+        poll: Duration,
+        give_up: Duration,
+    ) -> Result<(), InvokeError> {
+        let started = Instant::now();
+        loop {
+            let attempt = self
+                .client
+                .get(format!("{}/", self.base))
+                .timeout(poll.max(Duration::from_secs(1)))
+                .send()
+                .await;
+            if attempt.is_ok() {
+                return Ok(());
+            }
+            if started.elapsed() >= give_up {
+                return Err(InvokeError::NotReady(give_up));
+            }
+            tokio::time::sleep(poll).await;
+        }
+    }
+
+    /// `POST /<function>` with the envelope, as the host sends it.
+    pub async fn invoke(
+        &self,
+        function: &str,
+        invocation_id: Uuid,
+        envelope: &Value,
+    ) -> Result<Answer, InvokeError> {
+        let bytes = Bytes::from(serde_json::to_vec(envelope).unwrap_or_default());
+        // A stream body goes out chunked, without Content-Length: exactly like the host.
+        let body =
+            reqwest::Body::wrap_stream(futures_util::stream::iter([Ok::<_, std::io::Error>(
+                bytes,
+            )]));
+        let mut request = self
+            .client
+            .post(format!("{}/{function}", self.base))
+            .header("Content-Type", "application/json; charset=utf-8")
+            .header("X-Azure-Functions-InvocationId", invocation_id.to_string())
+            .header("X-Azure-Functions-HostVersion", HOST_VERSION)
+            .header("User-Agent", format!("Azure-Functions-Host/{HOST_VERSION}"))
+            .body(body);
+        if let Some(timeout) = self.timeout {
+            request = request.timeout(timeout);
+        }
+        let timeout = self.timeout.unwrap_or_default();
+        let transport = |e: reqwest::Error| {
+            if e.is_timeout() {
+                InvokeError::Timeout(timeout)
+            } else {
+                InvokeError::Transport(error_chain(&e))
+            }
+        };
+        let response = request.send().await.map_err(transport)?;
+        let status = response.status();
+        let body = response.bytes().await.map_err(transport)?;
+        if !status.is_success() {
+            return Err(InvokeError::Failed {
+                status: status.as_u16(),
+                body_preview: String::from_utf8_lossy(&body)
+                    .chars()
+                    .take(ERROR_PREVIEW_CHARS)
+                    .collect(),
+            });
+        }
+        Answer::from_slice(&body)
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Runs invocations and routes their outputs, as the host's function executor does.
+#[derive(Debug)]
+pub struct Invoker {
+    client: HandlerClient,
+    bus: Arc<Bus>,
+}
+
+impl Invoker {
+    /// An invoker sending to `client` and delivering Service Bus outputs to `bus`.
+    pub fn new(client: HandlerClient, bus: Arc<Bus>) -> Self {
+        Self { client, bus }
+    }
+
+    /// Invokes `function`, logs the outcome like the host, and on success sends its Service Bus
+    /// outputs. The caller maps the HTTP output.
+    pub async fn invoke(
+        &self,
+        function: &FunctionDef,
+        envelope: &Value,
+        reason: &str,
+    ) -> Result<Answer, InvokeError> {
+        let id = Uuid::new_v4();
+        let started = Instant::now();
+        tracing::info!(
+            "Executing 'Functions.{}' (Reason='{reason}', Id={id})",
+            function.name
+        );
+        let result = self.client.invoke(&function.name, id, envelope).await;
+        let ms = started.elapsed().as_millis();
+        match &result {
+            Ok(answer) => {
+                for line in &answer.logs {
+                    // The handler runs in this process, so its lines are already on stdout.
+                    tracing::debug!(target: "devhost::handler_logs", "{line}");
+                }
+                self.route_outputs(function, answer);
+                tracing::info!(
+                    "Executed 'Functions.{}' (Succeeded, Id={id}, Duration={ms}ms)",
+                    function.name
+                );
+            }
+            Err(error) => {
+                let preview = match error {
+                    InvokeError::Failed { body_preview, .. } if !body_preview.is_empty() => {
+                        format!(" (the host discards the body, which began: {body_preview:?})")
+                    }
+                    _ => String::new(),
+                };
+                tracing::error!(
+                    "Executed 'Functions.{}' (Failed, Id={id}, Duration={ms}ms): {error}{preview}",
+                    function.name
+                );
+            }
+        }
+        result
+    }
+
+    /// Sends each Service Bus output's messages; warns about values the host would ignore.
+    fn route_outputs(&self, function: &FunctionDef, answer: &Answer) {
+        for key in answer.outputs.keys() {
+            if function.outputs.iter().any(|o| &o.name == key) {
+                continue;
+            }
+            let hint = function
+                .outputs
+                .iter()
+                .find(|o| o.name.eq_ignore_ascii_case(key))
+                .map(|o| format!(" (names are case-sensitive: did you mean {:?}?)", o.name))
+                .unwrap_or_default();
+            tracing::warn!(
+                "Outputs.{key} of {} matches no output binding in its function.json: the host ignores it{hint}",
+                function.name
+            );
+        }
+        for output in &function.outputs {
+            let Some(value) = answer.output(&output.name) else {
+                continue;
+            };
+            match &output.kind {
+                OutputKind::Http => {}
+                OutputKind::ServiceBus { queue } => {
+                    let messages = payload::messages_from_output(&output.name, value);
+                    match self.bus.queue(queue) {
+                        Ok(queue) => {
+                            for message in messages {
+                                let sent = queue.send(message);
+                                tracing::info!(
+                                    queue = queue.name(),
+                                    "{} sent message {} (sequence {}) through {}",
+                                    function.name,
+                                    sent.message_id,
+                                    sent.sequence_number,
+                                    output.name
+                                );
+                            }
+                        }
+                        Err(e) => tracing::error!("{}: {e}", function.name),
+                    }
+                }
+                OutputKind::Unsupported(kind) if !value.is_null() => tracing::warn!(
+                    "{}: output {} of type {kind} is not emulated by handler dev; its value is dropped",
+                    function.name,
+                    output.name
+                ),
+                OutputKind::Unsupported(_) => {}
+            }
+        }
+    }
+}
+
+/// Delivers a queue's messages to one Service Bus-triggered function.
+pub struct TriggerDelivery {
+    invoker: Arc<Invoker>,
+    function: FunctionDef,
+}
+
+impl TriggerDelivery {
+    /// A deliverer for `function`, which must have a Service Bus trigger.
+    pub fn new(invoker: Arc<Invoker>, function: FunctionDef) -> Self {
+        Self { invoker, function }
+    }
+}
+
+#[async_trait::async_trait]
+impl Deliver for TriggerDelivery {
+    async fn deliver(&self, message: &Message) -> Result<(), String> {
+        let Trigger::ServiceBus { binding, .. } = &self.function.trigger else {
+            return Err(format!("{} has no Service Bus trigger", self.function.name));
+        };
+        let envelope =
+            payload::service_bus_envelope(binding, message, &Sys::now(&self.function.name));
+        let reason = format!(
+            "New ServiceBus message detected on '{}' (DeliveryCount={})",
+            match &self.function.trigger {
+                Trigger::ServiceBus { queue, .. } => queue.as_str(),
+                Trigger::Http { .. } => "",
+            },
+            message.delivery_count
+        );
+        self.invoker
+            .invoke(&self.function, &envelope, &reason)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn an_answer_is_read_whatever_the_casing_of_its_fields() {
+        let answer = Answer::from_slice(
+            br#"{"outputs": {"res": {"statusCode": 200}}, "logs": ["a"], "returnValue": null}"#,
+        )
+        .unwrap();
+        assert_eq!(answer.outputs["res"], json!({"statusCode": 200}));
+        assert_eq!(answer.logs, vec!["a"]);
+        assert_eq!(answer.output("$return"), None);
+    }
+
+    #[test]
+    fn a_missing_outputs_section_is_empty_and_junk_is_refused() {
+        assert!(Answer::from_slice(b"{}").unwrap().outputs.is_empty());
+        assert!(matches!(
+            Answer::from_slice(b"nope"),
+            Err(InvokeError::BadAnswer(_))
+        ));
+        assert!(matches!(
+            Answer::from_slice(b"[1]"),
+            Err(InvokeError::BadAnswer(_))
+        ));
+    }
+
+    /// Accepts one connection, returns the raw request text, and answers with `reply`.
+    async fn raw_server(reply: &'static str) -> (SocketAddr, tokio::task::JoinHandle<String>) {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut request = Vec::new();
+            let mut buf = [0u8; 4096];
+            // A chunked body ends with the zero-length chunk.
+            while !request.ends_with(b"0\r\n\r\n") {
+                let n = socket.read(&mut buf).await.unwrap();
+                assert!(
+                    n > 0,
+                    "the request ended early: {}",
+                    String::from_utf8_lossy(&request)
+                );
+                request.extend_from_slice(&buf[..n]);
+            }
+            socket.write_all(reply.as_bytes()).await.unwrap();
+            String::from_utf8(request).unwrap()
+        });
+        (addr, task)
+    }
+
+    #[tokio::test]
+    async fn an_invocation_is_posted_chunked_with_the_hosts_headers() {
+        let body = r#"{"Outputs":{"res":{"statusCode":204}},"Logs":[],"ReturnValue":null}"#;
+        let reply: &'static str = Box::leak(
+            format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}", body.len())
+                .into_boxed_str(),
+        );
+        let (addr, server) = raw_server(reply).await;
+        let client = HandlerClient::new(addr, Some(Duration::from_secs(10))).unwrap();
+        let id = Uuid::new_v4();
+
+        let answer = client
+            .invoke("createUser", id, &json!({"Data": {}, "Metadata": {}}))
+            .await
+            .unwrap();
+
+        assert_eq!(answer.outputs["res"]["statusCode"], 204);
+        let request = server.await.unwrap();
+        let lower = request.to_ascii_lowercase();
+        assert!(
+            request.starts_with("POST /createUser HTTP/1.1\r\n"),
+            "{request}"
+        );
+        assert!(lower.contains("transfer-encoding: chunked"), "{request}");
+        assert!(!lower.contains("content-length"), "{request}");
+        assert!(
+            lower.contains("content-type: application/json; charset=utf-8"),
+            "{request}"
+        );
+        assert!(
+            lower.contains(&format!("x-azure-functions-invocationid: {id}")),
+            "{request}"
+        );
+        assert!(lower.contains(
+            &format!("x-azure-functions-hostversion: {HOST_VERSION}").to_ascii_lowercase()
+        ));
+        assert!(
+            lower.contains("user-agent: azure-functions-host/"),
+            "{request}"
+        );
+        assert!(
+            request.contains(r#"{"Data":{},"Metadata":{}}"#),
+            "{request}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_non_2xx_answer_fails_the_invocation() {
+        let (addr, _server) =
+            raw_server("HTTP/1.1 503 Service Unavailable\r\ncontent-length: 4\r\n\r\nbusy").await;
+        let client = HandlerClient::new(addr, None).unwrap();
+        let error = client
+            .invoke("sendOnboarding", Uuid::new_v4(), &json!({}))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, InvokeError::Failed { status: 503, ref body_preview } if body_preview == "busy"),
+            "{error:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn readiness_waits_for_a_listener_and_gives_up_in_time() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let client = HandlerClient::new(addr, None).unwrap();
+        let nobody = client
+            .wait_until_ready(Duration::from_millis(25), Duration::from_millis(200))
+            .await;
+        assert!(matches!(nobody, Err(InvokeError::NotReady(_))));
+
+        // Any answer counts, even a 404, and the listener may come up while we wait.
+        let late = tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt as _;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 1024];
+            let _ = tokio::io::AsyncReadExt::read(&mut socket, &mut buf).await;
+            socket
+                .write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n")
+                .await
+                .unwrap();
+        });
+        client
+            .wait_until_ready(Duration::from_millis(25), Duration::from_secs(10))
+            .await
+            .unwrap();
+        late.await.unwrap();
+    }
+
+    #[test]
+    fn output_names_are_exact() {
+        let answer = Answer::from_slice(br#"{"Outputs": {"onboardingmessage": {}}}"#).unwrap();
+        assert!(answer.output("onboardingMessage").is_none());
+    }
+}

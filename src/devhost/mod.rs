@@ -1,0 +1,543 @@
+//! `handler dev`: a local stand-in for `func start`. It reads the function app as the host does,
+//! runs the handler in this process, and drives it through the host's protocol: public HTTP
+//! routes, and an in-process Service Bus queue between the functions.
+//!
+//! Dev-only endpoints on the public port: `GET /_dev/queues` shows every queue as
+//! `{"<queue>": {"active", "inFlight", "scheduled", "completed", "deadLetter": [{"messageId",
+//! "sequenceNumber", "deliveryCount", "reason", "errorDescription", "enqueuedTimeUtc",
+//! "deadLetteredTimeUtc", "body"}]}}` ("active" counts ready plus in-delivery messages, as Service
+//! Bus does; "scheduled" counts messages waiting out a retry backoff), and
+//! `POST /_dev/queues/<queue>/messages` sends its body as a message. Unlike the real host, a
+//! method a function does not accept gets 405 with `Allow` (the host answers 404).
+
+pub mod functions_dir;
+pub mod invoke;
+pub mod payload;
+pub mod public;
+pub mod queue;
+pub mod routes;
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::app::App;
+use crate::config::{Mode, Settings};
+use functions_dir::{AppSettings, FunctionDef, HostConfig, OutputKind, Trigger};
+use invoke::{HandlerClient, Invoker, READINESS_POLL, READINESS_TIMEOUT, TriggerDelivery};
+use queue::{Bus, QueueOptions, RETRY_CAP};
+use routes::{Route, RouteTemplate, Router};
+
+/// The port `func start` uses by default.
+pub const DEFAULT_PORT: u16 = 7071;
+/// How long, at exit, requests and queue deliveries in flight may take to finish.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the in-process handler gets to stop once everything else has.
+const HANDLER_STOP_TIMEOUT: Duration = Duration::from_secs(5);
+/// The setting the host gives the handler; the dev host picks the handler's port itself.
+const HANDLER_PORT_SETTING: &str = "FUNCTIONS_CUSTOMHANDLER_PORT";
+
+/// Options of `handler dev`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DevOptions {
+    /// Port of the public HTTP side on 127.0.0.1; 0 picks a free one (the address is printed).
+    #[arg(long, default_value_t = DEFAULT_PORT)]
+    pub port: u16,
+    /// The function app's root: host.json, the function folders and local.settings.json.
+    #[arg(long, default_value = ".")]
+    pub app_root: PathBuf,
+    /// Delay before redelivering a message whose delivery failed, in milliseconds; it doubles
+    /// with each further failure, up to 30 s.
+    #[arg(long, default_value_t = 1000)]
+    pub retry_base_ms: u64,
+    /// Deliveries before a message is dead-lettered (the queue's MaxDeliveryCount).
+    #[arg(long, default_value_t = queue::DEFAULT_MAX_DELIVERY_COUNT,
+          value_parser = clap::value_parser!(u32).range(1..=2000))]
+    pub max_delivery_count: u32,
+}
+
+impl Default for DevOptions {
+    fn default() -> Self {
+        Self {
+            port: DEFAULT_PORT,
+            app_root: PathBuf::from("."),
+            retry_base_ms: 1000,
+            max_delivery_count: queue::DEFAULT_MAX_DELIVERY_COUNT,
+        }
+    }
+}
+
+/// Runs the dev host until Ctrl-C or SIGTERM: reads the app folder and settings, starts the
+/// handler in this process on a loopback port, waits for its readiness, then serves the public
+/// routes and consumes the queues.
+pub async fn run(options: DevOptions) -> anyhow::Result<()> {
+    let app_root = std::fs::canonicalize(&options.app_root).with_context(|| {
+        format!(
+            "the app root {} cannot be opened",
+            options.app_root.display()
+        )
+    })?;
+    let app_settings = AppSettings::load(&app_root)?;
+    let host = HostConfig::load(&app_root, &app_settings)?;
+    let function_set = functions_dir::load_functions(&app_root, &host, &app_settings)?;
+    if function_set.functions.is_empty() {
+        bail!(
+            "no function to run: {} has no */function.json with an HTTP or Service Bus trigger",
+            app_root.display()
+        );
+    }
+    let router = build_router(&host, &function_set.functions)?;
+
+    let settings = Settings::from_lookup(Mode::Dev, |name| {
+        (name != HANDLER_PORT_SETTING)
+            .then(|| app_settings.get(name))
+            .flatten()
+    })
+    .context("the app settings (environment, then local.settings.json Values) are not valid")?;
+    let outbox = app_root.join("outbox");
+    let app = App::build(&settings, &outbox)
+        .await
+        .context("cannot prepare the handler")?;
+    let backends = app.describe_backends();
+
+    // The handler, as the host would start it: on its own loopback port, answering the ping.
+    let handler_listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .await
+        .context("cannot open a loopback port for the handler")?;
+    let handler_addr = handler_listener.local_addr()?;
+    let (handler_stop_tx, handler_stop_rx) = watch::channel(false);
+    let mut handler_task = tokio::spawn(crate::server::serve(
+        handler_listener,
+        Arc::new(app),
+        stopped(handler_stop_rx),
+    ));
+    let client = HandlerClient::new(handler_addr, host.function_timeout)?;
+    tokio::select! {
+        ready = client.wait_until_ready(READINESS_POLL, READINESS_TIMEOUT) => ready?,
+        ended = &mut handler_task => bail!("the handler stopped before it was ready: {}", task_outcome(ended)),
+    }
+
+    let bus = Arc::new(Bus::new(
+        queue_names(&function_set.functions),
+        QueueOptions {
+            max_delivery_count: options.max_delivery_count,
+            retry_base: Duration::from_millis(options.retry_base_ms),
+            retry_cap: RETRY_CAP,
+        },
+    ));
+    let invoker = Arc::new(Invoker::new(client, bus.clone()));
+
+    let public_listener = TcpListener::bind((Ipv4Addr::LOCALHOST, options.port))
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on 127.0.0.1:{} (is `func start` or another `handler dev` running? \
+                 choose another --port, or 0 for a free one)",
+                options.port
+            )
+        })?;
+    let public_addr = public_listener.local_addr()?;
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut consumers = Vec::new();
+    for function in &function_set.functions {
+        if let Trigger::ServiceBus { queue, .. } = &function.trigger {
+            let queue = bus.queue(queue)?;
+            consumers.push((
+                queue.name().to_owned(),
+                tokio::spawn(queue::consume(
+                    queue,
+                    function.name.clone(),
+                    Arc::new(TriggerDelivery::new(invoker.clone(), function.clone())),
+                    host.max_concurrent_calls,
+                    stop_rx.clone(),
+                    DRAIN_TIMEOUT,
+                )),
+            ));
+        }
+    }
+
+    let banner = Banner {
+        app_root: &app_root,
+        app_settings: &app_settings,
+        settings: &settings,
+        backends: &backends,
+        host: &host,
+        functions: &function_set,
+        router: &router,
+        options: &options,
+        handler_addr,
+        public_addr,
+    };
+    print!("{}", banner.render());
+    if host.forwarding {
+        tracing::warn!(
+            "host.json enables customHandler.enableForwardingHttpRequest: handler dev does not \
+             emulate forwarding and sends every function the invocation envelope"
+        );
+    }
+
+    let state = Arc::new(public::PublicState {
+        router,
+        functions: function_set
+            .functions
+            .iter()
+            .map(|f| (f.name.clone(), f.clone()))
+            .collect::<BTreeMap<_, _>>(),
+        invoker,
+        bus: bus.clone(),
+        local_addr: public_addr,
+    });
+    let mut public_task = tokio::spawn(
+        warp::serve(public::filter(state))
+            .incoming(public_listener)
+            .graceful(stopped(stop_rx.clone()))
+            .run(),
+    );
+
+    // Run until a signal, or until the handler or the public server ends on its own.
+    let mut handler_done = false;
+    let mut public_done = false;
+    tokio::select! {
+        () = shutdown_signal() => {}
+        ended = &mut handler_task => {
+            handler_done = true;
+            tracing::error!("the in-process handler stopped: {}", task_outcome(ended));
+        }
+        ended = &mut public_task => {
+            public_done = true;
+            if let Err(e) = ended {
+                tracing::error!("the public HTTP server stopped: {e}");
+            }
+        }
+    }
+    println!(
+        "handler dev: stopping: no new requests or deliveries; waiting up to {} s for those in flight",
+        DRAIN_TIMEOUT.as_secs()
+    );
+    let _ = stop_tx.send(true);
+    if !public_done
+        && tokio::time::timeout(DRAIN_TIMEOUT, &mut public_task)
+            .await
+            .is_err()
+    {
+        public_task.abort();
+        tracing::warn!(
+            "HTTP requests still open after {} s were cut",
+            DRAIN_TIMEOUT.as_secs()
+        );
+    }
+    let mut cut = 0;
+    for (_, consumer) in consumers {
+        cut += consumer.await.unwrap_or(0);
+    }
+    if cut > 0 {
+        tracing::warn!(
+            "{cut} queue deliveries still running after {} s were cut",
+            DRAIN_TIMEOUT.as_secs()
+        );
+    }
+    let _ = handler_stop_tx.send(true);
+    if !handler_done
+        && tokio::time::timeout(HANDLER_STOP_TIMEOUT, &mut handler_task)
+            .await
+            .is_err()
+    {
+        handler_task.abort();
+    }
+    print!("{}", pending_report(&bus));
+    Ok(())
+}
+
+/// Resolves when the watched flag turns true (or its sender is gone).
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}
+
+fn task_outcome(ended: Result<anyhow::Result<()>, tokio::task::JoinError>) -> String {
+    match ended {
+        Ok(Ok(())) => "it returned".to_owned(),
+        Ok(Err(e)) => format!("{e:#}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// Every HTTP function's route under the host's prefix; all bad templates reported at once.
+pub fn build_router(host: &HostConfig, functions: &[FunctionDef]) -> anyhow::Result<Router> {
+    let mut routes = Vec::new();
+    let mut problems = Vec::new();
+    for function in functions {
+        if let Trigger::Http { methods, route, .. } = &function.trigger {
+            match RouteTemplate::parse(&host.route_prefix, route) {
+                Ok(template) => routes.push(Route {
+                    function: function.name.clone(),
+                    methods: methods.clone(),
+                    template,
+                }),
+                Err(e) => problems.push(format!("{}: {e}", function.name)),
+            }
+        }
+    }
+    if problems.is_empty() {
+        match Router::new(routes) {
+            Ok(router) => return Ok(router),
+            Err(conflicts) => problems.extend(conflicts.iter().map(ToString::to_string)),
+        }
+    }
+    bail!(
+        "{} problem(s) with the HTTP routes:{}",
+        problems.len(),
+        problems
+            .iter()
+            .map(|p| format!("\n  - {p}"))
+            .collect::<String>()
+    )
+}
+
+/// Queues named by triggers and outputs.
+fn queue_names(functions: &[FunctionDef]) -> Vec<String> {
+    let mut names = Vec::new();
+    for function in functions {
+        if let Trigger::ServiceBus { queue, .. } = &function.trigger {
+            names.push(queue.clone());
+        }
+        for output in &function.outputs {
+            if let OutputKind::ServiceBus { queue } = &output.kind {
+                names.push(queue.clone());
+            }
+        }
+    }
+    names
+}
+
+/// What is left in each queue at exit (messages live in memory and end with the run).
+fn pending_report(bus: &Bus) -> String {
+    let mut out = String::from("handler dev stopped.\n");
+    for queue in bus.queues() {
+        let c = queue.counts();
+        let _ = writeln!(
+            out,
+            "  queue {}: {} message(s) still pending ({} ready, {} in delivery, {} awaiting retry), \
+             {} dead-lettered; they lived in memory and end with this run",
+            queue.name(),
+            c.pending(),
+            c.ready,
+            c.in_flight,
+            c.scheduled,
+            c.dead_lettered
+        );
+    }
+    out
+}
+
+/// The start-up text: what is real, what is embedded, and where to go.
+struct Banner<'a> {
+    app_root: &'a Path,
+    app_settings: &'a AppSettings,
+    settings: &'a Settings,
+    backends: &'a [(&'static str, String)],
+    host: &'a HostConfig,
+    functions: &'a functions_dir::FunctionSet,
+    router: &'a Router,
+    options: &'a DevOptions,
+    handler_addr: SocketAddr,
+    public_addr: SocketAddr,
+}
+
+impl Banner<'_> {
+    fn render(&self) -> String {
+        let base = format!("http://{}", self.public_addr);
+        let tag = |real: bool| if real { "[real]    " } else { "[embedded]" };
+        let is_set = |name: &str| {
+            self.app_settings
+                .get(name)
+                .is_some_and(|v| !v.trim().is_empty())
+        };
+        let mut out = String::new();
+        let mut line = |text: String| {
+            out.push_str(&text);
+            out.push('\n');
+        };
+        line("handler dev: the Functions host, locally (a stand-in for `func start`)".to_owned());
+        line(format!("  app root   {}", self.app_root.display()));
+        line(match self.app_settings.local_file() {
+            Some((path, n)) => format!(
+                "  settings   {} ({n} value(s); environment variables win)",
+                path.display()
+            ),
+            None => "  settings   environment only (no local.settings.json)".to_owned(),
+        });
+        for (part, description) in self.backends {
+            let real = match *part {
+                "store" => self.settings.redis.is_some(),
+                "mail" => self.settings.smtp.is_some(),
+                _ => true,
+            };
+            line(format!("  {part:<10} {} {description}", tag(real)));
+        }
+        line(if self.settings.jwt.generated {
+            format!(
+                "  tokens     {} a random key made for this run: tokens end with the run (set JWT_SECRET to keep them)",
+                tag(false)
+            )
+        } else {
+            format!("  tokens     {} signed with JWT_SECRET", tag(true))
+        });
+        line(if is_set("MAIL_FROM") {
+            format!("  sender     {} {}", tag(true), self.settings.mail_from)
+        } else {
+            format!(
+                "  sender     {} {} (a local sender; set MAIL_FROM for yours)",
+                tag(false),
+                self.settings.mail_from
+            )
+        });
+        let queues = queue_names(&self.functions.functions);
+        if !queues.is_empty() {
+            let mut unique: Vec<String> = Vec::new();
+            for q in queues {
+                if !unique.iter().any(|u| u.eq_ignore_ascii_case(&q)) {
+                    unique.push(q);
+                }
+            }
+            line(format!(
+                "  queues     {} in-process Service Bus: {} (first retry after {} ms, doubling up to {} s; dead-letter after {} deliveries)",
+                tag(false),
+                unique.join(", "),
+                self.options.retry_base_ms,
+                RETRY_CAP.as_secs(),
+                self.options.max_delivery_count
+            ));
+        }
+        line(format!(
+            "  handler    in this process at http://{} (POST /<function>, as from the host)",
+            self.handler_addr
+        ));
+        line("  functions".to_owned());
+        let width = self
+            .functions
+            .functions
+            .iter()
+            .map(|f| f.name.len())
+            .max()
+            .unwrap_or(0);
+        for function in &self.functions.functions {
+            let text = match &function.trigger {
+                Trigger::Http { methods, .. } => {
+                    let path = self
+                        .router
+                        .routes()
+                        .iter()
+                        .find(|r| r.function == function.name)
+                        .map(|r| r.template.display_path())
+                        .unwrap_or_default();
+                    let methods = methods
+                        .as_ref()
+                        .map_or_else(|| "ANY".to_owned(), |m| m.join(","));
+                    format!("{methods:<10} {base}{path}")
+                }
+                Trigger::ServiceBus { queue, .. } => format!(
+                    "serviceBusTrigger on queue {queue} ({} at a time)",
+                    self.host.max_concurrent_calls
+                ),
+            };
+            line(format!("    {:<width$}  {text}", function.name));
+        }
+        for (name, why) in &self.functions.skipped {
+            line(format!("    {name:<width$}  skipped: {why}"));
+        }
+        line(String::new());
+        line(format!("Listening on {base}"));
+        let sign_up = self.functions.functions.iter().find_map(|f| {
+            if !f.name.eq_ignore_ascii_case("createUser") {
+                return None;
+            }
+            self.router
+                .routes()
+                .iter()
+                .find(|r| r.function == f.name)
+                .map(|r| r.template.display_path())
+        });
+        if let Some(path) = sign_up {
+            line(format!("  sign up    {base}{path}"));
+        }
+        line(format!("  queues     {base}{}queues", public::DEV_PATH));
+        line("Press Ctrl-C to stop.".to_owned());
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn an_unsupported_template_is_an_error_naming_the_function() {
+        let host = HostConfig::from_value(&json!({"version": "2.0"})).unwrap();
+        let functions = vec![FunctionDef {
+            name: "when".into(),
+            trigger: Trigger::Http {
+                binding: "req".into(),
+                methods: None,
+                route: "at/{t:datetime}".into(),
+            },
+            outputs: vec![],
+        }];
+        let error = build_router(&host, &functions).unwrap_err().to_string();
+        assert!(
+            error.contains("when") && error.contains("datetime"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn the_router_uses_the_hosts_prefix() {
+        let host = HostConfig::from_value(&json!({"version": "2.0"})).unwrap();
+        let functions = vec![FunctionDef {
+            name: "health".into(),
+            trigger: Trigger::Http {
+                binding: "req".into(),
+                methods: Some(vec!["GET".into()]),
+                route: "health".into(),
+            },
+            outputs: vec![],
+        }];
+        let router = build_router(&host, &functions).unwrap();
+        assert!(matches!(
+            router.find("GET", "/api/health"),
+            routes::RouteMatch::Found { .. }
+        ));
+    }
+}

@@ -1,0 +1,437 @@
+//! The public HTTP side of the dev host: one catch-all warp filter that routes by the functions'
+//! templates, turns each request into the host's invocation, and maps the handler's answer back
+//! as the host does. Also `/_dev/queues`, to look into the in-process bus.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::{Stream, StreamExt as _};
+use serde_json::{Value, json};
+use warp::Filter;
+use warp::http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode};
+
+use super::functions_dir::{FunctionDef, OutputKind, Trigger};
+use super::invoke::{Answer, Invoker};
+use super::payload::{self, IncomingRequest, Sys};
+use super::queue::{Bus, NewMessage};
+use super::routes::{RouteMatch, Router};
+
+/// Largest request body accepted: the Functions host's default `maxRequestBodySize` (100 MB).
+pub const MAX_REQUEST_BODY: usize = 104_857_600;
+/// Path under which the dev host serves its own endpoints, before any function route.
+pub const DEV_PATH: &str = "/_dev/";
+/// Content type of a response body the handler gave without one, as the host sends it.
+const DEFAULT_CONTENT_TYPE: &str = "text/plain; charset=utf-8";
+
+/// Everything the public side needs to answer a request.
+pub struct PublicState {
+    pub router: Router,
+    pub functions: BTreeMap<String, FunctionDef>,
+    pub invoker: Arc<Invoker>,
+    pub bus: Arc<Bus>,
+    /// The public listener's address, for URLs when a request has no `Host`.
+    pub local_addr: SocketAddr,
+}
+
+/// Any method, any path: the whole public surface as one filter.
+pub fn filter(
+    state: Arc<PublicState>,
+) -> impl Filter<Extract = (Response<Bytes>,), Error = warp::Rejection> + Clone + Send + Sync + 'static
+{
+    let query = warp::query::raw().or(warp::any().map(String::new)).unify();
+    warp::any()
+        .and(warp::method())
+        .and(warp::path::full())
+        .and(query)
+        .and(warp::header::headers_cloned())
+        .and(warp::body::stream())
+        .then(
+            move |method: Method,
+                  path: warp::path::FullPath,
+                  query: String,
+                  headers: HeaderMap,
+                  body| {
+                let state = state.clone();
+                async move {
+                    let body = read_body(body, MAX_REQUEST_BODY).await;
+                    handle(&state, method, path.as_str(), &query, &headers, body).await
+                }
+            },
+        )
+}
+
+/// Why a request body was not read.
+enum BodyError {
+    TooLarge,
+    Broken(String),
+}
+
+/// Collects a body of at most `limit` bytes, whether or not the client sent Content-Length.
+async fn read_body<S, B>(body: S, limit: usize) -> Result<Bytes, BodyError>
+where
+    S: Stream<Item = Result<B, warp::Error>>,
+    B: bytes::Buf,
+{
+    let mut body = std::pin::pin!(body);
+    let mut collected = BytesMut::new();
+    while let Some(chunk) = body.next().await {
+        let mut chunk = chunk.map_err(|e| BodyError::Broken(e.to_string()))?;
+        if collected.len() + chunk.remaining() > limit {
+            return Err(BodyError::TooLarge);
+        }
+        while chunk.has_remaining() {
+            let part = chunk.chunk();
+            let n = part.len();
+            collected.extend_from_slice(part);
+            chunk.advance(n);
+        }
+    }
+    Ok(collected.freeze())
+}
+
+fn empty(status: StatusCode) -> Response<Bytes> {
+    let mut response = Response::new(Bytes::new());
+    *response.status_mut() = status;
+    response
+}
+
+fn json_response(status: StatusCode, value: &Value) -> Response<Bytes> {
+    let mut text = serde_json::to_string_pretty(value).unwrap_or_default();
+    text.push('\n');
+    let mut response = Response::new(Bytes::from(text));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        warp::http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    response
+}
+
+async fn handle(
+    state: &PublicState,
+    method: Method,
+    path: &str,
+    query: &str,
+    headers: &HeaderMap,
+    body: Result<Bytes, BodyError>,
+) -> Response<Bytes> {
+    if path.starts_with(DEV_PATH) {
+        return dev_endpoint(state, &method, path, headers, body);
+    }
+    let (route, values) = match state.router.find(method.as_str(), path) {
+        RouteMatch::Found { route, values } => (route, values),
+        RouteMatch::NotFound => {
+            tracing::info!("{method} {path}: no function serves this path (404)");
+            return empty(StatusCode::NOT_FOUND);
+        }
+        RouteMatch::MethodNotAllowed { allow } => {
+            // The real host answers 404 here; 405 with Allow tells the developer more.
+            tracing::info!("{method} {path}: method not in the function's methods (405)");
+            let mut response = empty(StatusCode::METHOD_NOT_ALLOWED);
+            if let Ok(value) = HeaderValue::from_str(&allow.join(", ")) {
+                response
+                    .headers_mut()
+                    .insert(warp::http::header::ALLOW, value);
+            }
+            return response;
+        }
+    };
+    let Some(function) = state.functions.get(&route.function) else {
+        return empty(StatusCode::NOT_FOUND);
+    };
+    let Trigger::Http { binding, .. } = &function.trigger else {
+        return empty(StatusCode::NOT_FOUND);
+    };
+    let body = match body {
+        Ok(body) => body,
+        Err(BodyError::TooLarge) => return empty(StatusCode::PAYLOAD_TOO_LARGE),
+        Err(BodyError::Broken(why)) => {
+            tracing::warn!("{method} {path}: the request body could not be read: {why}");
+            return empty(StatusCode::BAD_REQUEST);
+        }
+    };
+    let request = IncomingRequest {
+        method: method.as_str().to_owned(),
+        url: original_url(headers, state.local_addr, path, query),
+        raw_query: query.to_owned(),
+        headers: headers
+            .iter()
+            .map(|(name, value)| {
+                (
+                    name.as_str().to_owned(),
+                    String::from_utf8_lossy(value.as_bytes()).into_owned(),
+                )
+            })
+            .collect(),
+        body: body.to_vec(),
+    };
+    let envelope = payload::http_envelope(binding, &request, &values, &Sys::now(&function.name));
+    let reason =
+        format!("This function was programmatically called via the host APIs ({method} {path})");
+    match state.invoker.invoke(function, &envelope, &reason).await {
+        Ok(answer) => http_response(function, &answer).unwrap_or_else(|why| {
+            tracing::error!(
+                "{}: the HTTP output cannot be sent ({why}); the client gets an empty 500",
+                function.name
+            );
+            empty(StatusCode::INTERNAL_SERVER_ERROR)
+        }),
+        // Any failed invocation is an empty 500 for the client: the host discards the body.
+        Err(_) => empty(StatusCode::INTERNAL_SERVER_ERROR),
+    }
+}
+
+/// `http://<Host><path>?<query>` as the client addressed us.
+fn original_url(headers: &HeaderMap, local: SocketAddr, path: &str, query: &str) -> String {
+    let host = headers
+        .get(warp::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| !h.is_empty())
+        .map_or_else(|| local.to_string(), str::to_owned);
+    if query.is_empty() {
+        format!("http://{host}{path}")
+    } else {
+        format!("http://{host}{path}?{query}")
+    }
+}
+
+/// Maps the function's HTTP output to the client's response, as the host does: `statusCode`
+/// (number or numeric string, default 200), string headers, the body's exact bytes, and
+/// text/plain when no Content-Type was given. No HTTP output at all is an empty 200.
+pub fn http_response(function: &FunctionDef, answer: &Answer) -> Result<Response<Bytes>, String> {
+    let value = function
+        .outputs
+        .iter()
+        .find(|o| o.kind == OutputKind::Http)
+        .and_then(|o| answer.output(&o.name));
+    let res = match value {
+        None | Some(Value::Null) => return Ok(empty(StatusCode::OK)),
+        Some(Value::Object(map)) => map.clone(),
+        // The host parses the output's text: a string holding a JSON object works too.
+        Some(Value::String(text)) => match serde_json::from_str::<Value>(text) {
+            Ok(Value::Object(map)) => map,
+            _ => return Err("the HTTP output is a string that is not a JSON object".to_owned()),
+        },
+        Some(other) => return Err(format!("the HTTP output is not an object: {other}")),
+    };
+    let field = |name: &str| {
+        res.iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+            .filter(|v| !v.is_null())
+    };
+    let status = match field("statusCode") {
+        None => 200,
+        Some(Value::Number(n)) => n
+            .as_u64()
+            .ok_or(format!("statusCode {n} is not a status"))?,
+        Some(Value::String(s)) => s
+            .trim()
+            .parse::<u64>()
+            .map_err(|_| format!("statusCode {s:?} is not a number"))?,
+        Some(other) => return Err(format!("statusCode {other} is not a number")),
+    };
+    let status = u16::try_from(status)
+        .ok()
+        .and_then(|s| StatusCode::from_u16(s).ok())
+        .ok_or(format!("statusCode {status} is not an HTTP status"))?;
+    let (body, json_body) = match field("body") {
+        None => (Bytes::new(), false),
+        Some(Value::String(s)) => (Bytes::from(s.clone()), false),
+        Some(other @ (Value::Object(_) | Value::Array(_))) => {
+            (Bytes::from(other.to_string()), true)
+        }
+        Some(other) => (Bytes::from(other.to_string()), false),
+    };
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    if let Some(headers) = field("headers") {
+        let Value::Object(headers) = headers else {
+            return Err("headers is not an object".to_owned());
+        };
+        for (name, value) in headers {
+            let text = match value {
+                Value::Null => continue,
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            let name = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| format!("{name:?} is not a valid header name"))?;
+            let value = HeaderValue::from_str(&text)
+                .map_err(|_| format!("the value of header {name} is not valid"))?;
+            response.headers_mut().append(name, value);
+        }
+    }
+    let has_content_type = response
+        .headers()
+        .contains_key(warp::http::header::CONTENT_TYPE);
+    if !has_content_type && !response.body().is_empty() {
+        let default = if json_body {
+            "application/json; charset=utf-8"
+        } else {
+            DEFAULT_CONTENT_TYPE
+        };
+        response.headers_mut().insert(
+            warp::http::header::CONTENT_TYPE,
+            HeaderValue::from_static(default),
+        );
+    }
+    Ok(response)
+}
+
+/// `GET /_dev/queues`: every queue's counts and dead letters. `POST /_dev/queues/<queue>/messages`:
+/// sends the request body as a message (to try a consumer with a hand-made message).
+fn dev_endpoint(
+    state: &PublicState,
+    method: &Method,
+    path: &str,
+    headers: &HeaderMap,
+    body: Result<Bytes, BodyError>,
+) -> Response<Bytes> {
+    let rest: Vec<&str> = path[DEV_PATH.len()..]
+        .trim_end_matches('/')
+        .split('/')
+        .collect();
+    match (method.as_str(), rest.as_slice()) {
+        ("GET", ["queues"]) => json_response(StatusCode::OK, &state.bus.snapshot()),
+        ("POST", ["queues", queue, "messages"]) => {
+            let Ok(queue) = state.bus.queue(queue) else {
+                return json_response(
+                    StatusCode::NOT_FOUND,
+                    &json!({"error": format!("no queue named {queue:?}")}),
+                );
+            };
+            let body = match body {
+                Ok(body) => body,
+                Err(BodyError::TooLarge) => return empty(StatusCode::PAYLOAD_TOO_LARGE),
+                Err(BodyError::Broken(_)) => return empty(StatusCode::BAD_REQUEST),
+            };
+            let Ok(text) = String::from_utf8(body.to_vec()) else {
+                return json_response(
+                    StatusCode::BAD_REQUEST,
+                    &json!({"error": "the message must be UTF-8 text"}),
+                );
+            };
+            let content_type = headers
+                .get(warp::http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            let sent = queue.send(NewMessage {
+                body: text,
+                content_type,
+            });
+            tracing::info!(
+                queue = queue.name(),
+                "message {} sent through {DEV_PATH}",
+                sent.message_id
+            );
+            json_response(
+                StatusCode::CREATED,
+                &json!({"messageId": sent.message_id, "sequenceNumber": sent.sequence_number}),
+            )
+        }
+        (_, ["queues"]) | (_, ["queues", _, "messages"]) => empty(StatusCode::METHOD_NOT_ALLOWED),
+        _ => empty(StatusCode::NOT_FOUND),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::devhost::functions_dir::OutputBinding;
+
+    fn function() -> FunctionDef {
+        FunctionDef {
+            name: "createUser".into(),
+            trigger: Trigger::Http {
+                binding: "req".into(),
+                methods: None,
+                route: "createUser".into(),
+            },
+            outputs: vec![OutputBinding {
+                name: "res".into(),
+                kind: OutputKind::Http,
+            }],
+        }
+    }
+
+    fn answer(res: Value) -> Answer {
+        Answer::from_slice(json!({"Outputs": {"res": res}}).to_string().as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn status_headers_and_exact_body_are_mapped() {
+        let r = http_response(
+            &function(),
+            &answer(
+                json!({"statusCode": 302, "headers": {"Location": "/createUser"}, "body": "moved"}),
+            ),
+        )
+        .unwrap();
+        assert_eq!(r.status(), 302);
+        assert_eq!(r.headers()["location"], "/createUser");
+        assert_eq!(r.headers()["content-type"], DEFAULT_CONTENT_TYPE);
+        assert_eq!(r.body().as_ref(), b"moved");
+    }
+
+    #[test]
+    fn a_numeric_string_status_works_and_status_is_ignored() {
+        let r = http_response(&function(), &answer(json!({"statusCode": "201", "status": 500, "body": "{}", "headers": {"Content-Type": "application/json"}}))).unwrap();
+        assert_eq!(r.status(), 201);
+        assert_eq!(r.headers()["content-type"], "application/json");
+    }
+
+    #[test]
+    fn no_http_output_is_an_empty_200() {
+        let none = Answer::from_slice(br#"{"Outputs": {}}"#).unwrap();
+        let r = http_response(&function(), &none).unwrap();
+        assert_eq!(r.status(), 200);
+        assert!(r.body().is_empty());
+        assert!(r.headers().get("content-type").is_none());
+    }
+
+    #[test]
+    fn a_broken_http_output_is_an_error() {
+        assert!(http_response(&function(), &answer(json!({"statusCode": "abc"}))).is_err());
+        assert!(http_response(&function(), &answer(json!({"statusCode": 99999}))).is_err());
+        assert!(
+            http_response(&function(), &answer(json!({"headers": {"Bad Name": "x"}}))).is_err()
+        );
+        assert!(http_response(&function(), &answer(json!("not json"))).is_err());
+    }
+
+    #[test]
+    fn the_original_url_uses_the_host_header() {
+        let mut headers = HeaderMap::new();
+        let local: SocketAddr = "127.0.0.1:7071".parse().unwrap();
+        assert_eq!(
+            original_url(&headers, local, "/createUser", ""),
+            "http://127.0.0.1:7071/createUser"
+        );
+        headers.insert("host", HeaderValue::from_static("localhost:7071"));
+        assert_eq!(
+            original_url(&headers, local, "/a", "x=1"),
+            "http://localhost:7071/a?x=1"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_body_over_the_limit_is_refused() {
+        let chunks = futures_util::stream::iter(vec![
+            Ok::<_, warp::Error>(Bytes::from_static(b"abc")),
+            Ok(Bytes::from_static(b"def")),
+        ]);
+        assert!(matches!(
+            read_body(chunks, 5).await,
+            Err(BodyError::TooLarge)
+        ));
+        let chunks =
+            futures_util::stream::iter(vec![Ok::<_, warp::Error>(Bytes::from_static(b"abc"))]);
+        assert_eq!(
+            read_body(chunks, 5).await.ok().unwrap(),
+            Bytes::from_static(b"abc")
+        );
+    }
+}

@@ -1,0 +1,719 @@
+//! End-to-end tests of `handler dev` through the real binary: a copy of the repository's
+//! host.json and function folders as the app root, sign-up over HTTP, the in-process queue,
+//! and the email, with the embedded defaults and with a real Redis and a real SMTP server.
+
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+/// How long the dev host may take to print its address.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long an email may take to go out once a user signed up.
+const MAIL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Settings the developer's environment must not leak into a test.
+const SETTINGS: &[&str] = &[
+    "REDIS_URL",
+    "REDIS_KEY_PREFIX",
+    "SMTP_URL",
+    "SMTP_TIMEOUT_SECONDS",
+    "JWT_SECRET",
+    "JWT_SECRET_PREVIOUS",
+    "JWT_TTL_SECONDS",
+    "MAIL_FROM",
+    "PUBLIC_URL",
+    "FUNCTIONS_CUSTOMHANDLER_PORT",
+    "ONBOARDING_QUEUE",
+];
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("find a free port")
+        .port()
+}
+
+/// A temporary app root holding the repository's host.json and every `<function>/function.json`.
+fn app_root() -> TempDir {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().expect("create the app root");
+    std::fs::copy(repo.join("host.json"), dir.path().join("host.json"))
+        .expect("the repository has a host.json");
+    let mut copied = 0;
+    for entry in std::fs::read_dir(repo).expect("read the repository root") {
+        let folder = entry.expect("a directory entry").path();
+        let function_json = folder.join("function.json");
+        if function_json.is_file() {
+            let name = folder.file_name().expect("a folder name");
+            std::fs::create_dir(dir.path().join(name)).expect("create a function folder");
+            std::fs::copy(&function_json, dir.path().join(name).join("function.json"))
+                .expect("copy function.json");
+            copied += 1;
+        }
+    }
+    assert!(
+        copied >= 4,
+        "expected the four function folders at the repository root"
+    );
+    dir
+}
+
+/// Rewrites a copied function.json.
+fn edit_function(root: &Path, function: &str, edit: impl FnOnce(&mut Value)) {
+    let path = root.join(function).join("function.json");
+    let mut doc: Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("read function.json"))
+            .expect("function.json is JSON");
+    edit(&mut doc);
+    std::fs::write(&path, doc.to_string()).expect("write function.json");
+}
+
+/// A running `handler dev`, killed when dropped.
+struct DevHost {
+    child: Child,
+    base: String,
+    output: Arc<Mutex<String>>,
+    root: TempDir,
+}
+
+impl DevHost {
+    /// Starts `handler dev --port 0` on `root` with these settings and extra arguments, and waits
+    /// for the address it prints.
+    fn start(root: TempDir, env: &[(&str, String)], args: &[&str]) -> Self {
+        let mut child = dev_command(root.path(), env, args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the handler binary");
+        let output = Arc::new(Mutex::new(String::new()));
+        let stdout = child.stdout.take().expect("piped stdout");
+        let stderr = child.stderr.take().expect("piped stderr");
+        collect_lines(stdout, output.clone());
+        collect_lines(stderr, output.clone());
+        let deadline = Instant::now() + START_TIMEOUT;
+        let base = loop {
+            let text = output.lock().expect("output lock").clone();
+            if let Some(base) = text
+                .lines()
+                .find_map(|l| l.strip_prefix("Listening on "))
+                .map(|b| b.trim().to_owned())
+            {
+                break base;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("handler dev exited with {status} before listening:\n{text}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "handler dev did not print its address within {START_TIMEOUT:?}:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(25));
+        };
+        Self {
+            child,
+            base,
+            output,
+            root,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn output(&self) -> String {
+        self.output.lock().expect("output lock").clone()
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the exit.
+    fn terminate(&mut self, timeout: Duration) -> ExitStatus {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM failed");
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait for handler dev") {
+                // Let the readers take the last lines.
+                std::thread::sleep(Duration::from_millis(100));
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "handler dev still running {timeout:?} after SIGTERM:\n{}",
+                self.output()
+            );
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    async fn queues(&self) -> Value {
+        let response = client()
+            .get(self.url("/_dev/queues"))
+            .send()
+            .await
+            .expect("GET /_dev/queues");
+        assert_eq!(response.status(), 200);
+        response.json().await.expect("/_dev/queues is JSON")
+    }
+
+    /// Polls `/_dev/queues` until `done` holds; panics with the last state after `timeout`.
+    async fn wait_for_queues(&self, timeout: Duration, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let queues = self.queues().await;
+            if done(&queues) {
+                return queues;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "queues not as expected within {timeout:?}: {queues:#}\n{}",
+                self.output()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// POST /createUser with JSON; returns the status and the body.
+    async fn sign_up(&self, email: &str) -> (u16, Value) {
+        let response = client()
+            .post(self.url("/createUser"))
+            .json(&json!({"name": "Ada Lovelace", "email": email, "password": "correct horse battery"}))
+            .send()
+            .await
+            .expect("POST /createUser");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+}
+
+impl Drop for DevHost {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn dev_command(root: &Path, env: &[(&str, String)], args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_handler"));
+    command
+        .args(["dev", "--port", "0", "--app-root"])
+        .arg(root)
+        .args(args)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null());
+    for name in SETTINGS {
+        command.env_remove(name);
+    }
+    for (name, _) in std::env::vars() {
+        if name
+            .to_ascii_lowercase()
+            .starts_with("azurefunctionsjobhost__")
+        {
+            command.env_remove(name);
+        }
+    }
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    command
+}
+
+fn collect_lines(stream: impl Read + Send + 'static, into: Arc<Mutex<String>>) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines() {
+            let Ok(line) = line else { break };
+            let mut text = into.lock().expect("output lock");
+            text.push_str(&line);
+            text.push('\n');
+        }
+    });
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("an HTTP client")
+}
+
+fn unique_email(tag: &str) -> String {
+    format!("{tag}-{}@example.com", uuid::Uuid::new_v4().simple())
+}
+
+/// Waits for an `.eml` file in `dir` that mentions `recipient`; returns its text.
+async fn wait_for_eml(dir: &Path, recipient: &str) -> String {
+    let deadline = Instant::now() + MAIL_TIMEOUT;
+    loop {
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            for entry in entries.flatten() {
+                let path = entry.path();
+                if path.extension().is_some_and(|e| e == "eml")
+                    && let Ok(text) = std::fs::read_to_string(&path)
+                    && text.contains(recipient)
+                {
+                    return text;
+                }
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no .eml for {recipient} in {} within {MAIL_TIMEOUT:?}",
+            dir.display()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Checks the profile answers of `GET /` with and without the token.
+async fn assert_profile_and_redirect(dev: &DevHost, token: &str, email: &str) {
+    let profile = client()
+        .get(dev.url("/"))
+        .bearer_auth(token)
+        .header("Accept", "application/json")
+        .send()
+        .await
+        .expect("GET / with a token");
+    assert_eq!(profile.status(), 200);
+    let profile: Value = profile.json().await.expect("the profile is JSON");
+    assert_eq!(profile["email"], email);
+
+    let anonymous = client().get(dev.url("/")).send().await.expect("GET /");
+    assert_eq!(anonymous.status(), 302);
+    assert_eq!(anonymous.headers()["location"], "/createUser");
+}
+
+/// With no setting at all: in-memory store, outbox files, a generated key; sign-up answers 201,
+/// the token opens `GET /`, and the email lands in `<app root>/outbox` through the queue.
+#[tokio::test]
+async fn sign_up_profile_and_email_work_with_the_embedded_defaults() {
+    let dev = DevHost::start(app_root(), &[], &[]);
+    let banner = dev.output();
+    for expected in [
+        "[embedded]",
+        "outbox",
+        "tokens end with the run",
+        "/createUser",
+        "/_dev/queues",
+    ] {
+        assert!(
+            banner.contains(expected),
+            "the banner lacks {expected:?}:\n{banner}"
+        );
+    }
+    let email = unique_email("ada");
+
+    let (status, body) = dev.sign_up(&email).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["tokenType"], "Bearer");
+    let token = body["token"].as_str().expect("a token");
+    assert_profile_and_redirect(&dev, token, &email).await;
+
+    let eml = wait_for_eml(&dev.root.path().join("outbox"), &email).await;
+    assert!(
+        eml.contains("onboarding@localhost"),
+        "the local sender is used:\n{eml}"
+    );
+    dev.wait_for_queues(Duration::from_secs(10), |q| {
+        q["onboarding"]["active"] == 0
+            && q["onboarding"]["completed"] == 1
+            && q["onboarding"]["deadLetter"] == json!([])
+    })
+    .await;
+}
+
+/// The host's routing rules at the public port: unknown paths 404, a method the function does
+/// not list 405 with `Allow`, case-insensitive routes, and health.
+#[tokio::test]
+async fn routes_follow_the_function_json_files() {
+    let dev = DevHost::start(app_root(), &[], &[]);
+
+    let health = client()
+        .get(dev.url("/HEALTH"))
+        .send()
+        .await
+        .expect("GET /HEALTH");
+    assert_eq!(health.status(), 200);
+    let missing = client()
+        .get(dev.url("/no/such/page"))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(missing.status(), 404);
+    let refused = client()
+        .delete(dev.url("/createUser"))
+        .send()
+        .await
+        .expect("DELETE");
+    assert_eq!(refused.status(), 405);
+    assert_eq!(refused.headers()["allow"], "GET, POST");
+    let page = client()
+        .get(dev.url("/createUser"))
+        .send()
+        .await
+        .expect("GET /createUser");
+    assert_eq!(page.status(), 200);
+}
+
+/// With REDIS_URL and SMTP_URL set, the real servers are used and the email is received by SMTP.
+#[tokio::test]
+async fn with_redis_and_smtp_set_the_real_servers_are_used() {
+    let redis = RedisServer::start();
+    let smtp = SmtpSink::start(free_port());
+    let dev = DevHost::start(
+        app_root(),
+        &[("REDIS_URL", redis.url()), ("SMTP_URL", smtp.url())],
+        &[],
+    );
+    let banner = dev.output();
+    assert!(banner.contains("[real]"), "{banner}");
+    assert!(
+        banner.contains(&format!("127.0.0.1:{}", redis.port)),
+        "{banner}"
+    );
+    let email = unique_email("grace");
+
+    let (status, body) = dev.sign_up(&email).await;
+    assert_eq!(status, 201, "{body}");
+    assert_profile_and_redirect(&dev, body["token"].as_str().expect("a token"), &email).await;
+
+    let mail = smtp.wait_for(|m| m.to.iter().any(|t| t == &email)).await;
+    assert!(mail.data.contains("Subject:"), "{}", mail.data);
+    assert!(
+        !dev.root.path().join("outbox").exists(),
+        "no outbox with real SMTP"
+    );
+    let health = client()
+        .get(dev.url("/health"))
+        .send()
+        .await
+        .expect("GET /health");
+    assert_eq!(health.status(), 200);
+}
+
+/// SMTP down: the message is redelivered with a growing DeliveryCount and dead-lettered after 10
+/// deliveries (visible in /_dev/queues); once SMTP is back, the next user's email goes out.
+#[tokio::test]
+async fn a_failing_mail_server_leads_to_redelivery_then_dead_letter_then_recovery() {
+    let smtp_port = free_port();
+    let dev = DevHost::start(
+        app_root(),
+        &[("SMTP_URL", format!("smtp://127.0.0.1:{smtp_port}"))],
+        &["--retry-base-ms", "10"],
+    );
+    let first = unique_email("first");
+    let (status, body) = dev.sign_up(&first).await;
+    assert_eq!(status, 201, "{body}");
+
+    let queues = dev
+        .wait_for_queues(Duration::from_secs(60), |q| {
+            q["onboarding"]["deadLetter"]
+                .as_array()
+                .is_some_and(|d| d.len() == 1)
+        })
+        .await;
+    let dead = &queues["onboarding"]["deadLetter"][0];
+    assert_eq!(dead["deliveryCount"], 10);
+    assert_eq!(dead["reason"], "MaxDeliveryCountExceeded");
+    assert!(
+        dead["body"].as_str().is_some_and(|b| b.contains(&first)),
+        "{dead}"
+    );
+    let id = dead["messageId"].as_str().expect("a message id");
+    let output = dev.output();
+    for delivery in 1..=9 {
+        assert!(
+            output.contains(&format!("delivery {delivery} of message {id}")),
+            "delivery {delivery} not logged:\n{output}"
+        );
+    }
+    assert!(output.contains("dead-lettered"), "{output}");
+
+    let smtp = SmtpSink::start(smtp_port);
+    let second = unique_email("second");
+    let (status, body) = dev.sign_up(&second).await;
+    assert_eq!(status, 201, "{body}");
+    smtp.wait_for(|m| m.to.iter().any(|t| t == &second)).await;
+    assert!(
+        !smtp
+            .messages()
+            .iter()
+            .any(|m| m.to.iter().any(|t| t == &first)),
+        "the dead-lettered message must not be retried"
+    );
+}
+
+/// Settings come from local.settings.json, environment variables win, and `%NAME%` in a
+/// binding resolves: the queue is named by a setting on both sides.
+#[tokio::test]
+async fn local_settings_resolve_binding_names_and_the_environment_wins() {
+    let root = app_root();
+    edit_function(root.path(), "createUser", |doc| {
+        doc["bindings"][2]["queueName"] = json!("%ONBOARDING_QUEUE%");
+    });
+    edit_function(root.path(), "sendOnboarding", |doc| {
+        doc["bindings"][0]["queueName"] = json!("%ONBOARDING_QUEUE%");
+    });
+    std::fs::write(
+        root.path().join("local.settings.json"),
+        json!({"IsEncrypted": false, "Values": {
+            "ONBOARDING_QUEUE": "from-file",
+            "MAIL_FROM": "Local File <file-sender@example.com>"
+        }})
+        .to_string(),
+    )
+    .expect("write local.settings.json");
+    let dev = DevHost::start(root, &[("ONBOARDING_QUEUE", "from-env".to_owned())], &[]);
+
+    let queues = dev.queues().await;
+    assert!(queues.get("from-env").is_some(), "{queues}");
+    assert!(queues.get("from-file").is_none(), "{queues}");
+    let email = unique_email("lin");
+    let (status, _) = dev.sign_up(&email).await;
+    assert_eq!(status, 201);
+    let eml = wait_for_eml(&dev.root.path().join("outbox"), &email).await;
+    assert!(eml.contains("file-sender@example.com"), "{eml}");
+}
+
+/// SIGTERM stops the dev host: exit 0, and the messages still waiting are counted.
+#[tokio::test]
+async fn sigterm_stops_and_reports_the_pending_messages() {
+    let dev_smtp_down = [("SMTP_URL", format!("smtp://127.0.0.1:{}", free_port()))];
+    let mut dev = DevHost::start(app_root(), &dev_smtp_down, &["--retry-base-ms", "600000"]);
+    let (status, _) = dev.sign_up(&unique_email("late")).await;
+    assert_eq!(status, 201);
+    dev.wait_for_queues(Duration::from_secs(30), |q| {
+        q["onboarding"]["scheduled"] == 1
+    })
+    .await;
+
+    let status = dev.terminate(Duration::from_secs(40));
+
+    assert!(status.success(), "exit status {status}:\n{}", dev.output());
+    let output = dev.output();
+    assert!(
+        output.contains("queue onboarding: 1 message(s) still pending"),
+        "{output}"
+    );
+}
+
+/// A route template the dev host cannot honour stops it at start with a clear message.
+#[tokio::test]
+async fn an_unsupported_route_template_is_an_error_at_start() {
+    let root = app_root();
+    edit_function(root.path(), "health", |doc| {
+        doc["bindings"][0]["route"] = json!("health/{id:regex(^[a-z]+$)}");
+    });
+    let mut child = dev_command(root.path(), &[], &[])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the handler binary");
+    let deadline = Instant::now() + START_TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("handler dev kept running with an unsupported route");
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    };
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut stderr)
+        .expect("read stderr");
+    assert!(!status.success());
+    assert!(
+        stderr.contains("health") && stderr.contains("regex"),
+        "{stderr}"
+    );
+}
+
+/// A throwaway `redis-server` on a free loopback port, persistence off; killed when dropped.
+struct RedisServer {
+    port: u16,
+    child: Child,
+    _dir: TempDir,
+}
+
+impl RedisServer {
+    /// Panics when `redis-server` is missing: these tests never skip.
+    fn start() -> Self {
+        let dir = tempfile::tempdir().expect("a directory for redis-server");
+        let port = free_port();
+        let child = match Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+        {
+            Ok(child) => child,
+            Err(e) if e.kind() == ErrorKind::NotFound => panic!(
+                "redis-server not found: install it with `apt-get install -y redis-server` \
+                 (scripts/test does this)"
+            ),
+            Err(e) => panic!("could not start redis-server: {e}"),
+        };
+        let mut server = Self {
+            port,
+            child,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !server.answers_ping() {
+            if let Ok(Some(status)) = server.child.try_wait() {
+                panic!("redis-server exited with {status}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not answer PING"
+            );
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        server
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn answers_ping(&self) -> bool {
+        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+        let mut reply = [0u8; 7];
+        stream.write_all(b"PING\r\n").is_ok()
+            && stream.read_exact(&mut reply).is_ok()
+            && &reply == b"+PONG\r\n"
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One message as the SMTP sink received it.
+#[derive(Clone, Debug)]
+struct Mail {
+    to: Vec<String>,
+    data: String,
+}
+
+/// mailin's callbacks; cloned per connection, so `current` is per connection.
+#[derive(Clone)]
+struct Recorder {
+    received: Arc<Mutex<Vec<Mail>>>,
+    current: Option<Mail>,
+}
+
+impl mailin_embedded::Handler for Recorder {
+    fn data_start(
+        &mut self,
+        _domain: &str,
+        _from: &str,
+        _is8bit: bool,
+        to: &[String],
+    ) -> mailin_embedded::Response {
+        self.current = Some(Mail {
+            to: to
+                .iter()
+                .map(|t| {
+                    t.trim()
+                        .trim_start_matches('<')
+                        .trim_end_matches('>')
+                        .to_owned()
+                })
+                .collect(),
+            data: String::new(),
+        });
+        mailin_embedded::response::OK
+    }
+
+    fn data(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        if let Some(mail) = self.current.as_mut() {
+            mail.data.push_str(&String::from_utf8_lossy(buf));
+        }
+        Ok(())
+    }
+
+    fn data_end(&mut self) -> mailin_embedded::Response {
+        if let Some(mail) = self.current.take() {
+            self.received.lock().expect("mailbox lock").push(mail);
+        }
+        mailin_embedded::response::OK
+    }
+}
+
+/// A real SMTP server (mailin-embedded) on a loopback port, serving on a thread for the rest of
+/// the test process.
+struct SmtpSink {
+    port: u16,
+    received: Arc<Mutex<Vec<Mail>>>,
+}
+
+impl SmtpSink {
+    fn start(port: u16) -> Self {
+        let listener = TcpListener::bind(("127.0.0.1", port))
+            .unwrap_or_else(|e| panic!("bind the SMTP sink to 127.0.0.1:{port}: {e}"));
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let mut server = mailin_embedded::Server::new(Recorder {
+            received: received.clone(),
+            current: None,
+        });
+        server
+            .with_name("sink.example.test")
+            .with_num_threads(4)
+            .with_tcp_listener(listener);
+        std::thread::spawn(move || {
+            if let Err(e) = server.serve() {
+                eprintln!("SMTP sink stopped: {e}");
+            }
+        });
+        Self { port, received }
+    }
+
+    fn url(&self) -> String {
+        format!("smtp://127.0.0.1:{}", self.port)
+    }
+
+    fn messages(&self) -> Vec<Mail> {
+        self.received.lock().expect("mailbox lock").clone()
+    }
+
+    /// Waits (bounded) for a message matching `wanted`.
+    async fn wait_for(&self, wanted: impl Fn(&Mail) -> bool) -> Mail {
+        let deadline = Instant::now() + MAIL_TIMEOUT;
+        loop {
+            if let Some(mail) = self.messages().into_iter().find(|m| wanted(m)) {
+                return mail;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the expected email did not arrive within {MAIL_TIMEOUT:?}; got {:?}",
+                self.messages().iter().map(|m| &m.to).collect::<Vec<_>>()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
