@@ -244,6 +244,103 @@ mod tests {
     }
 
     #[test]
+    fn a_token_not_yet_valid_is_refused() {
+        #[derive(Serialize)]
+        struct NotBefore {
+            sub: String,
+            iat: i64,
+            nbf: i64,
+            exp: i64,
+            iss: &'static str,
+            aud: &'static str,
+        }
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        let claims = NotBefore {
+            sub: UserId::new().to_string(),
+            iat: now,
+            nbf: now + 600,
+            exp: now + 3600,
+            iss: ISSUER,
+            aud: AUDIENCE,
+        };
+        let token = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(KEY_A.as_bytes()),
+        )
+        .unwrap();
+        let keys = TokenKeys::new(&settings(KEY_A, None));
+        assert!(keys.verify(&token).is_err());
+    }
+
+    #[test]
+    fn a_token_issued_in_the_future_is_refused() {
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        let claims = Claims {
+            sub: UserId::new().to_string(),
+            iat: now + 3600,
+            exp: now + 7200,
+            iss: ISSUER.to_owned(),
+            aud: AUDIENCE.to_owned(),
+        };
+        let token = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(KEY_A.as_bytes()),
+        )
+        .unwrap();
+        let keys = TokenKeys::new(&settings(KEY_A, None));
+        assert!(keys.verify(&token).is_err());
+    }
+
+    #[test]
+    fn a_token_for_another_audience_is_refused() {
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        let claims = Claims {
+            sub: UserId::new().to_string(),
+            iat: now,
+            exp: now + 60,
+            iss: ISSUER.to_owned(),
+            aud: "billing".to_owned(),
+        };
+        let token = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(KEY_A.as_bytes()),
+        )
+        .unwrap();
+        let keys = TokenKeys::new(&settings(KEY_A, None));
+        assert!(keys.verify(&token).is_err());
+    }
+
+    #[test]
+    fn a_token_signed_with_another_algorithm_is_refused() {
+        let keys = TokenKeys::new(&settings(KEY_A, None));
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        let claims = Claims {
+            sub: UserId::new().to_string(),
+            iat: now,
+            exp: now + 60,
+            iss: ISSUER.to_owned(),
+            aud: AUDIENCE.to_owned(),
+        };
+        let token = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS512),
+            &claims,
+            &EncodingKey::from_secret(KEY_A.as_bytes()),
+        )
+        .unwrap();
+        assert!(keys.verify(&token).is_err());
+    }
+
+    #[test]
+    fn an_oversized_token_is_refused_before_parsing() {
+        let keys = TokenKeys::new(&settings(KEY_A, None));
+        let huge = format!("{}.{}.{}", "a".repeat(3000), "b".repeat(3000), "c");
+        assert!(matches!(keys.verify(&huge), Err(TokenError::TooLong)));
+    }
+
+    #[test]
     fn a_tampered_payload_is_refused() {
         let keys = TokenKeys::new(&settings(KEY_A, None));
         let token = keys.issue(UserId::new()).unwrap().token;
