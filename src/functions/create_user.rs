@@ -9,7 +9,8 @@ use super::{InvocationError, Outputs, http, session};
 use crate::app::App;
 use crate::auth::HashError;
 use crate::domain::{
-    OnboardingMessage, OnboardingStatus, RawField, SignUp, SignUpRejection, User, UserId,
+    FieldError, FieldProblem, OnboardingMessage, OnboardingStatus, RawField, SignUp,
+    SignUpRejection, User, UserId,
 };
 use crate::pages::{self, SignUpForm};
 use crate::protocol::{HttpRequest, HttpResponse, Invocation};
@@ -123,14 +124,16 @@ impl SignUpError {
                 form.errors = rejection
                     .errors
                     .iter()
-                    .map(|e| (e.field, e.detail()))
+                    .map(|e| (e.field, page_message(e)))
                     .collect();
                 if rejection.is_malformed() { 400 } else { 422 }
             }
             Self::EmailTaken => {
                 form.errors = vec![(
                     "email",
-                    "This email is already registered with another password.".to_owned(),
+                    "This email is already registered. If it is yours, enter the password you \
+                     signed up with."
+                        .to_owned(),
                 )];
                 409
             }
@@ -149,6 +152,28 @@ impl SignUpError {
             }
         };
         pages::sign_up_page(status, &form)
+    }
+}
+
+/// A field's message as the form shows it: a sentence telling the person what to do.
+fn page_message(error: &FieldError) -> String {
+    let noun = match error.field {
+        "email" => "an email address",
+        "password" => "a password",
+        _ => "your name",
+    };
+    match &error.problem {
+        FieldProblem::Missing | FieldProblem::WrongType => format!("Enter {noun}."),
+        FieldProblem::Invalid(_)
+            if error.field == "email" && !error.detail().contains("at most") =>
+        {
+            "Enter an email address such as name@example.com.".to_owned()
+        }
+        FieldProblem::Invalid(why) => {
+            let mut field = error.field.to_owned();
+            field[..1].make_ascii_uppercase();
+            format!("{field} {why}.")
+        }
     }
 }
 

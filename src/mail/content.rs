@@ -73,17 +73,17 @@ pub fn html_body(email: &OnboardingEmail<'_>) -> String {
     let html_address = encode_text(email.email.as_str());
     let action = match link {
         Some(link) => format!(
-            r#"<p style="margin:24px 0"><a href="{href}" style="background:#2457d6;color:#ffffff;padding:12px 20px;border-radius:6px;text-decoration:none;font-weight:600">Open your account</a></p>"#,
+            r#"<p style="margin:24px 0"><a href="{href}" style="display:inline-block;background:#2457d6;color:#ffffff;padding:12px 20px;border-radius:6px;text-decoration:none;font-weight:600">Open your account</a></p>"#,
             href = html_escape::encode_double_quoted_attribute(link)
         ),
         None => "<p>Sign in with your email and password any time.</p>".to_owned(),
     };
     format!(
         r#"<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>Welcome aboard</title></head>
-<body style="margin:0;padding:24px;background:#f4f5f7;font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;color:#1d2330">
-<div style="max-width:520px;margin:0 auto;background:#ffffff;border-radius:10px;padding:32px">
+<body style="margin:0;padding:16px;background:#f4f5f7;font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;color:#1d2330">
+<div style="max-width:520px;margin:0 auto;background:#ffffff;border-radius:10px;padding:24px;overflow-wrap:anywhere;word-break:break-word">
 <h1 style="font-size:22px;margin:0 0 16px">Welcome aboard, {html_name}</h1>
 <p>Your account is ready. You signed up with <strong>{html_address}</strong>.</p>
 {action}

@@ -30,10 +30,16 @@ pub fn sign_up_page(status: u16, form: &SignUpForm<'_>) -> HttpResponse {
         .as_deref()
         .map(|text| format!("<p class=\"banner\" role=\"alert\">{}</p>\n", escape(text)))
         .unwrap_or_default();
+    let first_invalid = form.errors.first().map(|(field, _)| *field);
     let field = |id: &str, label: &str, kind: &str, value: &str, attrs: &str, hint: &str| {
         let error = form.error_for(id);
+        let focus = if first_invalid == Some(id) {
+            " autofocus"
+        } else {
+            ""
+        };
         let described = match (error.is_some(), hint.is_empty()) {
-            (true, _) => format!(" aria-invalid=\"true\" aria-describedby=\"{id}-error\""),
+            (true, _) => format!(" aria-invalid=\"true\" aria-describedby=\"{id}-error\"{focus}"),
             (false, false) => format!(" aria-describedby=\"{id}-hint\""),
             (false, true) => String::new(),
         };
@@ -80,10 +86,21 @@ pub fn sign_up_page(status: u16, form: &SignUpForm<'_>) -> HttpResponse {
             &format!(
                 "minlength=\"{MIN_PASSWORD_CHARS}\" maxlength=\"{MAX_PASSWORD_CHARS}\" autocomplete=\"new-password\""
             ),
-            &format!("{MIN_PASSWORD_CHARS} to {MAX_PASSWORD_CHARS} characters."),
+            &if form.errors.is_empty() && form.banner.is_none() {
+                format!("{MIN_PASSWORD_CHARS} to {MAX_PASSWORD_CHARS} characters.")
+            } else {
+                format!(
+                    "Enter your password again ({MIN_PASSWORD_CHARS} to {MAX_PASSWORD_CHARS} characters)."
+                )
+            },
         ),
     );
-    page(status, "Create your account", &body)
+    let title = if form.errors.is_empty() && form.banner.is_none() {
+        "Create your account"
+    } else {
+        "Error: Create your account"
+    };
+    page(status, title, &body)
 }
 
 #[cfg(test)]

@@ -15,11 +15,17 @@ pub fn welcome_page(user: &User, onboarding: OnboardingStatus) -> HttpResponse {
          <p class=\"lead\">Your account is ready.</p>\n\
          <dl>\n<dt>Name</dt><dd id=\"name\">{name}</dd>\n\
          <dt>Email</dt><dd id=\"email\">{email}</dd>\n\
-         <dt>Joined</dt><dd><time datetime=\"{joined}\">{joined}</time></dd>\n\
+         <dt>Joined</dt><dd><time datetime=\"{joined}\">{joined_text}</time></dd>\n\
          <dt>Welcome email</dt><dd><span id=\"onboarding\" class=\"status {status_class}\">{status_text}</span></dd>\n</dl>\n",
         name = escape(user.name.as_str()),
         email = escape(user.email.as_str()),
         joined = user.created_at_rfc3339(),
+        joined_text = user
+            .created_at
+            .format(time::macros::format_description!(
+                "[day padding:none] [month repr:long] [year]"
+            ))
+            .unwrap_or_else(|_| user.created_at_rfc3339()),
     );
     page(200, "Welcome", &body)
 }
