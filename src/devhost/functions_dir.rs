@@ -128,6 +128,15 @@ impl AppSettings {
         })
     }
 
+    /// Every name in `Values` with its effective value (the environment's when it sets it too):
+    /// with the process environment, what a handler process gets as its environment.
+    pub fn local_values(&self) -> Vec<(String, String)> {
+        self.local
+            .keys()
+            .filter_map(|name| Some((name.clone(), self.get(name)?)))
+            .collect()
+    }
+
     /// Where `Values` came from, if a file was read, and how many there were.
     pub fn local_file(&self) -> Option<(&Path, usize)> {
         self.local_file

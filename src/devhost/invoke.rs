@@ -12,6 +12,7 @@ use uuid::Uuid;
 
 use super::functions_dir::{FunctionDef, OutputKind, Trigger};
 use super::payload::{self, Sys};
+use super::process::ProcessControl;
 use super::queue::{Bus, Deliver, Message};
 
 /// The host version we claim in `X-Azure-Functions-HostVersion` and `User-Agent`.
@@ -206,12 +207,25 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 pub struct Invoker {
     client: HandlerClient,
     bus: Arc<Bus>,
+    /// Set when the handler is a child process: a timed-out invocation gets it killed.
+    process: Option<ProcessControl>,
 }
 
 impl Invoker {
     /// An invoker sending to `client` and delivering Service Bus outputs to `bus`.
     pub fn new(client: HandlerClient, bus: Arc<Bus>) -> Self {
-        Self { client, bus }
+        Self {
+            client,
+            bus,
+            process: None,
+        }
+    }
+
+    /// Kills the handler process when an invocation times out, as the host does (it is then
+    /// restarted by its supervisor).
+    pub fn kill_on_timeout(mut self, process: ProcessControl) -> Self {
+        self.process = Some(process);
+        self
     }
 
     /// Invokes `function`, logs the outcome like the host, and on success sends its Service Bus
@@ -253,6 +267,12 @@ impl Invoker {
                     "Executed 'Functions.{}' (Failed, Id={id}, Duration={ms}ms): {error}{preview}",
                     function.name
                 );
+                if let (InvokeError::Timeout(_), Some(process)) = (error, &self.process) {
+                    tracing::error!(
+                        "a function timed out: killing the handler process, as the host does"
+                    );
+                    process.kill_after_timeout(started);
+                }
             }
         }
         result

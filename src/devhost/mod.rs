@@ -1,18 +1,22 @@
 //! `handler dev`: a local stand-in for `func start`. It reads the function app as the host does,
-//! runs the handler in this process, and drives it through the host's protocol: public HTTP
-//! routes, and an in-process Service Bus queue between the functions.
+//! runs the handler (in this process, or with `--handler-process` as a supervised child process),
+//! and drives it through the host's protocol: public HTTP routes, and an in-process Service Bus
+//! queue between the functions.
 //!
 //! Dev-only endpoints on the public port: `GET /_dev/queues` shows every queue as
 //! `{"<queue>": {"active", "inFlight", "scheduled", "completed", "deadLetter": [{"messageId",
 //! "sequenceNumber", "deliveryCount", "reason", "errorDescription", "enqueuedTimeUtc",
 //! "deadLetteredTimeUtc", "body"}]}}` ("active" counts ready plus in-delivery messages, as Service
-//! Bus does; "scheduled" counts messages waiting out a retry backoff), and
-//! `POST /_dev/queues/<queue>/messages` sends its body as a message. Unlike the real host, a
-//! method a function does not accept gets 405 with `Allow` (the host answers 404).
+//! Bus does; "scheduled" counts messages waiting out a retry backoff),
+//! `POST /_dev/queues/<queue>/messages` sends its body as a message, and `GET /_dev/handler`
+//! shows the handler as `{"mode": "process"|"in-process", "pid", "restarts", "ready", "url"}`
+//! (`pid` is null while a handler process is down). Unlike the real host, a method a function
+//! does not accept gets 405 with `Allow` (the host answers 404).
 
 pub mod functions_dir;
 pub mod invoke;
 pub mod payload;
+pub mod process;
 pub mod public;
 pub mod queue;
 pub mod routes;
@@ -29,9 +33,11 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::app::App;
-use crate::config::{Mode, Settings};
+use crate::config::{Mode, Settings, expose};
 use functions_dir::{AppSettings, FunctionDef, HostConfig, OutputKind, Trigger};
 use invoke::{HandlerClient, Invoker, READINESS_POLL, READINESS_TIMEOUT, TriggerDelivery};
+use process::{ChildSpec, ProcessStatus, RestartPolicy, Supervisor};
+use public::HandlerView;
 use queue::{Bus, QueueOptions, RETRY_CAP};
 use routes::{Route, RouteTemplate, Router};
 
@@ -54,13 +60,27 @@ pub struct DevOptions {
     #[arg(long, default_value = ".")]
     pub app_root: PathBuf,
     /// Delay before redelivering a message whose delivery failed, in milliseconds; it doubles
-    /// with each further failure, up to 30 s.
+    /// with each further failure, up to --retry-cap-ms.
     #[arg(long, default_value_t = 1000)]
     pub retry_base_ms: u64,
+    /// Longest delay between redeliveries, in milliseconds.
+    #[arg(long, default_value_t = RETRY_CAP.as_millis() as u64,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub retry_cap_ms: u64,
     /// Deliveries before a message is dead-lettered (the queue's MaxDeliveryCount).
     #[arg(long, default_value_t = queue::DEFAULT_MAX_DELIVERY_COUNT,
           value_parser = clap::value_parser!(u32).range(1..=2000))]
     pub max_delivery_count: u32,
+    /// Run the handler as a separate process, as the Functions host does, instead of in this
+    /// process: this executable with no command, the app settings as its environment plus
+    /// FUNCTIONS_CUSTOMHANDLER_PORT, its output passed through. It is restarted whenever it
+    /// exits or dies, and killed (then restarted) when a function times out; while it is down,
+    /// HTTP requests get the host's empty 500 and queue deliveries are abandoned and redelivered.
+    /// 3 failures within 30 s stop the dev host. Its pid is in the banner and in
+    /// GET /_dev/handler. Needs REDIS_URL and SMTP_URL (a separate process cannot share the
+    /// in-memory store).
+    #[arg(long)]
+    pub handler_process: bool,
 }
 
 impl Default for DevOptions {
@@ -69,14 +89,16 @@ impl Default for DevOptions {
             port: DEFAULT_PORT,
             app_root: PathBuf::from("."),
             retry_base_ms: 1000,
+            retry_cap_ms: RETRY_CAP.as_millis() as u64,
             max_delivery_count: queue::DEFAULT_MAX_DELIVERY_COUNT,
+            handler_process: false,
         }
     }
 }
 
 /// Runs the dev host until Ctrl-C or SIGTERM: reads the app folder and settings, starts the
-/// handler in this process on a loopback port, waits for its readiness, then serves the public
-/// routes and consumes the queues.
+/// handler (in this process, or as a supervised child process) on a loopback port, waits for its
+/// readiness, then serves the public routes and consumes the queues.
 pub async fn run(options: DevOptions) -> anyhow::Result<()> {
     let app_root = std::fs::canonicalize(&options.app_root).with_context(|| {
         format!(
@@ -101,38 +123,100 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
             .flatten()
     })
     .context("the app settings (environment, then local.settings.json Values) are not valid")?;
+    if options.handler_process {
+        let missing: Vec<&str> = [
+            ("REDIS_URL", settings.redis.is_none()),
+            ("SMTP_URL", settings.smtp.is_none()),
+        ]
+        .into_iter()
+        .filter_map(|(name, missing)| missing.then_some(name))
+        .collect();
+        if !missing.is_empty() {
+            bail!(
+                "--handler-process needs {}: the handler runs as its own process, restarted at \
+                 will, so it cannot use the in-memory store or share it with the dev host",
+                missing.join(" and ")
+            );
+        }
+    }
     let outbox = app_root.join("outbox");
     let app = App::build(&settings, &outbox)
         .await
         .context("cannot prepare the handler")?;
     let backends = app.describe_backends();
 
-    // The handler, as the host would start it: on its own loopback port, answering the ping.
-    let handler_listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .await
-        .context("cannot open a loopback port for the handler")?;
-    let handler_addr = handler_listener.local_addr()?;
     let (handler_stop_tx, handler_stop_rx) = watch::channel(false);
-    let mut handler_task = tokio::spawn(crate::server::serve(
-        handler_listener,
-        Arc::new(app),
-        stopped(handler_stop_rx),
-    ));
-    let client = HandlerClient::new(handler_addr, host.function_timeout)?;
-    tokio::select! {
-        ready = client.wait_until_ready(READINESS_POLL, READINESS_TIMEOUT) => ready?,
-        ended = &mut handler_task => bail!("the handler stopped before it was ready: {}", task_outcome(ended)),
-    }
+    let (mut handler_task, client, handler, process_control) = if options.handler_process {
+        // The handler process's port: picked once, like the host, and kept across restarts.
+        let port = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .and_then(|l| l.local_addr())
+            .context("cannot find a free loopback port for the handler")?
+            .port();
+        let handler_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        let client = HandlerClient::new(handler_addr, host.function_timeout)?;
+        let spec = ChildSpec {
+            program: std::env::current_exe()
+                .context("cannot find this executable to start the handler process")?,
+            args: Vec::new(),
+            env: child_environment(&app_settings, &settings, port),
+            dir: app_root.clone(),
+        };
+        let supervisor = Supervisor::new(spec, client.clone(), RestartPolicy::default());
+        let mut status = supervisor.status();
+        let control = supervisor.control();
+        let mut task = tokio::spawn(supervisor.run(handler_stop_rx));
+        tokio::select! {
+            ready = status.wait_for(|s| s.ready) => { ready.ok(); }
+            ended = &mut task => bail!("the handler process never became ready: {}", task_outcome(ended)),
+        }
+        let view = HandlerView {
+            in_process: false,
+            addr: handler_addr,
+            status,
+        };
+        (task, client, view, Some(control))
+    } else {
+        // The handler, as the host would start it: on its own loopback port, answering the ping.
+        let handler_listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .await
+            .context("cannot open a loopback port for the handler")?;
+        let handler_addr = handler_listener.local_addr()?;
+        let mut task = tokio::spawn(crate::server::serve(
+            handler_listener,
+            Arc::new(app),
+            stopped(handler_stop_rx),
+        ));
+        let client = HandlerClient::new(handler_addr, host.function_timeout)?;
+        tokio::select! {
+            ready = client.wait_until_ready(READINESS_POLL, READINESS_TIMEOUT) => ready?,
+            ended = &mut task => bail!("the handler stopped before it was ready: {}", task_outcome(ended)),
+        }
+        let view = HandlerView {
+            in_process: true,
+            addr: handler_addr,
+            status: watch::channel(ProcessStatus {
+                pid: Some(std::process::id()),
+                restarts: 0,
+                ready: true,
+            })
+            .1,
+        };
+        (task, client, view, None)
+    };
 
     let bus = Arc::new(Bus::new(
         queue_names(&function_set.functions),
         QueueOptions {
             max_delivery_count: options.max_delivery_count,
             retry_base: Duration::from_millis(options.retry_base_ms),
-            retry_cap: RETRY_CAP,
+            retry_cap: Duration::from_millis(options.retry_cap_ms),
         },
     ));
-    let invoker = Arc::new(Invoker::new(client, bus.clone()));
+    let mut invoker = Invoker::new(client, bus.clone());
+    if let Some(control) = process_control {
+        invoker = invoker.kill_on_timeout(control);
+    }
+    let invoker = Arc::new(invoker);
 
     let public_listener = TcpListener::bind((Ipv4Addr::LOCALHOST, options.port))
         .await
@@ -173,7 +257,7 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
         functions: &function_set,
         router: &router,
         options: &options,
-        handler_addr,
+        handler: &handler,
         public_addr,
     };
     print!("{}", banner.render());
@@ -194,6 +278,7 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
         invoker,
         bus: bus.clone(),
         local_addr: public_addr,
+        handler,
     });
     let mut public_task = tokio::spawn(
         warp::serve(public::filter(state))
@@ -204,12 +289,19 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
 
     // Run until a signal, or until the handler or the public server ends on its own.
     let mut handler_done = false;
+    let mut handler_failure = None;
     let mut public_done = false;
     tokio::select! {
         () = shutdown_signal() => {}
         ended = &mut handler_task => {
             handler_done = true;
-            tracing::error!("the in-process handler stopped: {}", task_outcome(ended));
+            let outcome = task_outcome(ended);
+            if options.handler_process {
+                tracing::error!("{outcome}");
+            } else {
+                tracing::error!("the in-process handler stopped: {outcome}");
+            }
+            handler_failure = Some(outcome);
         }
         ended = &mut public_task => {
             public_done = true;
@@ -245,15 +337,44 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
         );
     }
     let _ = handler_stop_tx.send(true);
+    // A handler process gets its own grace time (SIGTERM, then SIGKILL) inside the supervisor.
+    let stop_timeout = HANDLER_STOP_TIMEOUT + process::STOP_GRACE;
     if !handler_done
-        && tokio::time::timeout(HANDLER_STOP_TIMEOUT, &mut handler_task)
+        && tokio::time::timeout(stop_timeout, &mut handler_task)
             .await
             .is_err()
     {
         handler_task.abort();
     }
     print!("{}", pending_report(&bus));
-    Ok(())
+    match handler_failure {
+        Some(why) if options.handler_process => bail!("{why}"),
+        _ => Ok(()),
+    }
+}
+
+/// The handler process's environment on top of the dev host's own: local.settings.json's
+/// `Values`, what the dev host filled in (a generated JWT key, the local sender), and the port.
+fn child_environment(
+    app_settings: &AppSettings,
+    settings: &Settings,
+    port: u16,
+) -> Vec<(String, String)> {
+    let mut env = app_settings.local_values();
+    if settings.jwt.generated {
+        env.push((
+            "JWT_SECRET".to_owned(),
+            expose(&settings.jwt.secret).to_owned(),
+        ));
+    }
+    if app_settings
+        .get("MAIL_FROM")
+        .is_none_or(|v| v.trim().is_empty())
+    {
+        env.push(("MAIL_FROM".to_owned(), settings.mail_from.to_string()));
+    }
+    env.push((HANDLER_PORT_SETTING.to_owned(), port.to_string()));
+    env
 }
 
 /// Resolves when the watched flag turns true (or its sender is gone).
@@ -371,7 +492,7 @@ struct Banner<'a> {
     functions: &'a functions_dir::FunctionSet,
     router: &'a Router,
     options: &'a DevOptions,
-    handler_addr: SocketAddr,
+    handler: &'a HandlerView,
     public_addr: SocketAddr,
 }
 
@@ -432,18 +553,28 @@ impl Banner<'_> {
                 }
             }
             line(format!(
-                "  queues     {} in-process Service Bus: {} (first retry after {} ms, doubling up to {} s; dead-letter after {} deliveries)",
+                "  queues     {} in-process Service Bus: {} (first retry after {} ms, doubling up to {} ms; dead-letter after {} deliveries)",
                 tag(false),
                 unique.join(", "),
                 self.options.retry_base_ms,
-                RETRY_CAP.as_secs(),
+                self.options.retry_cap_ms,
                 self.options.max_delivery_count
             ));
         }
-        line(format!(
-            "  handler    in this process at http://{} (POST /<function>, as from the host)",
-            self.handler_addr
-        ));
+        let status = *self.handler.status.borrow();
+        line(if self.handler.in_process {
+            format!(
+                "  handler    in this process at http://{} (POST /<function>, as from the host)",
+                self.handler.addr
+            )
+        } else {
+            format!(
+                "  handler    process pid {} at http://{} (POST /<function>, as from the host); \
+                 restarted when it exits, as the host does",
+                status.pid.map_or_else(|| "-".to_owned(), |p| p.to_string()),
+                self.handler.addr
+            )
+        });
         line("  functions".to_owned());
         let width = self
             .functions
@@ -493,6 +624,7 @@ impl Banner<'_> {
             line(format!("  sign up    {base}{path}"));
         }
         line(format!("  queues     {base}{}queues", public::DEV_PATH));
+        line(format!("  handler    {base}{}handler", public::DEV_PATH));
         line("Press Ctrl-C to stop.".to_owned());
         out
     }
@@ -520,6 +652,35 @@ mod tests {
             error.contains("when") && error.contains("datetime"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn a_handler_process_gets_local_values_the_filled_in_settings_and_its_port() {
+        let local = BTreeMap::from([
+            ("REDIS_URL".to_owned(), "redis://127.0.0.1:6379".to_owned()),
+            ("SMTP_URL".to_owned(), "smtp://127.0.0.1:25".to_owned()),
+            ("PUBLIC_URL".to_owned(), "http://file.example".to_owned()),
+        ]);
+        let app_settings = AppSettings::from_parts(
+            |name| (name == "PUBLIC_URL").then(|| "http://env.example".to_owned()),
+            local,
+        );
+        let settings = Settings::from_lookup(Mode::Dev, |n| app_settings.get(n)).unwrap();
+
+        let env: BTreeMap<String, String> = child_environment(&app_settings, &settings, 4321)
+            .into_iter()
+            .collect();
+
+        assert_eq!(env["REDIS_URL"], "redis://127.0.0.1:6379");
+        assert_eq!(
+            env["PUBLIC_URL"], "http://env.example",
+            "the environment wins"
+        );
+        assert_eq!(env["FUNCTIONS_CUSTOMHANDLER_PORT"], "4321");
+        assert_eq!(env["JWT_SECRET"], expose(&settings.jwt.secret));
+        assert_eq!(env["MAIL_FROM"], settings.mail_from.to_string());
+        let child = Settings::from_lookup(Mode::Serve, |n| env.get(n).cloned()).unwrap();
+        assert_eq!(child.listen_port, Some(4321));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The public HTTP side of the dev host: one catch-all warp filter that routes by the functions'
 //! templates, turns each request into the host's invocation, and maps the handler's answer back
-//! as the host does. Also `/_dev/queues`, to look into the in-process bus.
+//! as the host does. Also `/_dev/queues`, to look into the in-process bus, and `/_dev/handler`,
+//! to see which handler process is serving.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -15,6 +16,7 @@ use warp::http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCod
 use super::functions_dir::{FunctionDef, OutputKind, Trigger};
 use super::invoke::{Answer, Invoker};
 use super::payload::{self, IncomingRequest, Sys};
+use super::process::ProcessStatus;
 use super::queue::{Bus, NewMessage};
 use super::routes::{RouteMatch, Router};
 
@@ -33,6 +35,29 @@ pub struct PublicState {
     pub bus: Arc<Bus>,
     /// The public listener's address, for URLs when a request has no `Host`.
     pub local_addr: SocketAddr,
+    pub handler: HandlerView,
+}
+
+/// Where the handler runs, as `GET /_dev/handler` shows it.
+pub struct HandlerView {
+    /// True when the handler runs inside the dev host (then `pid` is the dev host's own).
+    pub in_process: bool,
+    pub addr: SocketAddr,
+    pub status: tokio::sync::watch::Receiver<ProcessStatus>,
+}
+
+impl HandlerView {
+    /// `{"mode", "pid", "restarts", "ready", "url"}`.
+    pub fn snapshot(&self) -> Value {
+        let status = *self.status.borrow();
+        json!({
+            "mode": if self.in_process { "in-process" } else { "process" },
+            "pid": status.pid,
+            "restarts": status.restarts,
+            "ready": status.ready,
+            "url": format!("http://{}", self.addr),
+        })
+    }
 }
 
 /// Any method, any path: the whole public surface as one filter.
@@ -283,6 +308,7 @@ pub fn http_response(function: &FunctionDef, answer: &Answer) -> Result<Response
 
 /// `GET /_dev/queues`: every queue's counts and dead letters. `POST /_dev/queues/<queue>/messages`:
 /// sends the request body as a message (to try a consumer with a hand-made message).
+/// `GET /_dev/handler`: the handler's mode, process id, restarts and readiness.
 fn dev_endpoint(
     state: &PublicState,
     method: &Method,
@@ -296,6 +322,7 @@ fn dev_endpoint(
         .collect();
     match (method.as_str(), rest.as_slice()) {
         ("GET", ["queues"]) => json_response(StatusCode::OK, &state.bus.snapshot()),
+        ("GET", ["handler"]) => json_response(StatusCode::OK, &state.handler.snapshot()),
         ("POST", ["queues", queue, "messages"]) => {
             let Ok(queue) = state.bus.queue(queue) else {
                 return json_response(
@@ -332,7 +359,9 @@ fn dev_endpoint(
                 &json!({"messageId": sent.message_id, "sequenceNumber": sent.sequence_number}),
             )
         }
-        (_, ["queues"]) | (_, ["queues", _, "messages"]) => empty(StatusCode::METHOD_NOT_ALLOWED),
+        (_, ["queues" | "handler"]) | (_, ["queues", _, "messages"]) => {
+            empty(StatusCode::METHOD_NOT_ALLOWED)
+        }
         _ => empty(StatusCode::NOT_FOUND),
     }
 }
@@ -359,6 +388,25 @@ mod tests {
 
     fn answer(res: Value) -> Answer {
         Answer::from_slice(json!({"Outputs": {"res": res}}).to_string().as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn the_handler_view_shows_mode_pid_restarts_and_readiness() {
+        let (_tx, status) = tokio::sync::watch::channel(ProcessStatus {
+            pid: None,
+            restarts: 2,
+            ready: false,
+        });
+        let view = HandlerView {
+            in_process: false,
+            addr: ([127, 0, 0, 1], 4321).into(),
+            status,
+        };
+        assert_eq!(
+            view.snapshot(),
+            json!({"mode": "process", "pid": null, "restarts": 2, "ready": false,
+                   "url": "http://127.0.0.1:4321"})
+        );
     }
 
     #[test]

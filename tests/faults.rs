@@ -1,0 +1,1252 @@
+//! Faults under load, through `handler dev` with a durable Redis (`appendonly yes`,
+//! `appendfsync always`) and a real SMTP server, all on loopback: Redis killed and restarted,
+//! SMTP stopped and started, the handler process SIGKILLed mid-stream, and two consumers racing
+//! on the same message. Each scenario asserts what the product promises (nothing acknowledged is
+//! lost, one email per user except inside the at-least-once window of a kill), and publishes its
+//! figures: a table on stdout, `target/fault-report/<scenario>.json` (see faults/report.rs).
+//!
+//! The load phases take a lock, so one scenario's password hashing does not skew another's
+//! figures; the long, mostly idle waits (a crashed send's claim expiring) overlap.
+//!
+//! The dev host's queue runs with `--retry-base-ms 50 --retry-cap-ms 1000 --max-delivery-count
+//! 100`: redeliveries come at most 1 s apart, so a backlog drains within a second of recovery,
+//! and the retry window (about 96 s) outlasts the onboarding claim's lease (SMTP_TIMEOUT_SECONDS
+//! 2 s + 30 s margin), so a delivery cut mid-send is retried after the lease, never
+//! dead-lettered. (With `--max-delivery-count 10` and these delays a message would dead-letter
+//! after 5.5 s of failures: 50 + 100 + … + 800 ms, then 1 s apart.)
+
+#[path = "faults/dev_host.rs"]
+mod dev_host;
+#[path = "faults/redis.rs"]
+mod durable_redis;
+#[path = "faults/load.rs"]
+mod load;
+#[path = "faults/report.rs"]
+mod report;
+#[path = "faults/smtp.rs"]
+mod smtp;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use dev_host::DevHost;
+use durable_redis::DurableRedis;
+use load::{Acknowledged, Answer, Load};
+use onboarding::devhost::invoke::HandlerClient;
+use onboarding::devhost::payload::{self, IncomingRequest, Sys};
+use onboarding::devhost::queue::{Message, Queue, QueueOptions};
+use report::Figures;
+use smtp::SmtpSink;
+
+/// The key every handler here signs tokens with (48 bytes).
+const JWT_SECRET: &str = "fault-tests-jwt-secret-0123456789abcdefghijklmnop";
+const MAIL_FROM: &str = "Onboarding <no-reply@example.com>";
+/// Concurrent sign-up clients. Each sign-up costs an argon2 hash (tens of ms of CPU): on two
+/// cores, 8 clients keep the handler busy without drowning it.
+const CLIENTS: usize = 8;
+/// Most requests one client sends in a scenario (a bound; the phases end sooner).
+const PER_CLIENT: usize = 2000;
+/// See the crate doc.
+const QUEUE_ARGS: &[&str] = &[
+    "--retry-base-ms",
+    "50",
+    "--retry-cap-ms",
+    "1000",
+    "--max-delivery-count",
+    "100",
+];
+/// Least time between the start of the load and the first kill, and between kills.
+const KILL_SPACING: Duration = Duration::from_secs(2);
+/// host.json's `extensions.serviceBus.maxConcurrentCalls`: deliveries in flight at most.
+const MAX_CONCURRENT_CALLS: usize = 16;
+/// No scenario may run longer, whatever hangs.
+const TEST_TIMEOUT: Duration = Duration::from_secs(150);
+/// Longest wait, after the load, for every acknowledged user's email and every message to be
+/// settled: a send cut by a crash holds its claim for the lease (32 s) before a redelivery may
+/// send again.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(45);
+
+/// Held while a scenario generates load.
+static LOAD: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// A loopback port that was free a moment ago.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// An HTTP client for checks: loopback, no proxy, no redirects, 5 s per request.
+fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(load::REQUEST_TIMEOUT)
+        .build()
+        .expect("an HTTP client")
+}
+
+/// Runs a scenario under the overall time limit.
+async fn within(test: impl Future<Output = ()>) {
+    if tokio::time::timeout(TEST_TIMEOUT, test).await.is_err() {
+        panic!("the scenario did not finish within {TEST_TIMEOUT:?}");
+    }
+}
+
+/// The settings every handler here gets.
+fn settings(redis: &DurableRedis, smtp: &SmtpSink) -> Vec<(&'static str, String)> {
+    vec![
+        ("REDIS_URL", redis.url()),
+        ("SMTP_URL", smtp.url()),
+        ("JWT_SECRET", JWT_SECRET.to_owned()),
+        ("MAIL_FROM", MAIL_FROM.to_owned()),
+        ("SMTP_TIMEOUT_SECONDS", "2".to_owned()),
+    ]
+}
+
+/// Redis, SMTP and `handler dev` wired together; the dev host stops first.
+struct Rig {
+    dev: DevHost,
+    smtp: SmtpSink,
+    redis: DurableRedis,
+}
+
+impl Rig {
+    fn start(extra_args: &[&str]) -> Self {
+        let redis = DurableRedis::start();
+        let smtp = SmtpSink::start();
+        let mut args = QUEUE_ARGS.to_vec();
+        args.extend_from_slice(extra_args);
+        let dev = DevHost::start(&settings(&redis, &smtp), &args);
+        Self { dev, smtp, redis }
+    }
+}
+
+/// What the checks after a scenario found.
+#[derive(Debug, Default)]
+struct Outcome {
+    /// Acknowledged users whose token does not open their profile (or whose profile is wrong).
+    missing_users: Vec<String>,
+    /// Profiles showing `"onboarding": "sent"`.
+    profiles_sent: usize,
+    /// Acknowledged emails whose Redis claim is missing, leased (would expire), or names
+    /// another user.
+    bad_claims: Vec<String>,
+    /// Emails per recipient.
+    per_recipient: BTreeMap<String, usize>,
+    /// Acknowledged users without an email.
+    without_email: Vec<String>,
+    /// Recipients that were never acknowledged.
+    unexpected: Vec<String>,
+    /// The queue when the checks ran.
+    queue: Value,
+    /// Handler log lines saying an email went out but its marker could not be written.
+    sent_not_recorded: usize,
+}
+
+impl Outcome {
+    fn duplicates(&self) -> Vec<(&String, &usize)> {
+        self.per_recipient.iter().filter(|(_, n)| **n > 1).collect()
+    }
+
+    fn dead_lettered(&self) -> usize {
+        self.queue["deadLetter"].as_array().map_or(0, Vec::len)
+    }
+}
+
+/// After the load: waits (bounded) until every acknowledged user has an email and every message
+/// is settled (a delivery cut by a crash is retried only once its claim's lease ran out), then
+/// checks each user's profile and Redis claim. Never panics: the caller publishes the figures
+/// first, then asserts.
+async fn check(rig: &Rig, users: &[Acknowledged]) -> Outcome {
+    let wanted: BTreeSet<&str> = users.iter().map(|u| u.email.as_str()).collect();
+    let deadline = Instant::now() + SETTLE_TIMEOUT;
+    let queue = loop {
+        let queue = rig.dev.onboarding_queue().await;
+        let idle = queue["active"] == 0 && queue["scheduled"] == 0;
+        let counts = rig.smtp.per_recipient();
+        let mailed = wanted.iter().all(|e| counts.contains_key(*e));
+        if (idle && mailed) || Instant::now() >= deadline {
+            break queue;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    };
+
+    let (missing_users, profiles_sent) = check_profiles(&rig.dev, users).await;
+    let pairs: Vec<(String, String)> = users
+        .iter()
+        .map(|u| (u.email.clone(), u.user_id.clone()))
+        .collect();
+    let bad_claims = check_claims(&rig.redis, &pairs).await;
+    let per_recipient = rig.smtp.per_recipient();
+    let without_email = users
+        .iter()
+        .filter(|u| !per_recipient.contains_key(&u.email))
+        .map(|u| u.email.clone())
+        .collect();
+    let unexpected = per_recipient
+        .keys()
+        .filter(|r| !wanted.contains(r.as_str()))
+        .cloned()
+        .collect();
+    Outcome {
+        missing_users,
+        profiles_sent,
+        bad_claims,
+        per_recipient,
+        without_email,
+        unexpected,
+        queue,
+        sent_not_recorded: rig
+            .dev
+            .output()
+            .matches("email sent but not recorded")
+            .count(),
+    }
+}
+
+/// `GET /` with each user's token, 8 at a time: the profile must be theirs.
+async fn check_profiles(dev: &DevHost, users: &[Acknowledged]) -> (Vec<String>, usize) {
+    let permits = Arc::new(Semaphore::new(8));
+    let mut checks = JoinSet::new();
+    for user in users.iter().cloned() {
+        let (url, permits) = (dev.url("/"), permits.clone());
+        checks.spawn(async move {
+            let _permit = permits.acquire_owned().await.expect("a permit");
+            let answer = http()
+                .get(url)
+                .bearer_auth(&user.token)
+                .header("Accept", "application/json")
+                .send()
+                .await;
+            let profile = match answer {
+                Ok(r) if r.status() == 200 => r.json::<Value>().await.unwrap_or(Value::Null),
+                Ok(r) => json!({"status": r.status().as_u16()}),
+                Err(e) => json!({"error": e.to_string()}),
+            };
+            let present =
+                profile["email"] == user.email.as_str() && profile["id"] == user.user_id.as_str();
+            (
+                user.email,
+                present,
+                profile["onboarding"] == "sent",
+                profile,
+            )
+        });
+    }
+    let (mut missing, mut sent) = (Vec::new(), 0);
+    while let Some(done) = checks.join_next().await {
+        let (email, present, is_sent, profile) = done.expect("a profile check");
+        if !present {
+            missing.push(format!("{email}: {profile}"));
+        }
+        sent += usize::from(is_sent);
+    }
+    (missing, sent)
+}
+
+/// Each `(email, user id)`'s claim in Redis: present, permanent, naming the user.
+async fn check_claims(redis: &DurableRedis, users: &[(String, String)]) -> Vec<String> {
+    let mut connection = match redis.client().get_multiplexed_async_connection().await {
+        Ok(c) => c,
+        Err(e) => return vec![format!("cannot reach Redis to check the claims: {e}")],
+    };
+    let mut bad = Vec::new();
+    for (email, user_id) in users {
+        let key = format!("onboarding:email:{}", email.to_lowercase());
+        let owner: Option<String> = redis::cmd("GET")
+            .arg(&key)
+            .query_async(&mut connection)
+            .await
+            .unwrap_or(None);
+        let ttl: i64 = redis::cmd("PTTL")
+            .arg(&key)
+            .query_async(&mut connection)
+            .await
+            .unwrap_or(-3);
+        if owner.as_deref() != Some(user_id.as_str()) || ttl != -1 {
+            bad.push(format!(
+                "{email}: owner {owner:?} (user {user_id}), ttl {ttl} ms"
+            ));
+        }
+    }
+    bad
+}
+
+/// The figures every load scenario shares.
+fn figures(
+    scenario: &str,
+    answers: &[Answer],
+    users: &[Acknowledged],
+    outcome: &Outcome,
+) -> Figures {
+    let duplicates = outcome.duplicates();
+    let mut f = Figures {
+        scenario: scenario.to_owned(),
+        requests_sent: answers.len(),
+        answers: load::by_status(answers),
+        acknowledged: users.len(),
+        users_present: users.len() - outcome.missing_users.len(),
+        emails_sent: outcome.per_recipient.values().sum(),
+        emails_missing: outcome.without_email.len(),
+        duplicates: duplicates.len(),
+        extra_emails: duplicates.iter().map(|(_, n)| **n - 1).sum(),
+        recovery_ms: None,
+        latency_p50_ms: Some(load::latency_ms(answers, 0.5)),
+        latency_p99_ms: Some(load::latency_ms(answers, 0.99)),
+        latency_max_ms: Some(load::latency_ms(answers, 1.0)),
+        dead_lettered: outcome.dead_lettered(),
+        details: BTreeMap::new(),
+    };
+    f.detail("profiles showing onboarding sent", outcome.profiles_sent);
+    f.detail(
+        "sends logged as \"email sent but not recorded\"",
+        outcome.sent_not_recorded,
+    );
+    f.detail("email claims not permanent", outcome.bad_claims.len());
+    f.detail(
+        "emails to unacknowledged addresses",
+        outcome.unexpected.len(),
+    );
+    f
+}
+
+/// The checks every load scenario makes once its figures are out.
+fn assert_nothing_lost(outcome: &Outcome, dev: &DevHost) {
+    assert!(
+        outcome.missing_users.is_empty(),
+        "acknowledged users missing: {:#?}\n{}",
+        outcome.missing_users,
+        dev.tail(80)
+    );
+    assert!(
+        outcome.bad_claims.is_empty(),
+        "acknowledged users whose email claim is not permanent: {:#?}",
+        outcome.bad_claims
+    );
+    assert!(
+        outcome.without_email.is_empty(),
+        "acknowledged users without an email after {SETTLE_TIMEOUT:?}: {:#?}\nqueue: {:#}\n{}",
+        outcome.without_email,
+        outcome.queue,
+        dev.tail(80)
+    );
+    assert!(
+        outcome.unexpected.is_empty(),
+        "emails to users who were never acknowledged: {:?}",
+        outcome.unexpected
+    );
+    assert_eq!(
+        outcome.dead_lettered(),
+        0,
+        "nothing may be dead-lettered: {:#}",
+        outcome.queue
+    );
+    assert!(
+        outcome.queue["active"] == 0 && outcome.queue["scheduled"] == 0,
+        "messages still unsettled after {SETTLE_TIMEOUT:?}: {:#}\n{}",
+        outcome.queue,
+        dev.tail(80)
+    );
+}
+
+/// The answers that `keep` selects, cloned.
+fn answers_where(answers: &[Answer], keep: impl Fn(&Answer) -> bool) -> Vec<Answer> {
+    answers.iter().filter(|a| keep(a)).cloned().collect()
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Redis killed and restarted under a steady stream of sign-ups: 503 during the outage (never a
+/// 500, never a hang), service back within seconds, every acknowledged user present with exactly
+/// one email.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_outage_under_load_answers_503_and_loses_no_user_nor_doubles_an_email() {
+    within(async {
+        const OUTAGE: Duration = Duration::from_secs(3);
+        let mut rig = Rig::start(&[]);
+        let lock = LOAD.lock().await;
+        let load = Load::start(&rig.dev.url(""), "redis", CLIENTS, PER_CLIENT);
+        load.wait_until("20 acknowledgments", Duration::from_secs(30), |a| {
+            a.iter().filter(|x| x.acknowledged()).count() >= 20
+        })
+        .await;
+
+        let killing = load.now();
+        rig.redis.kill();
+        // Redis is gone for sure from here (kill returns once the port refuses connections).
+        let outage_start = load.now();
+        tokio::time::sleep(OUTAGE).await;
+        rig.redis.restart();
+        let restarted = load.now();
+        load.wait_until(
+            "a success after Redis came back",
+            Duration::from_secs(15),
+            |a| a.iter().any(|x| x.acknowledged() && x.sent >= restarted),
+        )
+        .await;
+        // Keep the stream going a little after recovery.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let answers = load.stop().await;
+        drop(lock);
+
+        let users = load::acknowledged(&answers);
+        let outcome = check(&rig, &users).await;
+        let first_success = answers
+            .iter()
+            .filter(|a| a.acknowledged() && a.answered >= restarted && a.sent >= outage_start)
+            .map(|a| a.answered)
+            .min();
+        let unavailable = answers_where(&answers, |a| a.status == Some(503));
+        let last_503 = unavailable.iter().map(|a| a.answered).max();
+        let mut f = figures("redis-outage", &answers, &users, &outcome);
+        f.recovery_ms = first_success.map(|t| ms(t.saturating_sub(restarted)));
+        f.detail(
+            "outage (Redis killed, then restarted)",
+            format!("{} ms", ms(restarted - killing)),
+        );
+        f.detail(
+            "last 503 after the restart",
+            match last_503 {
+                Some(t) if t > restarted => format!("{} ms", ms(t - restarted)),
+                _ => "none".to_owned(),
+            },
+        );
+        f.detail(
+            "503 latency p50 / max",
+            format!(
+                "{} / {} ms",
+                load::latency_ms(&unavailable, 0.5),
+                load::latency_ms(&unavailable, 1.0)
+            ),
+        );
+        f.publish();
+
+        let hung = answers_where(&answers, |a| a.status.is_none());
+        assert!(
+            hung.is_empty(),
+            "requests without an answer (a hang): {hung:#?}"
+        );
+        let wrong = answers_where(&answers, |a| !matches!(a.status, Some(200 | 201 | 503)));
+        assert!(
+            wrong.is_empty(),
+            "only 201, 200 and 503 are acceptable (a 500 means a panic or a failed invocation): \
+             {wrong:#?}\n{}",
+            rig.dev.tail(80)
+        );
+        assert!(
+            !unavailable.is_empty(),
+            "the outage produced no 503: {}",
+            load::summary(&answers)
+        );
+        let during = answers_where(&answers, |a| {
+            a.sent > outage_start && a.answered < restarted
+        });
+        assert!(
+            during.iter().all(|a| a.status == Some(503)),
+            "while Redis was down every answer must be 503: {:#?}",
+            during
+                .iter()
+                .filter(|a| a.status != Some(503))
+                .collect::<Vec<_>>()
+        );
+        let stray = answers_where(&unavailable, |a| {
+            a.answered < killing || a.sent > restarted + Duration::from_secs(5)
+        });
+        assert!(stray.is_empty(), "503s outside the outage: {stray:#?}");
+        let recovery = f.recovery_ms.expect("a success after the restart");
+        assert!(
+            recovery <= 5000,
+            "service came back {recovery} ms after Redis (over 5 s)"
+        );
+        assert_nothing_lost(&outcome, &rig.dev);
+        let duplicates = outcome.duplicates();
+        assert!(
+            duplicates.is_empty(),
+            "emails sent more than once: {duplicates:?}"
+        );
+    })
+    .await;
+}
+
+/// SMTP stopped for a few seconds while sign-ups and emails flow, then back: sign-ups are not
+/// affected, and every pending email is delivered exactly once (none lost, none doubled, none
+/// dead-lettered).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_smtp_outage_under_load_delays_emails_but_delivers_each_exactly_once() {
+    within(async {
+        const OUTAGE: Duration = Duration::from_secs(4);
+        let mut rig = Rig::start(&[]);
+        let lock = LOAD.lock().await;
+        let load = Load::start(&rig.dev.url(""), "smtp", CLIENTS, PER_CLIENT);
+        let load_started = load.started();
+        load.wait_until("20 acknowledgments", Duration::from_secs(30), |a| {
+            a.iter().filter(|x| x.acknowledged()).count() >= 20
+        })
+        .await;
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while rig.smtp.messages().len() < 10 {
+            assert!(
+                Instant::now() < deadline,
+                "no emails flowing before the outage"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+
+        let stopping = load.now();
+        let forced_cuts = rig.smtp.down();
+        // Sends whose data was already through finished during `down`; from here, none.
+        let stopped = load.now();
+        tokio::time::sleep(OUTAGE).await;
+        let queue_at_restart = rig.dev.onboarding_queue().await;
+        rig.smtp.up();
+        let restarted = load.now();
+        let restarted_at = load.started() + restarted;
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !rig.smtp.messages().iter().any(|m| m.at >= restarted_at) {
+            assert!(Instant::now() < deadline, "no email after SMTP came back");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let answers = load.stop().await;
+        drop(lock);
+
+        let users = load::acknowledged(&answers);
+        let outcome = check(&rig, &users).await;
+        let mails = rig.smtp.messages();
+        let offset = |at: Instant| at.saturating_duration_since(load_started);
+        let first_after = mails
+            .iter()
+            .map(|m| offset(m.at))
+            .filter(|t| *t >= restarted)
+            .min();
+        let during = mails
+            .iter()
+            .filter(|m| (stopped..restarted).contains(&offset(m.at)))
+            .count();
+        // Users acknowledged before the restart: when did the last of their emails go out?
+        let before: BTreeSet<&str> = answers
+            .iter()
+            .filter(|a| a.acknowledged() && a.answered < restarted)
+            .map(|a| a.email.as_str())
+            .collect();
+        let backlog_done = mails
+            .iter()
+            .filter(|m| m.to.iter().any(|t| before.contains(t.as_str())))
+            .map(|m| offset(m.at))
+            .max();
+        let mut f = figures("smtp-outage", &answers, &users, &outcome);
+        f.recovery_ms = first_after.map(|t| ms(t - restarted));
+        f.detail(
+            "outage (SMTP refusing connections)",
+            format!("{} ms", ms(restarted - stopped)),
+        );
+        f.detail(
+            "messages waiting at the restart (active + scheduled)",
+            queue_at_restart["active"].as_u64().unwrap_or(0)
+                + queue_at_restart["scheduled"].as_u64().unwrap_or(0),
+        );
+        f.detail(
+            "backlog delivered after the restart within",
+            backlog_done.map_or("-".to_owned(), |t| {
+                format!("{} ms", ms(t.saturating_sub(restarted)))
+            }),
+        );
+        f.detail("emails accepted during the outage", during);
+        f.detail("sessions cut mid-message (DATA unfinished)", forced_cuts);
+        f.detail(
+            "graceful stop took",
+            format!("{} ms", ms(stopped - stopping)),
+        );
+        f.publish();
+
+        assert_eq!(during, 0, "the SMTP server accepted mail while down");
+        let not_created = answers_where(&answers, |a| a.status != Some(201));
+        assert!(
+            not_created.is_empty(),
+            "sign-ups must not notice an SMTP outage: {not_created:#?}"
+        );
+        assert_nothing_lost(&outcome, &rig.dev);
+        let duplicates = outcome.duplicates();
+        assert!(
+            duplicates.is_empty(),
+            "emails sent more than once: {duplicates:?}"
+        );
+    })
+    .await;
+}
+
+/// The handler process SIGKILLed twice mid-stream (`--handler-process`), as the host does on a
+/// timeout, and restarted by the dev host: no acknowledged user lost, every user's email sent,
+/// 500s only for requests in flight or arriving while it was down, duplicates bounded by the
+/// deliveries in flight at the kills (the at-least-once window).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_handler_mid_stream_loses_no_user_and_doubles_only_emails_in_flight() {
+    within(async {
+        let rig = Rig::start(&["--handler-process"]);
+        let lock = LOAD.lock().await;
+        let load = Load::start(&rig.dev.url(""), "kill", CLIENTS, PER_CLIENT);
+        let load_started = load.started();
+        load.wait_until("20 acknowledgments", Duration::from_secs(30), |a| {
+            a.iter().filter(|x| x.acknowledged()).count() >= 20
+        })
+        .await;
+        let mut last_kill = Duration::ZERO;
+
+        let mut kills = Vec::new();
+        for round in 1..=2u64 {
+            // Spaced: at least KILL_SPACING into the stream, and after the previous kill.
+            let next = last_kill + KILL_SPACING;
+            if load.now() < next {
+                tokio::time::sleep(next - load.now()).await;
+            }
+            let pid = rig.dev.dev("handler").await["pid"]
+                .as_u64()
+                .expect("a running handler process");
+            let queue = rig.dev.onboarding_queue().await;
+            let killed = load.now();
+            last_kill = killed;
+            let status = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status()
+                .expect("run kill");
+            assert!(status.success(), "kill -KILL {pid}");
+            let handler = rig
+                .dev
+                .wait_for("handler", Duration::from_secs(35), |h| {
+                    h["restarts"] == round && h["ready"] == true
+                })
+                .await;
+            let back = load.now();
+            assert_ne!(handler["pid"], pid, "a new process serves after the kill");
+            kills.push((killed, back, pid, queue["inFlight"].as_u64().unwrap_or(0)));
+            // Let the stream run on the new process before the next kill (or the end).
+            load.wait_until(
+                "15 acknowledgments after the restart",
+                Duration::from_secs(20),
+                |a| {
+                    a.iter()
+                        .filter(|x| x.acknowledged() && x.sent >= back)
+                        .count()
+                        >= 15
+                },
+            )
+            .await;
+        }
+        let answers = load.stop().await;
+        drop(lock);
+
+        let users = load::acknowledged(&answers);
+        let outcome = check(&rig, &users).await;
+        let failed = answers_where(&answers, |a| a.status == Some(500));
+        let slack = Duration::from_millis(250);
+        let outside: Vec<&Answer> = failed
+            .iter()
+            .filter(|a| {
+                !kills.iter().any(|(killed, back, _, _)| {
+                    a.answered + slack >= *killed && a.sent <= *back + slack
+                })
+            })
+            .collect();
+        let recovery = kills
+            .iter()
+            .filter_map(|(killed, _, _, _)| {
+                answers
+                    .iter()
+                    .filter(|a| a.acknowledged() && a.sent >= *killed)
+                    .map(|a| a.answered - *killed)
+                    .min()
+            })
+            .max();
+        let in_flight: u64 = kills.iter().map(|k| k.3).sum();
+        let mut f = figures("handler-kill", &answers, &users, &outcome);
+        f.recovery_ms = recovery.map(ms);
+        f.detail("kills (SIGKILL of the handler process)", kills.len());
+        f.detail(
+            "down time per kill (kill to ready)",
+            kills
+                .iter()
+                .map(|(k, b, _, _)| format!("{} ms", ms(*b - *k)))
+                .collect::<Vec<_>>()
+                .join(", "),
+        );
+        f.detail("deliveries in flight just before the kills", in_flight);
+        f.detail(
+            "duplicate bound (kills x maxConcurrentCalls)",
+            kills.len() * MAX_CONCURRENT_CALLS,
+        );
+        f.detail(
+            "500s (in flight at a kill, or sent while down)",
+            failed.len(),
+        );
+        f.detail("500s outside the kill windows", outside.len());
+        f.detail(
+            "409s (a retried sign-up whose first try died between the claim and the record)",
+            answers.iter().filter(|a| a.status == Some(409)).count(),
+        );
+        let conflicted: BTreeSet<&str> = answers
+            .iter()
+            .filter(|a| a.status == Some(409))
+            .map(|a| a.email.as_str())
+            .collect();
+        for email in conflicted {
+            let history: Vec<String> = answers
+                .iter()
+                .filter(|a| a.email == email)
+                .map(|a| {
+                    format!(
+                        "{} at {} ms{}",
+                        a.status.map_or("no answer".to_owned(), |s| s.to_string()),
+                        ms(a.sent),
+                        if a.status == Some(409) {
+                            format!(" {}", a.detail)
+                        } else {
+                            String::new()
+                        }
+                    )
+                })
+                .collect();
+            f.detail(&format!("answers to {email}"), history);
+        }
+        f.detail(
+            "recovery measured from",
+            "the kill (the dev host restarts the process itself)",
+        );
+        f.publish();
+
+        let hung = answers_where(&answers, |a| a.status.is_none());
+        assert!(
+            hung.is_empty(),
+            "requests without an answer (a hang): {hung:#?}"
+        );
+        let wrong = answers_where(&answers, |a| {
+            !matches!(a.status, Some(200 | 201 | 409 | 500))
+        });
+        assert!(
+            wrong.is_empty(),
+            "unexpected answers: {wrong:#?}\n{}",
+            rig.dev.tail(80)
+        );
+        assert!(
+            outside.is_empty(),
+            "500s away from any kill: {outside:#?}\n{}",
+            rig.dev.tail(80)
+        );
+        assert!(
+            failed.iter().all(|a| a.detail.is_empty()),
+            "a 500 while the handler is down is the host's empty 500: {failed:#?}"
+        );
+        assert_nothing_lost(&outcome, &rig.dev);
+        assert!(
+            f.extra_emails <= kills.len() * MAX_CONCURRENT_CALLS,
+            "{} extra emails: more than the deliveries that can be in flight at {} kills",
+            f.extra_emails,
+            kills.len()
+        );
+        // A second email is legitimate only when a kill fell between the two sends.
+        let started = load_started;
+        for (recipient, _) in outcome.duplicates() {
+            let mut times: Vec<Duration> = rig
+                .smtp
+                .messages()
+                .iter()
+                .filter(|m| m.to.contains(recipient))
+                .map(|m| m.at.saturating_duration_since(started))
+                .collect();
+            times.sort();
+            for pair in times.windows(2) {
+                assert!(
+                    kills
+                        .iter()
+                        .any(|(killed, _, _, _)| pair[0] <= *killed + slack && *killed <= pair[1]),
+                    "{recipient} got a second email with no kill between the two ({pair:?}, \
+                     kills at {:?})",
+                    kills.iter().map(|k| k.0).collect::<Vec<_>>()
+                );
+            }
+        }
+        for (_, _, pid, _) in &kills {
+            assert!(
+                !process_runs(*pid),
+                "the killed handler process {pid} is still there"
+            );
+        }
+    })
+    .await;
+}
+
+/// Two instances of the Function App (two `handler` processes sharing Redis and SMTP) receive
+/// the same message at the same moment, for 50 users: exactly one email per user; the loser of
+/// each race is acknowledged or redelivered, never sends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_consumers_racing_on_the_same_message_send_one_email() {
+    within(async {
+        const USERS: usize = 50;
+        const RACES_AT_ONCE: usize = 10;
+        let redis = DurableRedis::start();
+        let smtp = SmtpSink::start();
+        let first = HandlerProcess::start(&settings(&redis, &smtp)).await;
+        let second = HandlerProcess::start(&settings(&redis, &smtp)).await;
+        let lock = LOAD.lock().await;
+
+        // Sign the users up through the first instance; keep each onboarding message.
+        let permits = Arc::new(Semaphore::new(4));
+        let mut sign_ups = JoinSet::new();
+        for n in 0..USERS {
+            let (client, permits) = (first.client.clone(), permits.clone());
+            sign_ups.spawn(async move {
+                let _permit = permits.acquire_owned().await.expect("a permit");
+                sign_up(
+                    &client,
+                    &format!("race-{n}-{}@example.com", uuid::Uuid::new_v4().simple()),
+                )
+                .await
+            });
+        }
+        let mut messages = Vec::new();
+        while let Some(done) = sign_ups.join_next().await {
+            messages.push(done.expect("a sign-up task"));
+        }
+
+        // The races: the same message to both instances at once (as after a lock expiry).
+        let permits = Arc::new(Semaphore::new(RACES_AT_ONCE));
+        let mut races = JoinSet::new();
+        let started = Instant::now();
+        for (email, message) in messages.iter().cloned() {
+            let (a, b, permits) = (first.client.clone(), second.client.clone(), permits.clone());
+            races.spawn(async move {
+                let _permit = permits.acquire_owned().await.expect("a permit");
+                race(&a, &b, message).await.map(|r| (email, r))
+            });
+        }
+        let mut results = Vec::new();
+        while let Some(done) = races.join_next().await {
+            results.push(done.expect("a race task"));
+        }
+        let race_time = started.elapsed();
+        drop(lock);
+
+        let per_recipient = smtp.per_recipient();
+        let settled: Vec<&(String, RaceResult)> =
+            results.iter().filter_map(|r| r.as_ref().ok()).collect();
+        let unsettled: Vec<&String> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+        let users: Vec<(String, String)> = messages
+            .iter()
+            .map(|(email, m)| {
+                let body: Value = serde_json::from_str(&m.body).expect("a JSON message");
+                (
+                    email.clone(),
+                    body["userId"].as_str().unwrap_or("").to_owned(),
+                )
+            })
+            .collect();
+        let bad_claims = check_claims(&redis, &users).await;
+        let wanted: BTreeSet<&str> = messages.iter().map(|(e, _)| e.as_str()).collect();
+        let without: Vec<&&str> = wanted
+            .iter()
+            .filter(|e| !per_recipient.contains_key(**e))
+            .collect();
+        let duplicates: Vec<(&String, &usize)> =
+            per_recipient.iter().filter(|(_, n)| **n > 1).collect();
+        let deliveries: Vec<&String> = settled.iter().flat_map(|(_, r)| &r.outcomes).collect();
+        let mut f = Figures {
+            scenario: "two-consumers".to_owned(),
+            requests_sent: deliveries.len(),
+            acknowledged: USERS,
+            users_present: USERS - bad_claims.len(),
+            emails_sent: per_recipient.values().sum(),
+            emails_missing: without.len(),
+            duplicates: duplicates.len(),
+            extra_emails: duplicates.iter().map(|(_, n)| **n - 1).sum(),
+            ..Figures::default()
+        };
+        for outcome in deliveries {
+            *f.answers.entry(outcome.clone()).or_insert(0) += 1;
+        }
+        f.detail(
+            "races (same message, two instances, same moment)",
+            results.len(),
+        );
+        f.detail(
+            "races where both first deliveries answered 2xx",
+            settled.iter().filter(|(_, r)| r.both_ok_at_once).count(),
+        );
+        f.detail(
+            "redeliveries until both instances acknowledged",
+            settled.iter().map(|(_, r)| r.redeliveries).sum::<usize>(),
+        );
+        f.detail("races never settled", unsettled.len());
+        f.detail("race phase", format!("{} ms", ms(race_time)));
+        f.publish();
+
+        assert!(bad_claims.is_empty(), "users not stored: {bad_claims:#?}");
+        assert!(
+            unsettled.is_empty(),
+            "races that never settled: {unsettled:#?}"
+        );
+        assert!(
+            without.is_empty(),
+            "users without an email: {without:?}\n{}",
+            first.tail(40)
+        );
+        assert!(
+            duplicates.is_empty(),
+            "users with more than one email: {duplicates:?}"
+        );
+        assert_eq!(f.emails_sent, USERS);
+    })
+    .await;
+}
+
+/// `handler dev --handler-process`: the child's pid is in the banner and `/_dev/handler`; a
+/// SIGKILLed child is restarted on the same port, and a third failure within 30 s stops the dev
+/// host with an error, leaving no handler process behind.
+#[tokio::test]
+async fn the_dev_host_restarts_a_killed_handler_process_and_gives_up_after_three_failures() {
+    within(async {
+        // Nothing listens at these: the handler connects lazily, so it starts and answers 503.
+        let env = [
+            ("REDIS_URL", format!("redis://127.0.0.1:{}", free_port())),
+            ("SMTP_URL", format!("smtp://127.0.0.1:{}", free_port())),
+        ];
+        let mut dev = DevHost::start(&env, &["--handler-process"]);
+        let handler = dev.dev("handler").await;
+        assert_eq!(handler["mode"], "process");
+        assert_eq!(
+            (handler["restarts"].clone(), handler["ready"].clone()),
+            (json!(0), json!(true))
+        );
+        let mut pid = handler["pid"].as_u64().expect("a pid");
+        assert!(
+            dev.output().contains(&format!(
+                "process pid {pid} at {}",
+                handler["url"].as_str().unwrap()
+            )),
+            "{}",
+            dev.output()
+        );
+        let health = http()
+            .get(dev.url("/health"))
+            .send()
+            .await
+            .expect("GET /health");
+        assert_eq!(
+            health.status(),
+            503,
+            "the handler process answers (Redis is down)"
+        );
+
+        for round in 1..=3u64 {
+            let status = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status()
+                .expect("run kill");
+            assert!(status.success());
+            if round == 3 {
+                break;
+            }
+            let handler = dev
+                .wait_for("handler", Duration::from_secs(35), |h| {
+                    h["restarts"] == round && h["ready"] == true
+                })
+                .await;
+            assert!(!process_runs(pid), "the killed process {pid} was reaped");
+            assert_eq!(handler["url"], dev.dev("handler").await["url"], "same port");
+            let health = http()
+                .get(dev.url("/health"))
+                .send()
+                .await
+                .expect("GET /health");
+            assert_eq!(health.status(), 503, "the restarted process answers");
+            pid = handler["pid"].as_u64().expect("a pid");
+        }
+
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let status = loop {
+            if let Some(status) = dev.exited() {
+                break status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the dev host kept running after 3 failures:\n{}",
+                dev.tail(40)
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        };
+        assert!(
+            !status.success(),
+            "a dev host that gave up exits with an error"
+        );
+        let output = dev.output();
+        assert!(output.contains("failed 3 times within 30 s"), "{output}");
+        assert!(
+            output.contains("exited with signal: 9 (SIGKILL)"),
+            "{output}"
+        );
+        assert!(!process_runs(pid), "no handler process is left behind");
+    })
+    .await;
+}
+
+/// With `--handler-process`, a function that outlives host.json's functionTimeout gets the
+/// handler process killed and restarted, as the host does; a dev host killed outright takes its
+/// handler process with it.
+#[tokio::test]
+async fn a_function_timeout_kills_the_handler_process_and_a_dead_dev_host_leaves_none_behind() {
+    within(async {
+        // Redis accepts connections and never answers: sendOnboarding's user lookup waits
+        // longer (2 s) than the 1 s function timeout.
+        let silent = SilentServer::start();
+        let env = [
+            ("REDIS_URL", format!("redis://127.0.0.1:{}", silent.port)),
+            ("SMTP_URL", format!("smtp://127.0.0.1:{}", free_port())),
+        ];
+        let mut dev = DevHost::start_with(
+            &env,
+            &["--handler-process", "--retry-base-ms", "5000"],
+            |root| {
+                let path = root.join("host.json");
+                let mut host: Value =
+                    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+                host["functionTimeout"] = json!("00:00:01");
+                std::fs::write(&path, host.to_string()).unwrap();
+            },
+        );
+        let first = dev.dev("handler").await["pid"].as_u64().expect("a pid");
+        let sent = http()
+            .post(dev.url("/_dev/queues/onboarding/messages"))
+            .json(&json!({"type": "user.created", "version": 1,
+                "userId": uuid::Uuid::new_v4(), "email": "late@example.com",
+                "name": "Late", "createdAt": "2024-10-24T17:00:01Z"}))
+            .send()
+            .await
+            .expect("enqueue a message");
+        assert_eq!(sent.status(), 201);
+        let handler = dev
+            .wait_for("handler", Duration::from_secs(20), |h| {
+                h["restarts"] == 1 && h["ready"] == true
+            })
+            .await;
+        assert!(
+            dev.output()
+                .contains("was killed because a function timed out"),
+            "{}",
+            dev.tail(40)
+        );
+        assert!(!process_runs(first));
+
+        let second = handler["pid"].as_u64().expect("a pid");
+        dev.kill();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while process_runs(second) {
+            assert!(
+                Instant::now() < deadline,
+                "the handler process {second} outlived its dev host"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    })
+    .await;
+}
+
+/// True while `pid` is a live process (not gone, not a zombie).
+fn process_runs(pid: u64) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name in parentheses: "Z" is a zombie, "X" dead.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
+}
+
+/// Accepts connections and never says a word.
+struct SilentServer {
+    port: u16,
+}
+
+impl SilentServer {
+    fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the silent server");
+        let port = listener.local_addr().expect("its address").port();
+        std::thread::spawn(move || {
+            let mut held: Vec<TcpStream> = Vec::new();
+            for stream in listener.incoming().flatten() {
+                held.push(stream);
+            }
+        });
+        Self { port }
+    }
+}
+
+/// A `handler` process started as the host starts it (no command, FUNCTIONS_CUSTOMHANDLER_PORT),
+/// killed when dropped.
+struct HandlerProcess {
+    child: Child,
+    client: HandlerClient,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl HandlerProcess {
+    async fn start(env: &[(&str, String)]) -> Self {
+        let dir = tempfile::tempdir().expect("a directory for the handler");
+        let log = dir.path().join("handler.log");
+        let out = std::fs::File::create(&log).expect("the handler log");
+        let port = free_port();
+        let child = Command::new(env!("CARGO_BIN_EXE_handler"))
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .env("FUNCTIONS_CUSTOMHANDLER_PORT", port.to_string())
+            .env("RUST_LOG", "info")
+            .env_remove("REDIS_KEY_PREFIX")
+            .env_remove("PUBLIC_URL")
+            .env_remove("JWT_SECRET_PREVIOUS")
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(out.try_clone().expect("clone the log handle")))
+            .stderr(Stdio::from(out))
+            .spawn()
+            .expect("start the handler");
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        let client =
+            HandlerClient::new(addr, Some(Duration::from_secs(30))).expect("a handler client");
+        let process = Self {
+            child,
+            client,
+            log,
+            _dir: dir,
+        };
+        client_ready(&process).await;
+        process
+    }
+
+    fn tail(&self, n: usize) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+}
+
+async fn client_ready(process: &HandlerProcess) {
+    process
+        .client
+        .wait_until_ready(Duration::from_millis(25), Duration::from_secs(30))
+        .await
+        .unwrap_or_else(|e| panic!("the handler did not get ready: {e}\n{}", process.tail(40)));
+}
+
+impl Drop for HandlerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `POST /createUser` through the host protocol; returns the email and the onboarding message
+/// the output binding would have sent.
+async fn sign_up(client: &HandlerClient, email: &str) -> (String, Message) {
+    let request = IncomingRequest {
+        method: "POST".to_owned(),
+        url: "https://app.example.net/createUser".to_owned(),
+        raw_query: String::new(),
+        headers: vec![
+            ("Content-Type".to_owned(), "application/json".to_owned()),
+            ("Host".to_owned(), "app.example.net".to_owned()),
+        ],
+        body: json!({"name": "Race Runner", "email": email, "password": load::PASSWORD})
+            .to_string()
+            .into_bytes(),
+    };
+    let envelope = payload::http_envelope("req", &request, &Vec::new(), &Sys::now("createUser"));
+    let answer = client
+        .invoke("createUser", uuid::Uuid::new_v4(), &envelope)
+        .await
+        .expect("createUser answers");
+    assert_eq!(
+        answer.outputs["res"]["statusCode"], 201,
+        "{:?}",
+        answer.outputs
+    );
+    let output = answer
+        .output("onboardingMessage")
+        .expect("an onboarding message");
+    let mut new = payload::messages_from_output("onboardingMessage", output);
+    assert_eq!(new.len(), 1, "one message per sign-up");
+    let queue = Queue::new("onboarding", QueueOptions::default());
+    (email.to_owned(), queue.send(new.remove(0)))
+}
+
+/// How one race went.
+#[derive(Debug)]
+struct RaceResult {
+    /// Both deliveries answered 2xx the first time (one sent, the other saw it sent).
+    both_ok_at_once: bool,
+    /// Deliveries repeated (DeliveryCount + 1) until each side had a 2xx.
+    redeliveries: usize,
+    /// Each delivery's outcome: "2xx", or the failure as the host saw it.
+    outcomes: Vec<String>,
+}
+
+/// "2xx", or the failure as the host saw it ("the handler answered 500").
+fn outcome<T>(result: &Result<T, onboarding::devhost::invoke::InvokeError>) -> String {
+    match result {
+        Ok(_) => "2xx".to_owned(),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// Delivers `message` to both instances at the same moment, then redelivers to a side that
+/// failed (as Service Bus would) until both have acknowledged it. `Err` after 20 tries.
+async fn race(
+    a: &HandlerClient,
+    b: &HandlerClient,
+    message: Message,
+) -> Result<RaceResult, String> {
+    let delivery = |count: u32| {
+        let mut m = message.clone();
+        m.delivery_count = count;
+        m.lock_token = uuid::Uuid::new_v4();
+        payload::service_bus_envelope("message", &m, &Sys::now("sendOnboarding"))
+    };
+    let (first_a, first_b) = (delivery(1), delivery(2));
+    let (ra, rb) = tokio::join!(
+        a.invoke("sendOnboarding", uuid::Uuid::new_v4(), &first_a),
+        b.invoke("sendOnboarding", uuid::Uuid::new_v4(), &first_b),
+    );
+    let mut outcomes = vec![outcome(&ra), outcome(&rb)];
+    let both_ok_at_once = ra.is_ok() && rb.is_ok();
+    let mut redeliveries = 0;
+    for (client, mut ok, mut count) in [(a, ra.is_ok(), 1u32), (b, rb.is_ok(), 2u32)] {
+        while !ok {
+            if redeliveries >= 20 {
+                return Err(format!("message {} never settled", message.message_id));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            count += 2;
+            redeliveries += 1;
+            let result = client
+                .invoke("sendOnboarding", uuid::Uuid::new_v4(), &delivery(count))
+                .await;
+            outcomes.push(outcome(&result));
+            ok = result.is_ok();
+        }
+    }
+    Ok(RaceResult {
+        both_ok_at_once,
+        redeliveries,
+        outcomes,
+    })
+}
