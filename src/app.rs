@@ -13,9 +13,10 @@ use crate::config::Settings;
 use crate::mail::{Mailer, OutboxMailer, SmtpMailer};
 use crate::store::{MemoryStore, RedisStore, UserStore};
 
-/// Extra time an onboarding claim outlives the send deadline, so a slow send that still succeeds
-/// is never overtaken by a redelivery.
-const CLAIM_MARGIN: Duration = Duration::from_secs(30);
+/// Extra time an onboarding claim outlives the send deadline (the send itself is cut at the
+/// deadline), so a send that succeeds at the last moment is still recorded before anyone else
+/// may claim. Kept short: a crashed delivery's claim blocks the next one for the whole lease.
+const CLAIM_MARGIN: Duration = Duration::from_secs(5);
 
 /// The shared state of the handler.
 pub struct App {

@@ -34,6 +34,8 @@ enum SignUpError {
     Invalid(SignUpRejection),
     #[error("the email is registered with another password")]
     EmailTaken,
+    #[error("another sign-up for this email is being saved")]
+    SignUpInProgress,
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -93,6 +95,14 @@ impl SignUpError {
                 "This email is already registered with another password.",
                 None,
             ),
+            Self::SignUpInProgress => http::problem(
+                503,
+                "urn:onboarding:problem:sign-up-in-progress",
+                "Sign-up in progress",
+                "Another sign-up for this email is being saved. Try again in a few seconds.",
+                None,
+            )
+            .header("Retry-After", "2"),
             Self::Store(e) => {
                 tracing::error!(error = %e, "sign-up could not reach the store");
                 http::unavailable(
@@ -260,7 +270,10 @@ async fn register(app: &App, sign_up: SignUp) -> Result<Registered, SignUpError>
                 queue_email: pending,
             })
         }
-        Insert::EmailTaken(_) => Err(SignUpError::EmailTaken),
+        Insert::EmailTaken(Some(_)) => Err(SignUpError::EmailTaken),
+        // The first sign-up is between its claim and its record (or crashed there, and its
+        // claim is running out): neither a conflict nor a success yet.
+        Insert::EmailTaken(None) => Err(SignUpError::SignUpInProgress),
     }
 }
 

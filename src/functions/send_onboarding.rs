@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use anyhow::anyhow;
+use tokio::time::Instant;
 
 use super::declaration::QUEUE_MESSAGE;
 use super::{InvocationError, Outputs};
@@ -13,12 +14,16 @@ use crate::mail::{OnboardingEmail, compose};
 use crate::protocol::Invocation;
 use crate::store::Claim;
 
-/// Attempts at recording a sent email before giving up on the record (not on the email).
-const CONFIRM_ATTEMPTS: u32 = 3;
+/// First pause between two looks at a claim someone else holds, or two tries at recording a
+/// sent email; it doubles up to [`MAX_PAUSE`].
+const FIRST_PAUSE: Duration = Duration::from_millis(50);
+const MAX_PAUSE: Duration = Duration::from_secs(1);
 
-/// Sends the email. Answers non-2xx (so Service Bus redelivers) when Redis or SMTP fails, or
-/// another delivery holds the claim; fails a malformed message toward the dead-letter queue;
-/// acknowledges a message for a user who no longer exists.
+/// Sends the email. Answers non-2xx (so Service Bus redelivers) when Redis or SMTP fails; fails a
+/// malformed message toward the dead-letter queue; acknowledges a message for a user who no longer
+/// exists. A delivery that finds another one sending waits for its outcome instead of failing at
+/// once: Service Bus redelivers without delay, so ten quick failures while a crashed delivery's
+/// claim runs out would dead-letter an email that was never sent.
 pub async fn run(app: &App, invocation: &Invocation) -> Result<Outputs, InvocationError> {
     let delivery = invocation
         .metadata_text("DeliveryCount")
@@ -43,27 +48,40 @@ pub async fn run(app: &App, invocation: &Invocation) -> Result<Outputs, Invocati
 
     // The claim token is unique to this delivery, so only we can release our own claim.
     let token = uuid::Uuid::new_v4().simple().to_string();
-    match app
-        .store
-        .claim_onboarding(user_id, &token, app.claim_lease)
-        .await
-    {
-        Ok(Claim::Claimed) => {}
-        Ok(Claim::AlreadySent) => {
-            tracing::info!(%user_id, "email already sent; redelivery acknowledged");
-            return Ok(Outputs::default());
-        }
-        Ok(Claim::InProgress) => {
-            return Err(InvocationError::Retry(anyhow!(
-                "another delivery is sending this email right now"
-            )));
-        }
-        Err(e) => {
-            return Err(InvocationError::Retry(
-                anyhow!(e).context("claiming the send"),
-            ));
+    let claimed_at = Instant::now();
+    let give_up_waiting = claimed_at + app.claim_lease;
+    let mut pause = FIRST_PAUSE;
+    loop {
+        match app
+            .store
+            .claim_onboarding(user_id, &token, app.claim_lease)
+            .await
+        {
+            Ok(Claim::Claimed) => break,
+            Ok(Claim::AlreadySent) => {
+                tracing::info!(%user_id, "email already sent; delivery acknowledged");
+                return Ok(Outputs::default());
+            }
+            // The other delivery confirms, releases, or crashes and lets its lease run out:
+            // each of these ends the wait within one lease.
+            Ok(Claim::InProgress) if Instant::now() < give_up_waiting => {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(MAX_PAUSE);
+            }
+            Ok(Claim::InProgress) => {
+                return Err(InvocationError::Retry(anyhow!(
+                    "another delivery is still sending this email after {:?}",
+                    app.claim_lease
+                )));
+            }
+            Err(e) => {
+                return Err(InvocationError::Retry(
+                    anyhow!(e).context("claiming the send"),
+                ));
+            }
         }
     }
+    let claimed_at = Instant::now();
 
     // The stored user is the authority on where the email goes, not the message.
     let email = compose(&OnboardingEmail {
@@ -86,18 +104,21 @@ pub async fn run(app: &App, invocation: &Invocation) -> Result<Outputs, Invocati
         ));
     }
 
-    let mut attempt = 0;
+    // The email is out. Recording it may fail while Redis is down; keep trying while our claim
+    // still stands (after that, a redelivery could send again anyway).
+    let record_by = claimed_at + app.claim_lease.saturating_sub(Duration::from_secs(1));
+    let mut pause = FIRST_PAUSE;
     loop {
-        attempt += 1;
         match app.store.confirm_onboarding(user_id).await {
             Ok(()) => break,
-            Err(e) if attempt < CONFIRM_ATTEMPTS => {
-                tracing::warn!(%user_id, error = %e, attempt, "recording the sent email failed; retrying");
-                tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
+            Err(e) if Instant::now() + pause < record_by => {
+                tracing::warn!(%user_id, error = %e, "recording the sent email failed; retrying");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(MAX_PAUSE);
             }
             Err(e) => {
-                // The email is out: acknowledging avoids a second one. The claim expires, so the
-                // profile shows `pending` and a repeated sign-up may queue the email again.
+                // Acknowledging avoids a second email now; the claim lapses, so the profile shows
+                // `pending`, and a repeated sign-up may queue the email again.
                 tracing::error!(%user_id, error = %e, "email sent but not recorded");
                 break;
             }

@@ -13,9 +13,10 @@ use crate::domain::{OnboardingStatus, User, UserEmail, UserId};
 pub use self::memory::MemoryStore;
 pub use self::redis::RedisStore;
 
-/// How long an email claim lives before the user record is written and the claim made permanent:
-/// a crash in between frees the address after this, so nobody is locked out forever.
-pub const EMAIL_CLAIM_LEASE: Duration = Duration::from_secs(60);
+/// How long an email claim lives before the user record is written and the claim made permanent
+/// (three commands, each bounded to 2 s): a crash in between frees the address after this, so
+/// nobody is locked out, and a retry meanwhile is told to come back shortly.
+pub const EMAIL_CLAIM_LEASE: Duration = Duration::from_secs(10);
 
 /// A store failure: the backend is down, slow or answered something unexpected. Callers turn it
 /// into a 503 or a redelivery, never into a client error.
