@@ -81,31 +81,7 @@ async fn serve() -> anyhow::Result<()> {
         tracing::info!("{part}: {backend}");
     }
     tracing::info!(port, "handler listening on 127.0.0.1");
-    server::serve(listener, Arc::new(app), shutdown_signal()).await
-}
-
-/// Resolves on SIGTERM (what the host and Kubernetes send) or Ctrl-C.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = terminate => {}
-    }
+    server::serve(listener, Arc::new(app), server::shutdown_signal()).await
 }
 
 fn function_json(check: bool, app_root: &std::path::Path) -> ExitCode {

@@ -57,6 +57,31 @@ pub async fn serve(
     Ok(())
 }
 
+/// Resolves on SIGTERM (what the host sends before it stops a process) or Ctrl-C; the
+/// shutdown signal of both `handler` and `handler dev`.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}
+
 /// All routes: the readiness ping and the invocation endpoint.
 pub fn routes(
     app: Arc<App>,

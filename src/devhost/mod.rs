@@ -292,7 +292,7 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
     let mut handler_failure = None;
     let mut public_done = false;
     tokio::select! {
-        () = shutdown_signal() => {}
+        () = crate::server::shutdown_signal() => {}
         ended = &mut handler_task => {
             handler_done = true;
             let outcome = task_outcome(ended);
@@ -380,30 +380,6 @@ fn child_environment(
 /// Resolves when the watched flag turns true (or its sender is gone).
 async fn stopped(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|stop| *stop).await;
-}
-
-/// Resolves on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = terminate => {}
-    }
 }
 
 fn task_outcome(ended: Result<anyhow::Result<()>, tokio::task::JoinError>) -> String {
