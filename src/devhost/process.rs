@@ -324,36 +324,20 @@ async fn stop_child(child: &mut Child, grace: Duration) {
     }
 }
 
-/// The two system calls std does not offer: sending SIGTERM, and asking Linux to signal the
-/// child when its parent dies.
+/// The two process controls std does not offer: sending SIGTERM, and asking Linux to signal the
+/// child when its parent dies (through the `nix` crate's wrappers).
 #[cfg(unix)]
 mod sys {
-    use std::ffi::c_int;
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
     use std::process::{Child, Command};
-
-    const SIGTERM: c_int = 15;
-    #[cfg(target_os = "linux")]
-    const PR_SET_PDEATHSIG: c_int = 1;
-    #[cfg(target_os = "linux")]
-    const ESRCH: i32 = 3;
-
-    unsafe extern "C" {
-        fn kill(pid: c_int, signal: c_int) -> c_int;
-        #[cfg(target_os = "linux")]
-        fn prctl(option: c_int, ...) -> c_int;
-        #[cfg(target_os = "linux")]
-        fn getppid() -> c_int;
-    }
 
     /// Sends SIGTERM to a child that has not been reaped yet (so its pid cannot have been reused).
     pub fn terminate(child: &mut Child) {
         if matches!(child.try_wait(), Ok(None))
-            && let Ok(pid) = c_int::try_from(child.id())
+            && let Ok(pid) = i32::try_from(child.id())
         {
-            // SAFETY: kill(2) has no memory effects; the pid is our unreaped child.
-            unsafe {
-                kill(pid, SIGTERM);
-            }
+            let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
         }
     }
 
@@ -363,126 +347,16 @@ mod sys {
         use std::os::unix::process::CommandExt as _;
         let parent = std::process::id();
         // SAFETY: between fork and exec only async-signal-safe functions may run; prctl(2) and
-        // getppid(2) are system calls, and the errors are built without allocating.
+        // getppid(2) are plain system calls, and the errors are built without allocating.
         unsafe {
             command.pre_exec(move || {
-                if prctl(PR_SET_PDEATHSIG, SIGTERM as std::ffi::c_ulong) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
+                nix::sys::prctl::set_pdeathsig(Signal::SIGTERM)?;
                 // The parent may have died before prctl took effect.
-                if u32::try_from(getppid()).ok() != Some(parent) {
-                    return Err(std::io::Error::from_raw_os_error(ESRCH));
+                if u32::try_from(nix::unistd::getppid().as_raw()).ok() != Some(parent) {
+                    return Err(std::io::Error::from(nix::errno::Errno::ESRCH));
                 }
                 Ok(())
             });
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::net::{Ipv4Addr, SocketAddr};
-
-    #[test]
-    fn failures_count_only_within_the_window() {
-        let start = Instant::now();
-        let mut failures = Failures::new(3, Duration::from_secs(30));
-        assert!(!failures.record(start));
-        assert!(!failures.record(start + Duration::from_secs(10)));
-        // The first one is 30 s old by now: still two in the window.
-        assert!(!failures.record(start + Duration::from_secs(30)));
-        assert!(failures.record(start + Duration::from_secs(31)));
-    }
-
-    fn unused_addr() -> SocketAddr {
-        let port = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-            .and_then(|l| l.local_addr())
-            .unwrap()
-            .port();
-        (Ipv4Addr::LOCALHOST, port).into()
-    }
-
-    fn shell(script: &str) -> ChildSpec {
-        ChildSpec {
-            program: "sh".into(),
-            args: vec!["-c".into(), script.into()],
-            env: vec![("FAULT_MARK".into(), "1".into())],
-            dir: std::env::temp_dir(),
-        }
-    }
-
-    fn quick() -> RestartPolicy {
-        RestartPolicy {
-            restart_delay: Duration::from_millis(10),
-            readiness_timeout: Duration::from_secs(10),
-            ..RestartPolicy::default()
-        }
-    }
-
-    #[tokio::test]
-    async fn a_child_that_keeps_exiting_is_restarted_then_given_up_on() {
-        let client = HandlerClient::new(unused_addr(), None).unwrap();
-        let supervisor = Supervisor::new(shell("exit 3"), client, quick());
-        let status = supervisor.status();
-        let (_stop_tx, stop_rx) = watch::channel(false);
-
-        let error = tokio::time::timeout(Duration::from_secs(20), supervisor.run(stop_rx))
-            .await
-            .expect("the supervisor gave up in time")
-            .unwrap_err()
-            .to_string();
-
-        assert!(
-            error.contains("failed 3 times within 30 s") && error.contains("exit status: 3"),
-            "{error}"
-        );
-        let last = *status.borrow();
-        assert_eq!((last.restarts, last.pid, last.ready), (2, None, false));
-    }
-
-    #[tokio::test]
-    async fn a_child_that_cannot_start_is_an_error_at_once() {
-        let client = HandlerClient::new(unused_addr(), None).unwrap();
-        let spec = ChildSpec {
-            program: "/nonexistent/handler".into(),
-            ..shell("")
-        };
-        let (_stop_tx, stop_rx) = watch::channel(false);
-        let error = Supervisor::new(spec, client, quick())
-            .run(stop_rx)
-            .await
-            .unwrap_err();
-        assert!(
-            format!("{error:#}").contains("/nonexistent/handler"),
-            "{error:#}"
-        );
-    }
-
-    #[cfg(target_os = "linux")]
-    #[tokio::test]
-    async fn stopping_ends_a_child_that_never_got_ready() {
-        let client = HandlerClient::new(unused_addr(), None).unwrap();
-        let supervisor = Supervisor::new(shell("exec sleep 600"), client, quick());
-        let mut status = supervisor.status();
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let run = tokio::spawn(supervisor.run(stop_rx));
-        let pid = status
-            .wait_for(|s| s.pid.is_some())
-            .await
-            .unwrap()
-            .pid
-            .unwrap();
-
-        stop_tx.send(true).unwrap();
-        tokio::time::timeout(Duration::from_secs(10), run)
-            .await
-            .expect("the supervisor stopped in time")
-            .unwrap()
-            .unwrap();
-
-        // SIGTERM ended `sleep`, and it was reaped: its pid is gone.
-        assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
-        assert_eq!(status.borrow().pid, None);
     }
 }
