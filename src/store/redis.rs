@@ -237,7 +237,16 @@ impl UserStore for RedisStore {
             let owner: UserId = owner
                 .parse()
                 .map_err(|_| StoreError::Corrupt(format!("{email_key} does not hold a user id")))?;
-            return Ok(Insert::EmailTaken(self.read_user(owner).await?));
+            let existing = self.read_user(owner).await?;
+            if existing.is_some() {
+                // The owner's record exists, so its claim must outlive its lease even if the
+                // sign-up that took it died before making it permanent: the caller may now
+                // acknowledge this user (a repeated sign-up), and an expiring claim would free
+                // the address for a second account. PERSIST is a no-op on a permanent key.
+                self.query::<i64>(redis::cmd("PERSIST").arg(&email_key))
+                    .await?;
+            }
+            return Ok(Insert::EmailTaken(existing));
         }
         Err(StoreError::Backend(
             "the email claim kept changing hands".to_owned(),
