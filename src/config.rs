@@ -109,8 +109,19 @@ impl Settings {
             let value = lookup(name).filter(|v| !v.trim().is_empty())?;
             if value.trim_start().starts_with(KEY_VAULT_REFERENCE) {
                 problems.push(format!(
-                    "{name} is an unresolved Key Vault reference: check the app's identity has \
-                     'get' access to the secret and that the reference names an existing secret"
+                    "{name} is an unresolved Key Vault reference: check that the app's \
+                     keyVaultReferenceIdentity has the Key Vault Secrets User role on the vault \
+                     and that the reference names an existing secret"
+                ));
+                return None;
+            }
+            // `<…>` is how local.settings.json.example marks a value to fill in; a placeholder
+            // used as a key would sign tokens with text anyone can read.
+            let trimmed = value.trim();
+            if trimmed.starts_with('<') && trimmed.ends_with('>') {
+                problems.push(format!(
+                    "{name} still holds the placeholder from local.settings.json.example: set a \
+                     real value or remove the line"
                 ));
                 return None;
             }
@@ -461,6 +472,21 @@ mod tests {
         assert!(
             err.to_string()
                 .contains("JWT_SECRET is an unresolved Key Vault reference")
+        );
+    }
+
+    #[test]
+    fn a_placeholder_from_the_example_file_is_refused() {
+        let mut pairs = complete();
+        pairs.retain(|(k, _)| *k != "JWT_SECRET");
+        pairs.push((
+            "JWT_SECRET",
+            "<at least 32 random bytes, e.g. from: openssl rand -base64 48>",
+        ));
+        let err = Settings::from_lookup(Mode::Dev, lookup(&pairs)).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("JWT_SECRET still holds the placeholder")
         );
     }
 

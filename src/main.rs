@@ -15,7 +15,7 @@ use onboarding::{devhost, server, telemetry};
 /// Sign-up service on Azure Functions: with no command, serves the Functions host on
 /// 127.0.0.1:$FUNCTIONS_CUSTOMHANDLER_PORT.
 #[derive(Parser)]
-#[command(version, about)]
+#[command(name = "handler", version, about)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,

@@ -39,7 +39,7 @@ dt{color:var(--muted)}dd{margin:0;overflow-wrap:anywhere}\
 static CONTENT_SECURITY_POLICY: LazyLock<String> = LazyLock::new(|| {
     let hash = base64::engine::general_purpose::STANDARD.encode(Sha256::digest(STYLESHEET));
     format!(
-        "default-src 'none'; style-src 'sha256-{hash}'; img-src 'self'; form-action 'self'; \
+        "default-src 'none'; style-src 'sha256-{hash}'; form-action 'self'; \
          base-uri 'none'; frame-ancestors 'none'"
     )
 });
