@@ -1,46 +1,257 @@
-//! The SMTP mailer: lettre's pooled async transport over rustls, every send bounded by an overall
-//! deadline (lettre's own timeout is per read or write, so a server that accepts the connection and
-//! then says nothing would otherwise hold the invocation until the host kills the process).
+//! The SMTP mailer: lettre speaks SMTP over rustls, on connections this module opens and pools
+//! itself, with every send bounded by an overall deadline (lettre's own timeout is per read or
+//! write, so a server that accepts the connection and then says nothing would otherwise hold the
+//! invocation until the host kills the process).
+//!
+//! Why not lettre's pooled `AsyncSmtpTransport`: it opens its sockets itself and leaves Nagle's
+//! algorithm on, so the small end-of-data write waits for the server's delayed ACK, about 40 ms
+//! per message per connection (22 messages/s on one connection, measured in
+//! `docs/BENCHMARKS.md`). lettre accepts a caller-made stream (`connect_with_transport`), so we
+//! open the TCP connection with `TCP_NODELAY` set and let lettre do EHLO, STARTTLS and AUTH on it.
+//! Implicit TLS (`smtps://`) needs lettre to wrap the socket before EHLO, which it only does on
+//! sockets it opens, so `smtps://` keeps lettre's own pooled transport.
 
+use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use lettre::transport::smtp::PoolConfig;
+use lettre::transport::smtp::authentication::{Credentials, DEFAULT_MECHANISMS};
+use lettre::transport::smtp::client::{AsyncSmtpConnection, TlsParameters};
+use lettre::transport::smtp::extension::ClientId;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+use url::Url;
 
 use super::{MailError, Mailer};
 use crate::config::{SmtpSettings, expose};
 
-/// Connections kept open to the SMTP server between sends.
-const POOL_MAX_SIZE: u32 = 8;
+/// Connections kept open to the SMTP server between sends, and the most used at once.
+const POOL_MAX_SIZE: usize = 8;
 /// How long an unused pooled connection is kept.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default ports, as lettre reads SMTP URLs: 25 for plain `smtp://`, 587 with `?tls=`.
+const SMTP_PORT: u16 = 25;
+const SUBMISSION_PORT: u16 = 587;
 
 /// Sends through one SMTP server with a small connection pool.
-#[derive(Clone)]
 pub struct SmtpMailer {
-    transport: AsyncSmtpTransport<Tokio1Executor>,
+    route: Route,
     display: String,
     deadline: Duration,
 }
 
+enum Route {
+    /// `smtp://`: our own pool of TCP_NODELAY connections.
+    Pooled(Pool),
+    /// `smtps://`: lettre's pooled transport (implicit TLS on sockets it opens).
+    Lettre(AsyncSmtpTransport<Tokio1Executor>),
+}
+
+/// STARTTLS as the URL asks for it (`?tls=required` or `?tls=opportunistic`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum StartTls {
+    Never,
+    Opportunistic,
+    Required,
+}
+
+/// Where and how to connect, read once from `SMTP_URL` with lettre's own rules.
+struct Endpoint {
+    host: String,
+    port: u16,
+    start_tls: StartTls,
+    credentials: Option<Credentials>,
+    hello: ClientId,
+}
+
+struct Idle {
+    connection: AsyncSmtpConnection,
+    since: Instant,
+}
+
+struct Pool {
+    endpoint: Endpoint,
+    /// Open, unused connections, most recently used last.
+    idle: Mutex<Vec<Idle>>,
+    /// Bounds connections in use, so a burst of sends cannot open hundreds of sessions.
+    permits: Semaphore,
+}
+
 impl SmtpMailer {
-    /// Prepares the transport without connecting.
+    /// Prepares the mailer without connecting.
     pub fn new(settings: &SmtpSettings) -> Result<Self, MailError> {
-        let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(expose(&settings.url))
-            .map_err(|e| MailError::Build(format!("SMTP_URL is not usable: {e}")))?
-            .timeout(Some(settings.timeout))
-            .pool_config(
-                PoolConfig::new()
-                    .max_size(POOL_MAX_SIZE)
-                    .idle_timeout(POOL_IDLE_TIMEOUT),
-            )
-            .build();
+        let raw = expose(&settings.url);
+        let url = Url::parse(raw).map_err(|e| MailError::Build(format!("SMTP_URL: {e}")))?;
+        let route = if url.scheme() == "smtps" {
+            let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(raw)
+                .map_err(|e| MailError::Build(format!("SMTP_URL is not usable: {e}")))?
+                .timeout(Some(settings.timeout))
+                .pool_config(
+                    PoolConfig::new()
+                        .max_size(POOL_MAX_SIZE as u32)
+                        .idle_timeout(POOL_IDLE_TIMEOUT),
+                )
+                .build();
+            Route::Lettre(transport)
+        } else {
+            Route::Pooled(Pool {
+                endpoint: Endpoint::from_url(&url)?,
+                idle: Mutex::new(Vec::new()),
+                permits: Semaphore::new(POOL_MAX_SIZE),
+            })
+        };
         Ok(Self {
-            transport,
+            route,
             display: settings.display.clone(),
             deadline: settings.timeout,
         })
+    }
+}
+
+impl Endpoint {
+    fn from_url(url: &Url) -> Result<Self, MailError> {
+        let host = url
+            .host_str()
+            .filter(|h| !h.is_empty())
+            .ok_or_else(|| MailError::Build("SMTP_URL has no host".to_owned()))?
+            .to_owned();
+        let start_tls = match url.query_pairs().find(|(k, _)| k == "tls") {
+            None => StartTls::Never,
+            Some((_, v)) if v == "required" => StartTls::Required,
+            Some((_, v)) if v == "opportunistic" => StartTls::Opportunistic,
+            Some((_, v)) => {
+                return Err(MailError::Build(format!(
+                    "SMTP_URL has tls={v}; use required or opportunistic"
+                )));
+            }
+        };
+        let default_port = if start_tls == StartTls::Never {
+            SMTP_PORT
+        } else {
+            SUBMISSION_PORT
+        };
+        let decode = |s: &str| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8()
+                .map(|s| s.into_owned())
+                .map_err(|_| MailError::Build("SMTP_URL has credentials that are not UTF-8".into()))
+        };
+        let credentials = match url.password() {
+            Some(password) => Some(Credentials::new(decode(url.username())?, decode(password)?)),
+            None => None,
+        };
+        let path = url.path().trim_matches('/');
+        let hello = if path.is_empty() {
+            ClientId::default()
+        } else {
+            ClientId::Domain(path.to_owned())
+        };
+        Ok(Self {
+            port: url.port().unwrap_or(default_port),
+            host,
+            start_tls,
+            credentials,
+            hello,
+        })
+    }
+}
+
+impl Pool {
+    /// A pooled connection that is still fresh, or none.
+    fn take_idle(&self) -> Option<AsyncSmtpConnection> {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        while let Some(entry) = idle.pop() {
+            if entry.since.elapsed() < POOL_IDLE_TIMEOUT && !entry.connection.has_broken() {
+                return Some(entry.connection);
+            }
+            // Dropping closes the socket; the server times the session out on its side.
+        }
+        None
+    }
+
+    fn put_idle(&self, connection: AsyncSmtpConnection) {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < POOL_MAX_SIZE {
+            idle.push(Idle {
+                connection,
+                since: Instant::now(),
+            });
+        }
+    }
+
+    /// Opens a session: TCP with TCP_NODELAY, EHLO, STARTTLS and AUTH as the URL asks.
+    async fn connect(&self) -> Result<AsyncSmtpConnection, MailError> {
+        let endpoint = &self.endpoint;
+        let smtp = |e: lettre::transport::smtp::Error| MailError::Smtp(e.to_string());
+        let io = |e: std::io::Error| {
+            MailError::Smtp(format!(
+                "connecting to {}:{}: {e}",
+                endpoint.host, endpoint.port
+            ))
+        };
+        let tcp = tokio::net::TcpStream::connect((endpoint.host.as_str(), endpoint.port))
+            .await
+            .map_err(io)?;
+        tcp.set_nodelay(true).map_err(io)?;
+        let mut connection =
+            AsyncSmtpConnection::connect_with_transport(Box::new(tcp), &endpoint.hello)
+                .await
+                .map_err(smtp)?;
+        // `required` asks even when the server does not offer STARTTLS, so lettre fails the
+        // session instead of sending in clear text.
+        if endpoint.start_tls != StartTls::Never
+            && (connection.can_starttls() || endpoint.start_tls == StartTls::Required)
+        {
+            let parameters = TlsParameters::new(endpoint.host.clone()).map_err(smtp)?;
+            connection
+                .starttls(parameters, &endpoint.hello)
+                .await
+                .map_err(smtp)?;
+        }
+        if let Some(credentials) = &endpoint.credentials {
+            connection
+                .auth(DEFAULT_MECHANISMS, credentials)
+                .await
+                .map_err(smtp)?;
+        }
+        Ok(connection)
+    }
+
+    async fn send(&self, message: &lettre::Message) -> Result<(), MailError> {
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| MailError::Smtp("the SMTP pool is closed".to_owned()))?;
+        let envelope = message.envelope();
+        let body = message.formatted();
+        // A pooled session may have been closed by the server since its last use; one fresh
+        // connection is tried before the send counts as failed.
+        if let Some(mut connection) = self.take_idle() {
+            match connection.send(envelope, &body).await {
+                Ok(_) => {
+                    self.put_idle(connection);
+                    return Ok(());
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "pooled SMTP session failed; reconnecting");
+                    connection.abort().await;
+                }
+            }
+        }
+        let mut connection = self.connect().await?;
+        match connection.send(envelope, &body).await {
+            Ok(_) => {
+                self.put_idle(connection);
+                Ok(())
+            }
+            Err(e) => {
+                connection.abort().await;
+                Err(MailError::Smtp(e.to_string()))
+            }
+        }
     }
 }
 
@@ -51,11 +262,56 @@ impl Mailer for SmtpMailer {
     }
 
     async fn send(&self, message: &lettre::Message) -> Result<(), MailError> {
-        match tokio::time::timeout(self.deadline, self.transport.send(message.clone())).await {
-            Ok(Ok(_response)) => Ok(()),
-            // lettre's errors name the server and the SMTP reply, never the credentials.
-            Ok(Err(e)) => Err(MailError::Smtp(e.to_string())),
+        let send = async {
+            match &self.route {
+                Route::Pooled(pool) => pool.send(message).await,
+                // lettre's errors name the server and the SMTP reply, never the credentials.
+                Route::Lettre(transport) => transport
+                    .send(message.clone())
+                    .await
+                    .map(drop)
+                    .map_err(|e| MailError::Smtp(e.to_string())),
+            }
+        };
+        match tokio::time::timeout(self.deadline, send).await {
+            Ok(result) => result,
             Err(_) => Err(MailError::Timeout(self.deadline)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn endpoint(url: &str) -> Endpoint {
+        Endpoint::from_url(&Url::parse(url).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn plain_smtp_defaults_to_port_25_without_tls() {
+        let e = endpoint("smtp://mail.example.com");
+        assert_eq!((e.port, e.start_tls == StartTls::Never), (25, true));
+        assert!(e.credentials.is_none());
+    }
+
+    #[test]
+    fn required_tls_defaults_to_the_submission_port() {
+        let e = endpoint("smtp://user:p%40ss@smtp.example.com?tls=required");
+        assert_eq!(e.port, 587);
+        assert!(e.start_tls == StartTls::Required);
+        assert!(e.credentials.is_some());
+    }
+
+    #[test]
+    fn an_unknown_tls_mode_is_refused() {
+        assert!(Endpoint::from_url(&Url::parse("smtp://h?tls=sometimes").unwrap()).is_err());
+    }
+
+    #[test]
+    fn the_path_names_the_ehlo_domain() {
+        let e = endpoint("smtp://h:2525/client.example.com");
+        assert_eq!(e.port, 2525);
+        assert!(matches!(e.hello, ClientId::Domain(ref d) if d == "client.example.com"));
     }
 }
