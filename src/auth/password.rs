@@ -52,9 +52,12 @@ impl PasswordHasher {
         }
     }
 
-    /// As many concurrent hashes as the machine has cores.
+    /// One concurrent hash per core but one: the core left over keeps the async workers (the
+    /// readiness ping, `/health`, `/`) answering in milliseconds while sign-ups saturate the
+    /// hashing; with every core hashing, their p99 rose to tens of milliseconds.
     pub fn for_this_machine() -> Self {
-        Self::new(std::thread::available_parallelism().map_or(1, usize::from))
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        Self::new(cores.saturating_sub(1).max(1))
     }
 
     /// How many hashes may run at once.
