@@ -151,6 +151,16 @@ mod tests {
     }
 
     const KEY_A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+
+    /// Signs any claims with KEY_A, as a forger holding the key (or another algorithm) would.
+    fn forge(claims: &impl Serialize, algorithm: Algorithm) -> String {
+        jsonwebtoken::encode(
+            &Header::new(algorithm),
+            claims,
+            &EncodingKey::from_secret(KEY_A.as_bytes()),
+        )
+        .unwrap()
+    }
     const KEY_B: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
 
     #[test]
@@ -208,12 +218,7 @@ mod tests {
             iss: ISSUER.to_owned(),
             aud: AUDIENCE.to_owned(),
         };
-        let token = jsonwebtoken::encode(
-            &Header::new(Algorithm::HS256),
-            &claims,
-            &EncodingKey::from_secret(KEY_A.as_bytes()),
-        )
-        .unwrap();
+        let token = forge(&claims, Algorithm::HS256);
         let keys = TokenKeys::new(&settings(KEY_A, None));
         assert!(matches!(keys.verify(&token), Err(TokenError::Expired)));
     }
@@ -233,12 +238,7 @@ mod tests {
             iss: ISSUER,
             aud: AUDIENCE,
         };
-        let token = jsonwebtoken::encode(
-            &Header::new(Algorithm::HS256),
-            &claims,
-            &EncodingKey::from_secret(KEY_A.as_bytes()),
-        )
-        .unwrap();
+        let token = forge(&claims, Algorithm::HS256);
         let keys = TokenKeys::new(&settings(KEY_A, None));
         assert!(keys.verify(&token).is_err());
     }
@@ -263,12 +263,7 @@ mod tests {
             iss: ISSUER,
             aud: AUDIENCE,
         };
-        let token = jsonwebtoken::encode(
-            &Header::new(Algorithm::HS256),
-            &claims,
-            &EncodingKey::from_secret(KEY_A.as_bytes()),
-        )
-        .unwrap();
+        let token = forge(&claims, Algorithm::HS256);
         let keys = TokenKeys::new(&settings(KEY_A, None));
         assert!(keys.verify(&token).is_err());
     }
@@ -283,12 +278,7 @@ mod tests {
             iss: ISSUER.to_owned(),
             aud: AUDIENCE.to_owned(),
         };
-        let token = jsonwebtoken::encode(
-            &Header::new(Algorithm::HS256),
-            &claims,
-            &EncodingKey::from_secret(KEY_A.as_bytes()),
-        )
-        .unwrap();
+        let token = forge(&claims, Algorithm::HS256);
         let keys = TokenKeys::new(&settings(KEY_A, None));
         assert!(keys.verify(&token).is_err());
     }
@@ -303,12 +293,7 @@ mod tests {
             iss: ISSUER.to_owned(),
             aud: "billing".to_owned(),
         };
-        let token = jsonwebtoken::encode(
-            &Header::new(Algorithm::HS256),
-            &claims,
-            &EncodingKey::from_secret(KEY_A.as_bytes()),
-        )
-        .unwrap();
+        let token = forge(&claims, Algorithm::HS256);
         let keys = TokenKeys::new(&settings(KEY_A, None));
         assert!(keys.verify(&token).is_err());
     }
@@ -324,12 +309,7 @@ mod tests {
             iss: ISSUER.to_owned(),
             aud: AUDIENCE.to_owned(),
         };
-        let token = jsonwebtoken::encode(
-            &Header::new(Algorithm::HS512),
-            &claims,
-            &EncodingKey::from_secret(KEY_A.as_bytes()),
-        )
-        .unwrap();
+        let token = forge(&claims, Algorithm::HS512);
         assert!(keys.verify(&token).is_err());
     }
 
