@@ -1,0 +1,253 @@
+//! The HTTP, store and crypto ceilings: what the same work costs without the product around it.
+//!
+//! - HTTP: a minimal warp server (same warp, same tokio runtime shape) that reads the invocation
+//!   body and answers the very JSON the handler answered, optionally after the same single Redis
+//!   command (PING for health, GET of the user's record for root) on a multiplexed connection.
+//! - Store: `redis-benchmark` at the same concurrency.
+//! - Crypto: argon2id with the product's parameters on as many threads as the product hashes at
+//!   once, each reusing its memory.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
+use bytes::Bytes;
+use warp::Filter;
+
+/// The product's argon2id parameters (src/auth/password.rs): OWASP's 19 MiB, t = 2, p = 1, a
+/// 32-byte output.
+pub const ARGON2_MEMORY_KIB: u32 = 19 * 1024;
+pub const ARGON2_ITERATIONS: u32 = 2;
+pub const ARGON2_LANES: u32 = 1;
+pub const ARGON2_OUTPUT: usize = 32;
+
+/// Two GET answers of one pipeline.
+type TwoValues = (Option<Vec<u8>>, Option<Vec<u8>>);
+
+/// Options of the internal `serve-ceiling` command.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CeilingOptions {
+    /// Loopback port to listen on.
+    #[arg(long)]
+    pub port: u16,
+    /// Run one Redis command per request on this server (PING for /health, GET for /root).
+    #[arg(long)]
+    pub redis: Option<String>,
+    /// The key /root GETs.
+    #[arg(long, default_value = "bench:none")]
+    pub root_key: String,
+    /// Also GET this key in the same pipeline on /root (the product's root reads the user's
+    /// record and onboarding marker in one round trip): a diagnostic, not a target's ceiling.
+    #[arg(long)]
+    pub root_second_key: Option<String>,
+    /// File holding the handler's answer to a health invocation.
+    #[arg(long)]
+    pub health_answer: PathBuf,
+    /// File holding the handler's answer to a root invocation.
+    #[arg(long)]
+    pub root_answer: PathBuf,
+}
+
+/// The ceiling server: `GET /` (readiness), `POST /health`, `POST /root`.
+pub fn serve_ceiling(options: CeilingOptions) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", options.port)).await?;
+        let health = Bytes::from(std::fs::read(&options.health_answer)?);
+        let root = Bytes::from(std::fs::read(&options.root_answer)?);
+        let redis = match &options.redis {
+            Some(url) => Some(
+                redis::aio::ConnectionManager::new_lazy_with_config(
+                    redis::Client::open(url.as_str())?,
+                    redis::aio::ConnectionManagerConfig::new(),
+                )
+                .context("redis")?,
+            ),
+            None => None,
+        };
+        let root_key = Arc::new(options.root_key);
+        let second_key = Arc::new(options.root_second_key);
+        let ready = warp::get()
+            .and(warp::path::end())
+            .map(|| warp::reply::with_status("ok", warp::http::StatusCode::OK));
+        let health_route = {
+            let redis = redis.clone();
+            warp::post()
+                .and(warp::path("health"))
+                .and(warp::path::end())
+                .and(warp::body::bytes())
+                .then(move |_body: Bytes| {
+                    let (redis, answer) = (redis.clone(), health.clone());
+                    async move {
+                        if let Some(mut redis) = redis {
+                            let _: redis::RedisResult<String> =
+                                redis::cmd("PING").query_async(&mut redis).await;
+                        }
+                        json_reply(answer)
+                    }
+                })
+        };
+        let root_route = warp::post()
+            .and(warp::path("root"))
+            .and(warp::path::end())
+            .and(warp::body::bytes())
+            .then(move |_body: Bytes| {
+                let (redis, answer, key) = (redis.clone(), root.clone(), root_key.clone());
+                let second = second_key.clone();
+                async move {
+                    match (redis, second.as_deref()) {
+                        (Some(mut redis), None) => {
+                            let _: redis::RedisResult<Option<Vec<u8>>> = redis::cmd("GET")
+                                .arg(key.as_str())
+                                .query_async(&mut redis)
+                                .await;
+                        }
+                        (Some(mut redis), Some(second)) => {
+                            let _: redis::RedisResult<TwoValues> = redis::pipe()
+                                .get(key.as_str())
+                                .get(second)
+                                .query_async(&mut redis)
+                                .await;
+                        }
+                        (None, _) => {}
+                    }
+                    json_reply(answer)
+                }
+            });
+        let routes = ready
+            .map(warp::reply::Reply::into_response)
+            .or(health_route)
+            .unify()
+            .or(root_route)
+            .unify();
+        warp::serve(routes).incoming(listener).run().await;
+        Ok(())
+    })
+}
+
+fn json_reply(body: Bytes) -> warp::reply::Response {
+    let mut response = warp::reply::Response::new(body.into());
+    response.headers_mut().insert(
+        warp::http::header::CONTENT_TYPE,
+        warp::http::HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// Raw argon2id: `threads` threads hashing in a loop for `duration`, each with its own reused
+/// memory. Returns (hashes, seconds).
+pub fn argon2_rate(threads: usize, duration: Duration) -> anyhow::Result<(u64, f64)> {
+    let params = Params::new(
+        ARGON2_MEMORY_KIB,
+        ARGON2_ITERATIONS,
+        ARGON2_LANES,
+        Some(ARGON2_OUTPUT),
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let count = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let last_done = Arc::new(std::sync::Mutex::new(started));
+    let workers: Vec<_> = (0..threads)
+        .map(|i| {
+            let (params, count, stop, last_done) = (
+                params.clone(),
+                count.clone(),
+                stop.clone(),
+                last_done.clone(),
+            );
+            std::thread::spawn(move || -> anyhow::Result<()> {
+                let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
+                let mut memory = vec![Block::default(); params.block_count()];
+                let mut out = [0u8; ARGON2_OUTPUT];
+                let mut salt = *b"bench-salt-0000!";
+                let mut n: u32 = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    n += 1;
+                    salt[11..15].copy_from_slice(&n.to_le_bytes());
+                    salt[0] = i as u8;
+                    argon2
+                        .hash_password_into_with_memory(
+                            crate::envelope::PASSWORD.as_bytes(),
+                            &salt,
+                            &mut out,
+                            &mut memory,
+                        )
+                        .map_err(|e| anyhow::anyhow!("{e}"))?;
+                    if !stop.load(Ordering::Relaxed) {
+                        count.fetch_add(1, Ordering::Relaxed);
+                        *last_done.lock().unwrap() = Instant::now();
+                    }
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    std::thread::sleep(duration);
+    stop.store(true, Ordering::Relaxed);
+    let ended = *last_done.lock().unwrap();
+    for worker in workers {
+        worker.join().expect("argon2 thread")?;
+    }
+    Ok((
+        count.load(Ordering::Relaxed),
+        ended.duration_since(started).as_secs_f64(),
+    ))
+}
+
+/// One test of `redis-benchmark`: requests per second and latency percentiles (ms).
+#[derive(Clone, Debug)]
+pub struct RedisBench {
+    pub test: String,
+    pub rps: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+}
+
+/// `redis-benchmark -c <connections> -n <requests> -t ping,set,get -d <size> --csv`.
+pub async fn redis_benchmark(
+    port: u16,
+    connections: u32,
+    requests: u64,
+    value_size: usize,
+) -> anyhow::Result<Vec<RedisBench>> {
+    let output = tokio::process::Command::new("redis-benchmark")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(["-c", &connections.to_string(), "-n", &requests.to_string()])
+        .args(["-t", "ping,set,get", "-d", &value_size.to_string(), "--csv"])
+        .kill_on_drop(true)
+        .output()
+        .await
+        .context("cannot run redis-benchmark (apt-get install redis-tools)")?;
+    if !output.status.success() {
+        bail!(
+            "redis-benchmark failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    // "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms","max_latency_ms"
+    let text = String::from_utf8_lossy(&output.stdout);
+    let mut results = Vec::new();
+    for line in text.lines().skip_while(|l| l.starts_with("\"test\"")) {
+        let fields: Vec<&str> = line.split(',').map(|f| f.trim_matches('"')).collect();
+        if fields.len() < 7 {
+            continue;
+        }
+        let num = |i: usize| fields[i].parse::<f64>().unwrap_or(f64::NAN);
+        results.push(RedisBench {
+            test: fields[0].to_owned(),
+            rps: num(1),
+            p50_ms: num(4),
+            p99_ms: num(6),
+        });
+    }
+    if results.is_empty() {
+        bail!("redis-benchmark printed no results:\n{text}");
+    }
+    Ok(results)
+}

@@ -1,0 +1,145 @@
+//! The table a run prints: one row per measurement, then each target as a ratio (or a bound)
+//! with its verdict. Also written as Markdown and JSON beside the run's logs.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+/// One measurement.
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    pub group: &'static str,
+    pub name: String,
+    /// Rate (per second) in `unit`.
+    pub rate: Option<f64>,
+    pub unit: &'static str,
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    pub peak_rss_mib: Option<f64>,
+    pub note: String,
+}
+
+/// One target.
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    pub name: String,
+    /// What was measured, as text (e.g. "0.82 = 9120 / 11130 req/s").
+    pub measured: String,
+    pub target: String,
+    pub pass: bool,
+}
+
+/// Everything a run found.
+#[derive(Debug, Default, Serialize)]
+pub struct Report {
+    pub machine: Vec<(String, String)>,
+    pub rows: Vec<Row>,
+    pub checks: Vec<Check>,
+    pub notes: Vec<String>,
+}
+
+impl Report {
+    pub fn row(&mut self, row: Row) {
+        eprintln!("bench:   {}", one_line(&row));
+        self.rows.push(row);
+    }
+
+    /// A ratio target: `value / ceiling >= min`.
+    pub fn ratio(&mut self, name: &str, value: f64, ceiling: f64, min: f64, unit: &str) {
+        let ratio = value / ceiling;
+        self.checks.push(Check {
+            name: name.to_owned(),
+            measured: format!("{ratio:.2} = {value:.1} / {ceiling:.1} {unit}"),
+            target: format!("≥ {min}"),
+            pass: ratio.is_finite() && ratio >= min,
+        });
+    }
+
+    /// An upper bound: `value <= max`.
+    pub fn at_most(&mut self, name: &str, value: f64, max: f64, unit: &str) {
+        self.checks.push(Check {
+            name: name.to_owned(),
+            measured: format!("{value:.2} {unit}"),
+            target: format!("≤ {max} {unit}"),
+            pass: value.is_finite() && value <= max,
+        });
+    }
+
+    /// The report as Markdown: machine, measurements, targets, notes.
+    pub fn markdown(&self) -> String {
+        let mut md = String::new();
+        for (key, value) in &self.machine {
+            let _ = writeln!(md, "- {key}: {value}");
+        }
+        md.push_str("\n| group | measurement | rate | p50 ms | p99 ms | peak RSS MiB | notes |\n");
+        md.push_str("|---|---|---:|---:|---:|---:|---|\n");
+        for row in &self.rows {
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} | {} | {} | {} |",
+                row.group,
+                row.name,
+                row.rate
+                    .map(|r| format!("{} {}", fmt_rate(r), row.unit))
+                    .unwrap_or_default(),
+                fmt_opt(row.p50_ms),
+                fmt_opt(row.p99_ms),
+                row.peak_rss_mib
+                    .map(|m| format!("{m:.1}"))
+                    .unwrap_or_default(),
+                row.note
+            );
+        }
+        md.push_str("\n| target | measured | wanted | |\n|---|---|---|---|\n");
+        for check in &self.checks {
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} |",
+                check.name,
+                check.measured,
+                check.target,
+                if check.pass { "pass" } else { "**MISS**" }
+            );
+        }
+        if !self.notes.is_empty() {
+            md.push('\n');
+            for note in &self.notes {
+                let _ = writeln!(md, "- {note}");
+            }
+        }
+        md
+    }
+}
+
+fn one_line(row: &Row) -> String {
+    format!(
+        "{:<9} {:<52} {:>14} p50 {:>8} p99 {:>8} rss {:>6} {}",
+        row.group,
+        row.name,
+        row.rate
+            .map(|r| format!("{} {}", fmt_rate(r), row.unit))
+            .unwrap_or_default(),
+        fmt_opt(row.p50_ms),
+        fmt_opt(row.p99_ms),
+        row.peak_rss_mib
+            .map(|m| format!("{m:.1}"))
+            .unwrap_or_default(),
+        row.note
+    )
+}
+
+fn fmt_rate(rate: f64) -> String {
+    if rate >= 100.0 {
+        format!("{rate:.0}")
+    } else {
+        format!("{rate:.1}")
+    }
+}
+
+fn fmt_opt(ms: Option<f64>) -> String {
+    match ms {
+        Some(v) if v.is_finite() && v >= 100.0 => format!("{v:.0}"),
+        Some(v) if v.is_finite() => format!("{v:.2}"),
+        _ => String::new(),
+    }
+}
