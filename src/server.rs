@@ -165,11 +165,24 @@ where
         }
         Some(Ok(outputs)) => {
             let answer = InvocationResponse {
-                outputs: outputs.into_map(),
-                logs,
-                return_value: None,
+                outputs: outputs.bindings(),
+                logs: &logs,
+                return_value: (),
             };
-            warp::reply::json(&answer).into_response()
+            match serde_json::to_vec(&answer) {
+                Ok(body) => {
+                    let mut response = Response::new(body.into());
+                    response.headers_mut().insert(
+                        warp::http::header::CONTENT_TYPE,
+                        warp::http::HeaderValue::from_static("application/json"),
+                    );
+                    response
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "the answer could not be written as JSON");
+                    plain(StatusCode::INTERNAL_SERVER_ERROR, "unserializable answer")
+                }
+            }
         }
         Some(Err(error)) => {
             // The host drops the body of a non-2xx answer, Logs included: stderr is where this

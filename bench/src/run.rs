@@ -58,7 +58,7 @@ pub struct Options {
     #[arg(long)]
     pub starts: Option<usize>,
     /// How many argon2id hashes the handler runs at once, for the raw ceiling at the same
-    /// parallelism (default: the product's rule, all cores but one, at least one).
+    /// parallelism (default: the product's rule, one per core).
     #[arg(long)]
     pub hash_threads: Option<usize>,
     /// Only these phases (comma-separated): store, http, create, mail, memory, dev, readiness.
@@ -585,7 +585,15 @@ impl Run {
         pid: Option<u32>,
     ) -> anyhow::Result<(wrk::Summary, Option<f64>)> {
         let watch = pid.map(RssWatch::start);
-        let summary = wrk::run(name, spec, &self.dir).await?;
+        let cpu_before = pid.and_then(|pid| procs::cpu_time(pid).ok());
+        let mut summary = wrk::run(name, spec, &self.dir).await?;
+        let cpu_after = pid.and_then(|pid| procs::cpu_time(pid).ok());
+        if let (Some(before), Some(after)) = (cpu_before, cpu_after)
+            && summary.requests > 0
+        {
+            summary.cpu_us_per_request =
+                Some((after - before).as_secs_f64() * 1e6 / summary.requests as f64);
+        }
         let peak = watch.map(|w| kib_to_mib(w.finish()));
         Ok((summary, peak))
     }
@@ -599,6 +607,11 @@ impl Run {
         note: String,
     ) {
         let errors = summary.describe_errors();
+        let note = match summary.cpu_us_per_request {
+            Some(cpu) if note.is_empty() => format!("CPU {cpu:.1} µs/req"),
+            Some(cpu) => format!("CPU {cpu:.1} µs/req; {note}"),
+            None => note,
+        };
         let note = match (note.is_empty(), errors.is_empty()) {
             (_, true) => note,
             (true, false) => format!("errors: {errors}"),
@@ -803,7 +816,7 @@ impl Run {
     fn hash_threads(&self) -> usize {
         self.options
             .hash_threads
-            .unwrap_or(self.cores.saturating_sub(1).max(1))
+            .unwrap_or(self.cores)
     }
 
     fn rounds(&self) -> usize {
@@ -816,7 +829,7 @@ impl Run {
         // The raw rate is measured half before and half after the product's phase, so a machine
         // that gets busier or quieter in between moves both sides alike.
         // The raw ceiling runs at the product's parallelism (--hash-threads; by default the
-        // product's rule in PasswordHasher::for_this_machine: all cores but one).
+        // product's rule in PasswordHasher::for_this_machine: one per core).
         let threads = self.hash_threads();
         let half = Duration::from_secs((self.long.as_secs() / 2).max(1));
         let (h1, s1) =
@@ -1006,8 +1019,12 @@ impl Run {
             p99_ms: Some(summary.p99_us as f64 / 1000.0),
             peak_rss_mib: peak,
             note: format!(
-                "{sent} emails, {} invocations; {:.2} × pooled lettre, {:.2} × nodelay pool{}",
+                "{sent} emails, {} invocations{}; {:.2} × pooled lettre, {:.2} × nodelay pool{}",
                 summary.requests,
+                summary
+                    .cpu_us_per_request
+                    .map(|cpu| format!(", handler CPU {cpu:.1} µs/invocation"))
+                    .unwrap_or_default(),
                 rate / pooled.rate(),
                 rate / nodelay_pool.rate(),
                 if summary.errors() > 0 {

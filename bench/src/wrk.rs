@@ -70,6 +70,10 @@ pub struct Summary {
     /// Responses with a status of 400 or more.
     pub status: u64,
     pub timeout: u64,
+    /// CPU time (user + system) the server process spent per request during the phase, in µs;
+    /// steadier than the rate on a shared machine, since it does not count time others ran.
+    #[serde(skip)]
+    pub cpu_us_per_request: Option<f64>,
 }
 
 impl Summary {

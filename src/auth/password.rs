@@ -1,15 +1,23 @@
-//! argon2id hashing with OWASP's parameters, off the async workers, a few at a time: each hash
-//! takes 19 MiB and tens of milliseconds of CPU, so unbounded parallel sign-ups would take the
-//! machine's memory and starve every other request. The 19 MiB working areas are allocated once
-//! per permit and reused: freed and reallocated each time, glibc keeps them per thread arena and
-//! the process grows far past what is in use.
+//! argon2id hashing with OWASP's parameters on dedicated threads, one per core, at a lower CPU
+//! priority than everything else in the process.
+//!
+//! Each hash takes 19 MiB and tens of milliseconds of CPU. Why dedicated threads rather than
+//! tokio's blocking pool: a hash handed to whichever blocking thread wakes next often started on
+//! the core where another hash ran while the other core idled, and at equal priority a tokio
+//! worker woken by a request waited for a hashing time slice. A fixed set of threads that take
+//! the next job from one queue keeps every core hashing while there is work; the lower priority
+//! (nice 10, Linux) lets the readiness ping, `/health` and `/` preempt them. The queue bounds
+//! concurrency to one hash per core, and each thread owns its 19 MiB working area for its whole
+//! life: freed and reallocated per hash, glibc kept the blocks per thread arena and the process
+//! grew far past what was in use. Threads start with the first hash, so readiness and idle
+//! memory are untouched, and stop when the last handle to the hasher is dropped.
 
+use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
 use argon2::password_hash::{Output, ParamsString, PasswordHash, SaltString};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
-use tokio::sync::Semaphore;
-use tracing::Instrument as _;
+use tokio::sync::oneshot;
 
 use crate::domain::Password;
 
@@ -23,41 +31,44 @@ pub const LANES: u32 = 1;
 pub enum HashError {
     #[error("password hashing failed: {0}")]
     Hash(String),
-    #[error("the hashing task did not finish: {0}")]
-    Task(#[from] tokio::task::JoinError),
-    #[error("the hashing pool is closed")]
-    Closed,
+    #[error("a hashing thread could not be started: {0}")]
+    Spawn(String),
+    #[error("the hashing thread stopped before answering")]
+    Lost,
 }
 
 /// Length of the stored hash, in bytes.
 const OUTPUT_LEN: usize = 32;
 
-/// Hashes and verifies passwords on the blocking pool, at most `parallelism` at a time.
+/// How much less CPU the hashing threads ask for than the rest of the process (`nice` 10: under
+/// contention they get about a tenth of what a request-serving thread gets).
+const HASHING_NICENESS: i32 = 10;
+
+/// One unit of hashing work, run on a hashing thread with that thread's working area.
+type Job = Box<dyn FnOnce(&mut [Block]) + Send>;
+
+/// Hashes and verifies passwords on `parallelism` dedicated threads. Cloning shares the threads.
 #[derive(Clone)]
 pub struct PasswordHasher {
-    permits: Arc<Semaphore>,
     parallelism: usize,
-    /// One working area per permit, handed to whichever blocking thread runs the hash.
-    memory: Arc<Mutex<Vec<Vec<Block>>>>,
+    /// The job queue, once the threads run; dropping the last sender stops them.
+    queue: Arc<Mutex<Option<mpsc::Sender<Job>>>>,
 }
 
 impl PasswordHasher {
-    /// One hash at a time per core: more would only queue inside the CPU while holding memory.
+    /// At most `parallelism` hashes at once (at least one): more would only queue inside the
+    /// CPU while holding memory.
     pub fn new(parallelism: usize) -> Self {
-        let parallelism = parallelism.max(1);
         Self {
-            permits: Arc::new(Semaphore::new(parallelism)),
-            parallelism,
-            memory: Arc::new(Mutex::new(Vec::with_capacity(parallelism))),
+            parallelism: parallelism.max(1),
+            queue: Arc::new(Mutex::new(None)),
         }
     }
 
-    /// One concurrent hash per core but one: the core left over keeps the async workers (the
-    /// readiness ping, `/health`, `/`) answering in milliseconds while sign-ups saturate the
-    /// hashing; with every core hashing, their p99 rose to tens of milliseconds.
+    /// One hashing thread per core. Their lower priority, not a core held back, is what keeps the
+    /// async workers answering in milliseconds while sign-ups saturate the hashing.
     pub fn for_this_machine() -> Self {
-        let cores = std::thread::available_parallelism().map_or(1, usize::from);
-        Self::new(cores.saturating_sub(1).max(1))
+        Self::new(std::thread::available_parallelism().map_or(1, usize::from))
     }
 
     /// How many hashes may run at once.
@@ -142,30 +153,93 @@ impl PasswordHasher {
         &self,
         work: impl FnOnce(&mut [Block]) -> Result<T, HashError> + Send + 'static,
     ) -> Result<T, HashError> {
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| HashError::Closed)?;
-        let pool = self.memory.clone();
-        let span = tracing::Span::current();
-        tokio::task::spawn_blocking(move || {
+        let (answer, answered) = oneshot::channel();
+        let span = tracing::debug_span!("argon2id");
+        let job: Job = Box::new(move |memory| {
             let _entered = span.enter();
-            let mut memory = lock(&pool).pop().unwrap_or_else(|| {
-                vec![Block::default(); (MEMORY_KIB as usize).max(8 * LANES as usize)]
-            });
-            let result = work(&mut memory);
-            lock(&pool).push(memory);
-            result
-        })
-        .instrument(tracing::debug_span!("argon2id"))
-        .await?
+            // The caller may have gone (a client that hung up); the result is then unwanted.
+            let _ = answer.send(work(memory));
+        });
+        self.submit(job)?;
+        answered.await.map_err(|_| HashError::Lost)?
+    }
+
+    /// Queues a job, starting the threads on first use.
+    fn submit(&self, job: Job) -> Result<(), HashError> {
+        let mut queue = self
+            .queue
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if queue.is_none() {
+            *queue = Some(start_threads(self.parallelism)?);
+        }
+        match queue.as_ref().map(|sender| sender.send(job)) {
+            Some(Ok(())) => Ok(()),
+            // Every thread is gone (only a panic in the hashing code could do that): start
+            // afresh on the next hash rather than failing every sign-up from now on.
+            _ => {
+                *queue = None;
+                Err(HashError::Lost)
+            }
+        }
     }
 }
 
-fn lock(pool: &Mutex<Vec<Vec<Block>>>) -> std::sync::MutexGuard<'_, Vec<Vec<Block>>> {
-    // The pool only holds buffers; a panic elsewhere cannot leave it inconsistent.
-    pool.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+/// Starts `count` hashing threads sharing one job queue.
+fn start_threads(count: usize) -> Result<mpsc::Sender<Job>, HashError> {
+    let (sender, receiver) = mpsc::channel::<Job>();
+    let receiver = Arc::new(Mutex::new(receiver));
+    for index in 0..count {
+        let receiver = receiver.clone();
+        std::thread::Builder::new()
+            .name(format!("argon2id-{index}"))
+            .spawn(move || hashing_thread(&receiver))
+            .map_err(|e| HashError::Spawn(e.to_string()))?;
+    }
+    Ok(sender)
+}
+
+/// A hashing thread: lowers its own priority, then runs jobs until the queue closes.
+fn hashing_thread(receiver: &Mutex<mpsc::Receiver<Job>>) {
+    lower_priority();
+    let mut memory: Vec<Block> = Vec::new();
+    loop {
+        // The lock is held only while waiting for the next job, never while hashing.
+        let next = receiver
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .recv();
+        let Ok(job) = next else { return };
+        if memory.is_empty() {
+            memory = vec![Block::default(); (MEMORY_KIB as usize).max(8 * LANES as usize)];
+        }
+        job(&mut memory);
+    }
+}
+
+/// Raises this thread's niceness by [`HASHING_NICENESS`] (at most to 19, the lowest priority).
+/// Linux schedules threads individually, so the process's other threads keep theirs. Elsewhere,
+/// or if refused, hashing runs at normal priority.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: gettid, getpriority and setpriority only read their arguments and read or
+        // change this thread's scheduling; no memory is shared with them.
+        let refused = unsafe {
+            let tid = libc::gettid() as libc::id_t;
+            let current = libc::getpriority(libc::PRIO_PROCESS, tid);
+            libc::setpriority(
+                libc::PRIO_PROCESS,
+                tid,
+                (current + HASHING_NICENESS).min(19),
+            )
+        } != 0;
+        if refused {
+            tracing::debug!("hashing threads keep normal priority: setpriority was refused");
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = HASHING_NICENESS;
 }
 
 fn hash_error(e: impl std::fmt::Display) -> HashError {
@@ -185,6 +259,27 @@ mod tests {
         assert!(hasher.verify(&password, &phc).await.unwrap());
         let other = Password::parse("incorrect horse").unwrap();
         assert!(!hasher.verify(&other, &phc).await.unwrap());
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn hashing_threads_run_at_lower_priority_than_the_caller() {
+        fn own_niceness() -> i32 {
+            // SAFETY: reads this thread's scheduling priority only.
+            unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t) }
+        }
+        let hasher = PasswordHasher::new(1);
+        let inside = hasher.run(|_memory| Ok(own_niceness())).await.unwrap();
+        let outside = own_niceness();
+        assert_eq!(inside - outside, HASHING_NICENESS.min(19 - outside));
+    }
+
+    #[tokio::test]
+    async fn each_thread_keeps_one_working_area_across_hashes() {
+        let hasher = PasswordHasher::new(1);
+        let first = hasher.run(|memory| Ok(memory.as_ptr() as usize)).await;
+        let second = hasher.run(|memory| Ok(memory.as_ptr() as usize)).await;
+        assert_eq!(first.unwrap(), second.unwrap());
     }
 
     #[tokio::test]

@@ -1,7 +1,11 @@
 //! Session tokens: HS256 JWTs naming the user by id. The algorithm is pinned (no `none`, no
 //! key confusion), every time claim is checked, and a previous key still verifies during a
-//! rotation.
+//! rotation. A token that passed all of that is remembered, with its subject and expiry, so the
+//! next request carrying it costs a lookup instead of a base64 decode, two JSON parses and an
+//! HMAC; only its expiry is checked again (every other check gives the same answer later).
 
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind};
@@ -19,6 +23,9 @@ pub const AUDIENCE: &str = "onboarding";
 const LEEWAY_SECONDS: u64 = 30;
 /// Tokens longer than this are refused before any parsing (a cookie or header bomb).
 const MAX_TOKEN_LEN: usize = 4096;
+/// How many verified tokens are remembered (about 300 KiB at most); when full, the memory is
+/// emptied and refills with the tokens in use.
+const REMEMBERED_TOKENS: usize = 1024;
 
 /// Why a token was refused; all variants look the same to the client.
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +62,44 @@ pub struct TokenKeys {
     decoding: Vec<DecodingKey>,
     validation: Validation,
     ttl: Duration,
+    verified: VerifiedTokens,
+}
+
+/// What a fully verified token said: whose it is and until when it holds.
+#[derive(Debug, Clone, Copy)]
+struct Verified {
+    user: UserId,
+    expires_at: i64,
+}
+
+/// Tokens that passed every check, by their exact text. Only a token that verified gets in, so
+/// nothing a client sends can put an entry here; the keys never change while the process runs.
+#[derive(Default)]
+struct VerifiedTokens(Mutex<HashMap<Box<str>, Verified>>);
+
+impl VerifiedTokens {
+    fn lookup(&self, token: &str) -> Option<Verified> {
+        self.lock().get(token).copied()
+    }
+
+    fn remember(&self, token: &str, verified: Verified) {
+        let mut entries = self.lock();
+        if entries.len() >= REMEMBERED_TOKENS {
+            entries.clear();
+        }
+        entries.insert(token.into(), verified);
+    }
+
+    fn forget(&self, token: &str) {
+        self.lock().remove(token);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Box<str>, Verified>> {
+        // Entries are inserted whole; a panic elsewhere cannot leave one half-written.
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
 }
 
 impl TokenKeys {
@@ -76,6 +121,7 @@ impl TokenKeys {
             decoding,
             validation,
             ttl: settings.ttl,
+            verified: VerifiedTokens::default(),
         }
     }
 
@@ -107,20 +153,37 @@ impl TokenKeys {
         if token.len() > MAX_TOKEN_LEN {
             return Err(TokenError::TooLong);
         }
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        if let Some(known) = self.verified.lookup(token) {
+            // The same rule as jsonwebtoken's: expired once `exp` is more than the leeway ago.
+            if known.expires_at < now - LEEWAY_SECONDS as i64 {
+                self.verified.forget(token);
+                return Err(TokenError::Expired);
+            }
+            return Ok(known.user);
+        }
+        let verified = self.verify_fully(token, now)?;
+        self.verified.remember(token, verified);
+        Ok(verified.user)
+    }
+
+    fn verify_fully(&self, token: &str, now: i64) -> Result<Verified, TokenError> {
         let mut last = TokenError::Invalid("no verifying key".to_owned());
         for key in &self.decoding {
             match jsonwebtoken::decode::<Claims>(token, key, &self.validation) {
                 Ok(data) => {
                     // `iat` in the future means a forged or badly skewed token.
-                    let now = OffsetDateTime::now_utc().unix_timestamp();
                     if data.claims.iat > now + LEEWAY_SECONDS as i64 {
                         return Err(TokenError::Invalid("issued in the future".to_owned()));
                     }
-                    return data
-                        .claims
-                        .sub
-                        .parse()
-                        .map_err(|_| TokenError::Invalid("subject is not a user id".to_owned()));
+                    let user =
+                        data.claims.sub.parse().map_err(|_| {
+                            TokenError::Invalid("subject is not a user id".to_owned())
+                        })?;
+                    return Ok(Verified {
+                        user,
+                        expires_at: data.claims.exp,
+                    });
                 }
                 Err(e) => {
                     last = match e.kind() {
@@ -318,6 +381,50 @@ mod tests {
         let keys = TokenKeys::new(&settings(KEY_A, None));
         let huge = format!("{}.{}.{}", "a".repeat(3000), "b".repeat(3000), "c");
         assert!(matches!(keys.verify(&huge), Err(TokenError::TooLong)));
+    }
+
+    #[test]
+    fn a_verified_token_is_remembered_and_a_refused_one_is_not() {
+        let keys = TokenKeys::new(&settings(KEY_A, None));
+        let user = UserId::new();
+        let token = keys.issue(user).unwrap().token;
+        assert_eq!(keys.verify(&token).unwrap(), user);
+        assert!(keys.verified.lookup(&token).is_some());
+        assert_eq!(keys.verify(&token).unwrap(), user);
+        let forged = TokenKeys::new(&settings(KEY_B, None))
+            .issue(user)
+            .unwrap()
+            .token;
+        assert!(keys.verify(&forged).is_err());
+        assert!(keys.verified.lookup(&forged).is_none());
+    }
+
+    #[test]
+    fn a_remembered_token_still_expires() {
+        let keys = TokenKeys::new(&settings(KEY_A, None));
+        let user = UserId::new();
+        let token = keys.issue(user).unwrap().token;
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        let lapsed = Verified {
+            user,
+            expires_at: now - LEEWAY_SECONDS as i64 - 1,
+        };
+        keys.verified.remember(&token, lapsed);
+        assert!(matches!(keys.verify(&token), Err(TokenError::Expired)));
+        assert!(keys.verified.lookup(&token).is_none());
+    }
+
+    #[test]
+    fn the_memory_of_verified_tokens_is_bounded() {
+        let keys = TokenKeys::new(&settings(KEY_A, None));
+        let entry = Verified {
+            user: UserId::new(),
+            expires_at: i64::MAX,
+        };
+        for i in 0..REMEMBERED_TOKENS + 10 {
+            keys.verified.remember(&format!("t{i}"), entry);
+        }
+        assert!(keys.verified.lock().len() <= REMEMBERED_TOKENS);
     }
 
     #[test]

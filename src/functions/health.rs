@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::json;
+use serde::Serialize;
 
 use super::declaration::HTTP_REQUEST;
 use super::{InvocationError, Outputs, http};
@@ -25,22 +25,64 @@ pub async fn run(app: &App, invocation: &Invocation) -> Result<Outputs, Invocati
     let response = match check {
         Ok(elapsed) => http::json(
             200,
-            &json!({
-                "status": "ok",
-                "checks": {name: {"status": "ok", "latencyMs": (elapsed.as_secs_f64() * 100_000.0).round() / 100.0}},
-            }),
+            &Report {
+                status: OK,
+                checks: (
+                    name,
+                    Check {
+                        status: OK,
+                        latency_ms: Some((elapsed.as_secs_f64() * 100_000.0).round() / 100.0),
+                        error: None,
+                    },
+                ),
+            },
         ),
         Err(error) => {
             tracing::warn!(check = name, %error, "health check failed");
             http::json(
                 503,
-                &json!({
-                    "status": "unavailable",
-                    "checks": {name: {"status": "unavailable", "error": error}},
-                }),
+                &Report {
+                    status: UNAVAILABLE,
+                    checks: (
+                        name,
+                        Check {
+                            status: UNAVAILABLE,
+                            latency_ms: None,
+                            error: Some(&error),
+                        },
+                    ),
+                },
             )
             .header("Retry-After", "5")
         }
     };
     Ok(Outputs::http(response))
+}
+
+const OK: &str = "ok";
+const UNAVAILABLE: &str = "unavailable";
+
+/// The answer: overall status and each check by name (docs/openapi.json, `Health`).
+#[derive(Serialize)]
+struct Report<'a> {
+    status: &'static str,
+    #[serde(serialize_with = "one_entry_map")]
+    checks: (&'static str, Check<'a>),
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Check<'a> {
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    latency_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a str>,
+}
+
+fn one_entry_map<S: serde::Serializer>(
+    (name, check): &(&'static str, Check<'_>),
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.collect_map(std::iter::once((name, check)))
 }

@@ -9,10 +9,10 @@ mod root;
 mod send_onboarding;
 mod session;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::app::App;
-use crate::protocol::{EnvelopeError, HttpResponse, Invocation};
+use crate::protocol::{EnvelopeError, HttpResponse, Invocation, OutputBindings};
 use declaration::HTTP_RESPONSE;
 
 /// Why an invocation must fail at the host (a non-2xx answer, which discards Logs): either the
@@ -30,31 +30,30 @@ pub enum InvocationError {
     Poison(anyhow::Error),
 }
 
-/// The output bindings of one invocation, keyed by binding name.
+/// The output bindings of one invocation: the HTTP answer and queue messages, kept typed until
+/// the answer to the host is written.
 #[derive(Debug, Default)]
-pub struct Outputs(Map<String, Value>);
+pub struct Outputs(OutputBindings);
 
 impl Outputs {
     /// Outputs holding just the HTTP answer.
     pub fn http(response: HttpResponse) -> Self {
-        let mut outputs = Self::default();
-        outputs.0.insert(
-            HTTP_RESPONSE.to_owned(),
-            serde_json::to_value(response).unwrap_or(Value::Null),
-        );
-        outputs
+        Self(OutputBindings {
+            http: Some((HTTP_RESPONSE, response)),
+            messages: Vec::new(),
+        })
     }
 
     /// Adds a queue message; it must serialize to a JSON object (the host mangles strings).
     pub fn with_message(mut self, binding: &str, message: Value) -> Self {
         debug_assert!(message.is_object());
-        self.0.insert(binding.to_owned(), message);
+        self.0.messages.push((binding.to_owned(), message));
         self
     }
 
-    /// The map for `InvocationResponse::outputs`.
-    pub fn into_map(self) -> Map<String, Value> {
-        self.0
+    /// The bindings, for the answer to the host.
+    pub fn bindings(&self) -> &OutputBindings {
+        &self.0
     }
 }
 

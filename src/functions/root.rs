@@ -1,11 +1,12 @@
 //! `GET /`: the signed-in user's profile (JSON, or the welcome page for browsers), or a redirect
 //! to sign-up.
 
-use serde_json::json;
+use serde::Serialize;
 
 use super::declaration::HTTP_REQUEST;
 use super::{InvocationError, Outputs, http, session};
 use crate::app::App;
+use crate::domain::{OnboardingStatus, User, UserId};
 use crate::pages;
 use crate::protocol::{HttpRequest, HttpResponse, Invocation};
 
@@ -33,16 +34,7 @@ pub async fn run(app: &App, invocation: &Invocation) -> Result<Outputs, Invocati
         Ok(Some((user, onboarding))) if pages::prefers_html(&request) => {
             pages::welcome_page(&user, onboarding)
         }
-        Ok(Some((user, onboarding))) => http::json(
-            200,
-            &json!({
-                "id": user.id,
-                "name": user.name.as_str(),
-                "email": user.email.as_str(),
-                "createdAt": user.created_at_rfc3339(),
-                "onboarding": onboarding,
-            }),
-        ),
+        Ok(Some((user, onboarding))) => http::json(200, &Profile::of(&user, onboarding)),
         Ok(None) => {
             tracing::info!(%user_id, "token names a user that no longer exists");
             rejected(&request, from_cookie)
@@ -53,6 +45,29 @@ pub async fn run(app: &App, invocation: &Invocation) -> Result<Outputs, Invocati
         }
     };
     Ok(Outputs::http(response))
+}
+
+/// The profile as API clients get it (docs/openapi.json, `Profile`).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Profile<'a> {
+    id: UserId,
+    name: &'a str,
+    email: &'a str,
+    created_at: String,
+    onboarding: OnboardingStatus,
+}
+
+impl<'a> Profile<'a> {
+    fn of(user: &'a User, onboarding: OnboardingStatus) -> Self {
+        Self {
+            id: user.id,
+            name: user.name.as_str(),
+            email: user.email.as_str(),
+            created_at: user.created_at_rfc3339(),
+            onboarding,
+        }
+    }
 }
 
 /// The redirect for a refused token; a refused cookie is also cleared, so the browser stops

@@ -1,10 +1,15 @@
 //! The custom-handler wire protocol: the invocation envelope the host POSTs to `/<function>`,
 //! decoded leniently (the host's shapes vary by trigger and version), and the answer it expects.
 
+mod wire;
+
 use std::collections::BTreeMap;
 
 use serde::Serialize;
-use serde_json::{Map, Value};
+use serde::ser::SerializeMap;
+use serde_json::Value;
+
+use wire::{Envelope, RawObject, WireRequest};
 
 /// Header carrying the host's id for one invocation; it ties our log lines to the host's.
 pub const INVOCATION_ID_HEADER: &str = "x-azure-functions-invocationid";
@@ -13,7 +18,9 @@ pub const INVOCATION_ID_HEADER: &str = "x-azure-functions-invocationid";
 /// invocation fails rather than guessing.
 #[derive(Debug, thiserror::Error)]
 pub enum EnvelopeError {
-    #[error("invocation body is not JSON: {0}")]
+    /// Not JSON, or JSON of the wrong shape (`Data` not an object, nesting past serde_json's
+    /// depth limit).
+    #[error("invocation envelope is unreadable: {0}")]
     NotJson(#[source] serde_json::Error),
     #[error("invocation body is not a JSON object")]
     NotAnObject,
@@ -25,58 +32,64 @@ pub enum EnvelopeError {
     NotAMessage { binding: String, why: String },
 }
 
-/// One invocation as the host sends it: `{"Data": {...}, "Metadata": {...}}`.
-#[derive(Debug, Clone, Default)]
+/// One invocation as the host sends it: `{"Data": {...}, "Metadata": {...}}`. Bindings and
+/// Metadata stay raw JSON until a function asks for them, each decoded straight into its type.
+#[derive(Debug, Default)]
 pub struct Invocation {
     /// The host's invocation id, from the request header (absent outside the host).
     pub id: Option<String>,
     /// Trigger and input bindings by name.
-    pub data: Map<String, Value>,
+    data: RawObject,
     /// Informational extras whose shapes vary; never required.
-    pub metadata: Map<String, Value>,
+    metadata: RawObject,
 }
 
 impl Invocation {
     /// Decodes an envelope. `Data` and `Metadata` may be missing or null (both are treated as empty)
     /// and keys are matched case-insensitively, as the host's JSON serializer is not consistent.
+    /// `Data` of another shape is refused; `Metadata` of another shape is ignored.
     pub fn from_slice(bytes: &[u8], id: Option<String>) -> Result<Self, EnvelopeError> {
-        let value: Value = serde_json::from_slice(bytes).map_err(EnvelopeError::NotJson)?;
-        let Value::Object(mut root) = value else {
-            return Err(EnvelopeError::NotAnObject);
-        };
-        let mut take = |name: &str| {
-            let key = root.keys().find(|k| k.eq_ignore_ascii_case(name)).cloned();
-            match key.and_then(|k| root.remove(&k)) {
-                Some(Value::Object(map)) => map,
-                _ => Map::new(),
-            }
-        };
-        let data = take("Data");
-        let metadata = take("Metadata");
+        let starts_as_object = bytes
+            .iter()
+            .find(|b| !b.is_ascii_whitespace())
+            .is_some_and(|&b| b == b'{');
+        if !starts_as_object {
+            // Tell "not JSON" from "JSON, but not an object".
+            return Err(
+                match serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
+                    Ok(_) => EnvelopeError::NotAnObject,
+                    Err(e) => EnvelopeError::NotJson(e),
+                },
+            );
+        }
+        let Envelope { data, metadata } =
+            serde_json::from_slice(bytes).map_err(EnvelopeError::NotJson)?;
         Ok(Self { id, data, metadata })
     }
 
-    /// A trigger or input binding by name (exact first, then case-insensitive).
-    pub fn binding(&self, name: &str) -> Result<&Value, EnvelopeError> {
+    /// A trigger or input binding's raw JSON by name (exact first, then case-insensitive).
+    fn binding(&self, name: &str) -> Result<&str, EnvelopeError> {
         self.data
             .get(name)
-            .or_else(|| {
-                self.data
-                    .iter()
-                    .find(|(k, _)| k.eq_ignore_ascii_case(name))
-                    .map(|(_, v)| v)
-            })
+            .map(serde_json::value::RawValue::get)
             .ok_or_else(|| EnvelopeError::MissingBinding(name.to_owned()))
     }
 
     /// The HTTP request of an HTTP-triggered invocation.
     pub fn http_request(&self, binding: &str) -> Result<HttpRequest, EnvelopeError> {
-        HttpRequest::from_binding(binding, self.binding(binding)?)
+        let WireRequest(request) =
+            serde_json::from_str(self.binding(binding)?).map_err(EnvelopeError::NotJson)?;
+        request.map_err(|why| EnvelopeError::NotAnHttpRequest {
+            binding: binding.to_owned(),
+            why,
+        })
     }
 
     /// The body of a Service Bus message, decoded from the host's extra JSON encoding.
     pub fn service_bus_body(&self, binding: &str) -> Result<Value, EnvelopeError> {
-        decode_message_body(self.binding(binding)?).map_err(|why| EnvelopeError::NotAMessage {
+        let value: Value =
+            serde_json::from_str(self.binding(binding)?).map_err(EnvelopeError::NotJson)?;
+        decode_message_body(value).map_err(|why| EnvelopeError::NotAMessage {
             binding: binding.to_owned(),
             why,
         })
@@ -85,15 +98,11 @@ impl Invocation {
     /// A Metadata scalar as text. The host JSON-encodes scalars once more (`"\"9c0d…\""`, `"1"`),
     /// so a string holding a JSON string literal is unwrapped; anything else is taken as it is.
     pub fn metadata_text(&self, key: &str) -> Option<String> {
-        let value = self
-            .metadata
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(key))
-            .map(|(_, v)| v)?;
-        match value {
-            Value::String(s) => match serde_json::from_str::<Value>(s) {
+        let raw = self.metadata.get(key)?;
+        match serde_json::from_str::<Value>(raw.get()).ok()? {
+            Value::String(s) => match serde_json::from_str::<Value>(&s) {
                 Ok(Value::String(inner)) => Some(inner),
-                _ => Some(s.clone()),
+                _ => Some(s),
             },
             Value::Null => None,
             other => Some(other.to_string()),
@@ -104,8 +113,8 @@ impl Invocation {
 /// Decodes a Service Bus message body: normally a JSON string whose text is a JSON string literal
 /// whose text is the body; also accepted, for robustness, an object as it is or a string holding
 /// the object directly.
-pub fn decode_message_body(value: &Value) -> Result<Value, String> {
-    let mut current = value.clone();
+pub fn decode_message_body(value: Value) -> Result<Value, String> {
+    let mut current = value;
     // At most two layers of string encoding are peeled: the host's and the binding's.
     for _ in 0..3 {
         match current {
@@ -191,90 +200,6 @@ pub struct HttpRequest {
     pub body: Option<String>,
 }
 
-impl HttpRequest {
-    fn from_binding(binding: &str, value: &Value) -> Result<Self, EnvelopeError> {
-        let fail = |why| EnvelopeError::NotAnHttpRequest {
-            binding: binding.to_owned(),
-            why,
-        };
-        let Value::Object(req) = value else {
-            return Err(fail("it is not an object"));
-        };
-        let field = |name: &str| {
-            req.iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case(name))
-                .map(|(_, v)| v)
-        };
-        let method = match field("Method") {
-            Some(Value::String(m)) => m.to_ascii_uppercase(),
-            _ => return Err(fail("it has no Method")),
-        };
-        let url = match field("Url") {
-            Some(Value::String(u)) => u.clone(),
-            _ => String::new(),
-        };
-        let query = match field("Query") {
-            Some(Value::Object(map)) => map
-                .iter()
-                .map(|(k, v)| (k.clone(), scalar_text(v)))
-                .collect(),
-            // Older hosts sent the query as a string.
-            Some(Value::String(q)) => {
-                url::form_urlencoded::parse(q.trim_start_matches('?').as_bytes())
-                    .map(|(k, v)| (k.into_owned(), v.into_owned()))
-                    .collect()
-            }
-            _ => BTreeMap::new(),
-        };
-        let headers = match field("Headers") {
-            Some(Value::Object(map)) => Headers(
-                map.iter()
-                    .map(|(k, v)| {
-                        let values = match v {
-                            Value::Array(items) => items.iter().map(scalar_text).collect(),
-                            other => vec![scalar_text(other)],
-                        };
-                        (k.clone(), values)
-                    })
-                    .collect(),
-            ),
-            _ => Headers::default(),
-        };
-        let params = match field("Params") {
-            Some(Value::Object(map)) => map
-                .iter()
-                .filter(|(_, v)| !v.is_null())
-                .map(|(k, v)| (k.clone(), scalar_text(v)))
-                .collect(),
-            _ => BTreeMap::new(),
-        };
-        let body = match field("Body") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(text)) => Some(text.clone()),
-            // Some host versions hand over a JSON body already parsed.
-            Some(other) => Some(other.to_string()),
-        };
-        Ok(Self {
-            method,
-            url,
-            query,
-            headers,
-            params,
-            body,
-        })
-    }
-}
-
-/// A JSON scalar as text: strings as they are, arrays comma-joined, others as JSON.
-fn scalar_text(value: &Value) -> String {
-    match value {
-        Value::String(s) => s.clone(),
-        Value::Null => String::new(),
-        Value::Array(items) => items.iter().map(scalar_text).collect::<Vec<_>>().join(","),
-        other => other.to_string(),
-    }
-}
-
 /// The HTTP output binding (`Outputs.res`): the status, headers and exact body the client gets.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
@@ -301,14 +226,38 @@ impl HttpResponse {
     }
 }
 
-/// The answer to the host: `{"Outputs": {...}, "Logs": [...], "ReturnValue": null}`.
-#[derive(Debug, Clone, Default, Serialize)]
+/// The answer to the host: `{"Outputs": {...}, "Logs": [...], "ReturnValue": null}`, written
+/// straight from the typed outputs.
+#[derive(Debug, Serialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct InvocationResponse {
-    pub outputs: Map<String, Value>,
-    pub logs: Vec<String>,
+pub struct InvocationResponse<'a> {
+    pub outputs: &'a OutputBindings,
+    pub logs: &'a [String],
     /// Always null: none of our functions binds `$return`.
-    pub return_value: Option<Value>,
+    pub return_value: (),
+}
+
+/// The output bindings of one invocation: the HTTP answer (if the function has one) and queue
+/// messages, each under its binding name.
+#[derive(Debug, Default)]
+pub struct OutputBindings {
+    /// The `res` binding's name and value.
+    pub http: Option<(&'static str, HttpResponse)>,
+    /// Queue messages by binding name; each is a JSON object (the host mangles strings).
+    pub messages: Vec<(String, Value)>,
+}
+
+impl Serialize for OutputBindings {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(None)?;
+        if let Some((binding, response)) = &self.http {
+            map.serialize_entry(binding, response)?;
+        }
+        for (binding, message) in &self.messages {
+            map.serialize_entry(binding, message)?;
+        }
+        map.end()
+    }
 }
 
 #[cfg(test)]
@@ -380,18 +329,18 @@ mod tests {
     #[test]
     fn a_message_as_a_plain_object_or_single_string_is_accepted() {
         assert_eq!(
-            decode_message_body(&json!({"a": 1})).unwrap(),
+            decode_message_body(json!({"a": 1})).unwrap(),
             json!({"a": 1})
         );
         assert_eq!(
-            decode_message_body(&json!("{\"a\":1}")).unwrap(),
+            decode_message_body(json!("{\"a\":1}")).unwrap(),
             json!({"a": 1})
         );
     }
 
     #[test]
     fn a_message_that_is_not_json_is_an_error() {
-        assert!(decode_message_body(&json!("hello")).is_err());
+        assert!(decode_message_body(json!("hello")).is_err());
     }
 
     #[test]
@@ -404,11 +353,131 @@ mod tests {
     }
 
     #[test]
+    fn keys_in_any_case_and_scalar_shapes_are_accepted() {
+        let envelope = json!({"data": {"REQ": {
+            "method": "get", "url": "http://x/?a=1",
+            "query": {"n": 5, "flag": true, "empty": null},
+            "headers": {"X-One": "single", "X-Num": 42, "X-Many": ["a", "b"]},
+            "params": {"id": 7, "rest": null},
+            "body": {"already": "parsed"},
+            "Identities": [{"AuthenticationType": null}]
+        }}, "metadata": null});
+        let inv = Invocation::from_slice(envelope.to_string().as_bytes(), None).unwrap();
+        let req = inv.http_request("req").unwrap();
+        assert_eq!(req.method, "GET");
+        assert_eq!(req.url, "http://x/?a=1");
+        assert_eq!(
+            (&req.query["n"], &req.query["flag"], &req.query["empty"]),
+            (&"5".to_owned(), &"true".to_owned(), &String::new())
+        );
+        assert_eq!(req.headers.get("x-one"), Some("single"));
+        assert_eq!(req.headers.get("x-num"), Some("42"));
+        assert_eq!(
+            req.headers.get_all("x-many").collect::<Vec<_>>(),
+            ["a", "b"]
+        );
+        assert_eq!(req.params.len(), 1);
+        assert_eq!(req.params["id"], "7");
+        assert_eq!(req.body.as_deref(), Some(r#"{"already":"parsed"}"#));
+        assert_eq!(inv.metadata_text("anything"), None);
+    }
+
+    #[test]
+    fn a_request_that_is_not_an_object_or_has_no_method_is_named() {
+        for req in [
+            json!("text"),
+            json!([1, 2]),
+            json!(null),
+            json!({"Url": "http://x/"}),
+        ] {
+            let envelope = json!({"Data": {"req": req}});
+            let inv = Invocation::from_slice(envelope.to_string().as_bytes(), None).unwrap();
+            assert!(
+                matches!(
+                    inv.http_request("req"),
+                    Err(EnvelopeError::NotAnHttpRequest { .. })
+                ),
+                "{envelope}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_envelope_must_be_a_json_object() {
+        assert!(matches!(
+            Invocation::from_slice(b" [1, 2]", None),
+            Err(EnvelopeError::NotAnObject)
+        ));
+        assert!(matches!(
+            Invocation::from_slice(b"{\"Data\": ", None),
+            Err(EnvelopeError::NotJson(_))
+        ));
+        assert!(matches!(
+            Invocation::from_slice(b"not json", None),
+            Err(EnvelopeError::NotJson(_))
+        ));
+    }
+
+    #[test]
+    fn null_sections_read_as_empty_and_other_metadata_is_ignored() {
+        let inv = Invocation::from_slice(br#"{"Data": null, "Metadata": [1], "Other": {}}"#, None)
+            .unwrap();
+        assert!(matches!(
+            inv.http_request("req"),
+            Err(EnvelopeError::MissingBinding(_))
+        ));
+        assert_eq!(inv.metadata_text("DeliveryCount"), None);
+    }
+
+    #[test]
+    fn data_that_is_not_an_object_is_refused() {
+        for data in ["[1]", "\"req\"", "7"] {
+            let envelope = format!(r#"{{"Data": {data}}}"#);
+            assert!(
+                matches!(
+                    Invocation::from_slice(envelope.as_bytes(), None),
+                    Err(EnvelopeError::NotJson(_))
+                ),
+                "{envelope}"
+            );
+        }
+    }
+
+    #[test]
     fn the_answer_uses_the_hosts_field_names() {
-        let answer = InvocationResponse::default();
+        let outputs = OutputBindings::default();
+        let answer = InvocationResponse {
+            outputs: &outputs,
+            logs: &[],
+            return_value: (),
+        };
         assert_eq!(
             serde_json::to_value(&answer).unwrap(),
             json!({"Outputs": {}, "Logs": [], "ReturnValue": null})
+        );
+    }
+
+    #[test]
+    fn outputs_hold_the_http_answer_and_messages_by_binding() {
+        let outputs = OutputBindings {
+            http: Some(("res", HttpResponse::new(201, "{}"))),
+            messages: vec![("msg".to_owned(), json!({"userId": "u1"}))],
+        };
+        let answer = InvocationResponse {
+            outputs: &outputs,
+            logs: &["a line".to_owned()],
+            return_value: (),
+        };
+        assert_eq!(
+            serde_json::to_value(&answer).unwrap(),
+            json!({
+                "Outputs": {
+                    "res": {"statusCode": 201, "headers": {}, "body": "{}"},
+                    "msg": {"userId": "u1"},
+                },
+                "Logs": ["a line"],
+                "ReturnValue": null,
+            })
         );
     }
 

@@ -1,0 +1,411 @@
+//! Lenient decoding of the host's JSON, straight into our types.
+//!
+//! The host's serializer is not consistent across triggers and versions: keys arrive in any
+//! casing, `Query` is an object or (older hosts) a query string, header values are arrays or
+//! single scalars, `Body` is a string, absent, or already-parsed JSON. Decoding into a
+//! `serde_json::Value` tree first and picking it apart cost a String per key and a map per
+//! object, Metadata included, for every invocation; these visitors read each field once, into
+//! its final shape, and leave what a function may never ask for (other bindings, Metadata) as
+//! raw JSON text.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::Deserialize;
+use serde::de::{
+    Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor, value::MapAccessDeserializer,
+};
+use serde_json::Value;
+use serde_json::value::RawValue;
+
+use super::{Headers, HttpRequest};
+
+/// The scalar visits of a visitor whose value, for any scalar, is `$empty`.
+macro_rules! not_this_shape {
+    ($empty:expr) => {
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok($empty)
+        }
+        fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+            Ok($empty)
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+            Ok($empty)
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+            Ok($empty)
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+            Ok($empty)
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+            Ok($empty)
+        }
+    };
+}
+
+/// A JSON object's members with their values still raw.
+#[derive(Debug, Default)]
+pub(super) struct RawObject(pub(super) Vec<(String, Box<RawValue>)>);
+
+impl RawObject {
+    /// A member by name: exact first, then case-insensitive.
+    pub(super) fn get(&self, name: &str) -> Option<&RawValue> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .or_else(|| self.0.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)))
+            .map(|(_, v)| &**v)
+    }
+}
+
+impl<'de> Deserialize<'de> for RawObject {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(Members)
+    }
+}
+
+/// Reads an object's members, raw.
+struct Members;
+
+impl<'de> Visitor<'de> for Members {
+    type Value = RawObject;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawObject, A::Error> {
+        let mut members = Vec::new();
+        while let Some(member) = map.next_entry::<String, Box<RawValue>>()? {
+            members.push(member);
+        }
+        Ok(RawObject(members))
+    }
+}
+
+/// An object whose shape is only informational (Metadata): anything else reads as empty.
+struct Informational(RawObject);
+
+impl<'de> Deserialize<'de> for Informational {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct AnyShape;
+        impl<'de> Visitor<'de> for AnyShape {
+            type Value = Informational;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Informational, A::Error> {
+                Members.visit_map(map).map(Informational)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Informational, A::Error> {
+                skip_seq(seq).map(|()| Informational(RawObject::default()))
+            }
+            not_this_shape!(Informational(RawObject::default()));
+        }
+        deserializer.deserialize_any(AnyShape)
+    }
+}
+
+/// The envelope's two sections, raw; other top-level members are skipped. `Data` may be null or
+/// absent (no bindings) but nothing else than an object; `Metadata` may be anything.
+#[derive(Debug, Default)]
+pub(super) struct Envelope {
+    pub(super) data: RawObject,
+    pub(super) metadata: RawObject,
+}
+
+impl<'de> Deserialize<'de> for Envelope {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Sections;
+        impl<'de> Visitor<'de> for Sections {
+            type Value = Envelope;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an invocation object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Envelope, A::Error> {
+                let mut envelope = Envelope::default();
+                while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+                    if key.eq_ignore_ascii_case("Data") {
+                        envelope.data = map.next_value::<Option<RawObject>>()?.unwrap_or_default();
+                    } else if key.eq_ignore_ascii_case("Metadata") {
+                        envelope.metadata = map.next_value::<Informational>()?.0;
+                    } else {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+                Ok(envelope)
+            }
+        }
+        deserializer.deserialize_map(Sections)
+    }
+}
+
+/// `Data.<binding>` of an HTTP trigger, decoded straight into [`HttpRequest`]; the error says
+/// why it is not a request, without failing the JSON parse.
+pub(super) struct WireRequest(pub(super) Result<HttpRequest, &'static str>);
+
+impl<'de> Deserialize<'de> for WireRequest {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Request;
+        impl<'de> Visitor<'de> for Request {
+            type Value = WireRequest;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an HTTP request object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<WireRequest, A::Error> {
+                let mut method = None;
+                let mut request = HttpRequest::default();
+                while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+                    let is = |name: &str| key.eq_ignore_ascii_case(name);
+                    if is("Method") {
+                        method = match map.next_value::<Value>()? {
+                            Value::String(m) => Some(m.to_ascii_uppercase()),
+                            _ => None,
+                        };
+                    } else if is("Url") {
+                        request.url = match map.next_value::<Value>()? {
+                            Value::String(url) => url,
+                            _ => String::new(),
+                        };
+                    } else if is("Query") {
+                        request.query = map.next_value::<Query>()?.0;
+                    } else if is("Headers") {
+                        request.headers = map.next_value::<WireHeaders>()?.0;
+                    } else if is("Params") {
+                        request.params = map.next_value::<Params>()?.0;
+                    } else if is("Body") {
+                        request.body = match map.next_value::<Value>()? {
+                            Value::Null => None,
+                            Value::String(text) => Some(text),
+                            // Some host versions hand over a JSON body already parsed.
+                            other => Some(other.to_string()),
+                        };
+                    } else {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+                Ok(WireRequest(match method {
+                    Some(method) => {
+                        request.method = method;
+                        Ok(request)
+                    }
+                    None => Err("it has no Method"),
+                }))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<WireRequest, A::Error> {
+                skip_seq(seq).map(|()| WireRequest(Err("it is not an object")))
+            }
+            not_this_shape!(WireRequest(Err("it is not an object")));
+        }
+        deserializer.deserialize_any(Request)
+    }
+}
+
+/// A JSON value as text: strings as they are, null empty, arrays comma-joined, anything else
+/// its JSON.
+pub(super) struct Text(pub(super) String);
+
+impl<'de> Deserialize<'de> for Text {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Scalar;
+        impl<'de> Visitor<'de> for Scalar {
+            type Value = Text;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_str<E>(self, text: &str) -> Result<Text, E> {
+                Ok(Text(text.to_owned()))
+            }
+            fn visit_string<E>(self, text: String) -> Result<Text, E> {
+                Ok(Text(text))
+            }
+            fn visit_unit<E>(self) -> Result<Text, E> {
+                Ok(Text(String::new()))
+            }
+            fn visit_none<E>(self) -> Result<Text, E> {
+                Ok(Text(String::new()))
+            }
+            fn visit_bool<E>(self, b: bool) -> Result<Text, E> {
+                Ok(Text(b.to_string()))
+            }
+            fn visit_i64<E>(self, n: i64) -> Result<Text, E> {
+                Ok(Text(n.to_string()))
+            }
+            fn visit_u64<E>(self, n: u64) -> Result<Text, E> {
+                Ok(Text(n.to_string()))
+            }
+            fn visit_f64<E>(self, n: f64) -> Result<Text, E> {
+                Ok(Text(Value::from(n).to_string()))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Text, A::Error> {
+                let mut parts = Vec::new();
+                while let Some(Text(part)) = seq.next_element()? {
+                    parts.push(part);
+                }
+                Ok(Text(parts.join(",")))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Text, A::Error> {
+                let object = Value::deserialize(MapAccessDeserializer::new(map))?;
+                Ok(Text(object.to_string()))
+            }
+        }
+        deserializer.deserialize_any(Scalar)
+    }
+}
+
+/// Header values: an array of scalars (what the host sends), or one scalar.
+struct Values(Vec<String>);
+
+impl<'de> Deserialize<'de> for Values {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Many;
+        impl<'de> Visitor<'de> for Many {
+            type Value = Values;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("header values")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Values, A::Error> {
+                let mut values = Vec::with_capacity(1);
+                while let Some(Text(value)) = seq.next_element()? {
+                    values.push(value);
+                }
+                Ok(Values(values))
+            }
+            fn visit_str<E>(self, text: &str) -> Result<Values, E> {
+                Ok(Values(vec![text.to_owned()]))
+            }
+            fn visit_string<E>(self, text: String) -> Result<Values, E> {
+                Ok(Values(vec![text]))
+            }
+            fn visit_unit<E>(self) -> Result<Values, E> {
+                Ok(Values(vec![String::new()]))
+            }
+            fn visit_bool<E>(self, b: bool) -> Result<Values, E> {
+                Ok(Values(vec![b.to_string()]))
+            }
+            fn visit_i64<E>(self, n: i64) -> Result<Values, E> {
+                Ok(Values(vec![n.to_string()]))
+            }
+            fn visit_u64<E>(self, n: u64) -> Result<Values, E> {
+                Ok(Values(vec![n.to_string()]))
+            }
+            fn visit_f64<E>(self, n: f64) -> Result<Values, E> {
+                Ok(Values(vec![Value::from(n).to_string()]))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Values, A::Error> {
+                let object = Value::deserialize(MapAccessDeserializer::new(map))?;
+                Ok(Values(vec![object.to_string()]))
+            }
+        }
+        deserializer.deserialize_any(Many)
+    }
+}
+
+/// `Headers`: an object of name → values; anything else reads as no headers.
+struct WireHeaders(Headers);
+
+impl<'de> Deserialize<'de> for WireHeaders {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Names;
+        impl<'de> Visitor<'de> for Names {
+            type Value = WireHeaders;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("request headers")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<WireHeaders, A::Error> {
+                let mut headers = Vec::with_capacity(map.size_hint().unwrap_or(8));
+                while let Some((name, Values(values))) = map.next_entry::<String, Values>()? {
+                    headers.push((name, values));
+                }
+                Ok(WireHeaders(Headers(headers)))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<WireHeaders, A::Error> {
+                skip_seq(seq).map(|()| WireHeaders(Headers::default()))
+            }
+            not_this_shape!(WireHeaders(Headers::default()));
+        }
+        deserializer.deserialize_any(Names)
+    }
+}
+
+/// `Query`: an object of scalars, or (older hosts) a query string; anything else is empty.
+struct Query(BTreeMap<String, String>);
+
+impl<'de> Deserialize<'de> for Query {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Pairs;
+        impl<'de> Visitor<'de> for Pairs {
+            type Value = Query;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a query")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Query, A::Error> {
+                let mut pairs = BTreeMap::new();
+                while let Some((name, Text(value))) = map.next_entry::<String, Text>()? {
+                    pairs.insert(name, value);
+                }
+                Ok(Query(pairs))
+            }
+            fn visit_str<E>(self, query: &str) -> Result<Query, E> {
+                Ok(Query(
+                    url::form_urlencoded::parse(query.trim_start_matches('?').as_bytes())
+                        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                        .collect(),
+                ))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Query, A::Error> {
+                skip_seq(seq).map(|()| Query(BTreeMap::new()))
+            }
+            fn visit_unit<E>(self) -> Result<Query, E> {
+                Ok(Query(BTreeMap::new()))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Query, E> {
+                Ok(Query(BTreeMap::new()))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Query, E> {
+                Ok(Query(BTreeMap::new()))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Query, E> {
+                Ok(Query(BTreeMap::new()))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Query, E> {
+                Ok(Query(BTreeMap::new()))
+            }
+        }
+        deserializer.deserialize_any(Pairs)
+    }
+}
+
+/// `Params`: route parameters; null ones (an optional segment left out) are dropped.
+struct Params(BTreeMap<String, String>);
+
+impl<'de> Deserialize<'de> for Params {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Pairs;
+        impl<'de> Visitor<'de> for Pairs {
+            type Value = Params;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("route parameters")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Params, A::Error> {
+                let mut pairs = BTreeMap::new();
+                while let Some((name, value)) = map.next_entry::<String, Option<Text>>()? {
+                    if let Some(Text(text)) = value {
+                        pairs.insert(name, text);
+                    }
+                }
+                Ok(Params(pairs))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Params, A::Error> {
+                skip_seq(seq).map(|()| Params(BTreeMap::new()))
+            }
+            not_this_shape!(Params(BTreeMap::new()));
+        }
+        deserializer.deserialize_any(Pairs)
+    }
+}
+
+fn skip_seq<'de, A: SeqAccess<'de>>(mut seq: A) -> Result<(), A::Error> {
+    while seq.next_element::<IgnoredAny>()?.is_some() {}
+    Ok(())
+}
