@@ -9,7 +9,8 @@ use serde::Serialize;
 use serde::ser::SerializeMap;
 use serde_json::Value;
 
-use wire::{Envelope, RawObject, WireRequest};
+use serde_json::value::RawValue;
+use wire::{Envelope, Informational, RawObject, WireRequest};
 
 /// Header carrying the host's id for one invocation; it ties our log lines to the host's.
 pub const INVOCATION_ID_HEADER: &str = "x-azure-functions-invocationid";
@@ -40,8 +41,8 @@ pub struct Invocation {
     pub id: Option<String>,
     /// Trigger and input bindings by name.
     data: RawObject,
-    /// Informational extras whose shapes vary; never required.
-    metadata: RawObject,
+    /// Informational extras whose shapes vary; never required, read only when asked for.
+    metadata: Option<Box<RawValue>>,
 }
 
 impl Invocation {
@@ -71,7 +72,7 @@ impl Invocation {
     fn binding(&self, name: &str) -> Result<&str, EnvelopeError> {
         self.data
             .get(name)
-            .map(serde_json::value::RawValue::get)
+            .map(RawValue::get)
             .ok_or_else(|| EnvelopeError::MissingBinding(name.to_owned()))
     }
 
@@ -98,7 +99,8 @@ impl Invocation {
     /// A Metadata scalar as text. The host JSON-encodes scalars once more (`"\"9c0d…\""`, `"1"`),
     /// so a string holding a JSON string literal is unwrapped; anything else is taken as it is.
     pub fn metadata_text(&self, key: &str) -> Option<String> {
-        let raw = self.metadata.get(key)?;
+        let Informational(metadata) = serde_json::from_str(self.metadata.as_deref()?.get()).ok()?;
+        let raw = metadata.get(key)?;
         match serde_json::from_str::<Value>(raw.get()).ok()? {
             Value::String(s) => match serde_json::from_str::<Value>(&s) {
                 Ok(Value::String(inner)) => Some(inner),

@@ -84,7 +84,7 @@ impl<'de> Visitor<'de> for Members {
 }
 
 /// An object whose shape is only informational (Metadata): anything else reads as empty.
-struct Informational(RawObject);
+pub(super) struct Informational(pub(super) RawObject);
 
 impl<'de> Deserialize<'de> for Informational {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -111,7 +111,8 @@ impl<'de> Deserialize<'de> for Informational {
 #[derive(Debug, Default)]
 pub(super) struct Envelope {
     pub(super) data: RawObject,
-    pub(super) metadata: RawObject,
+    /// Kept whole: most functions never look at it, and it repeats much of the request.
+    pub(super) metadata: Option<Box<RawValue>>,
 }
 
 impl<'de> Deserialize<'de> for Envelope {
@@ -128,7 +129,7 @@ impl<'de> Deserialize<'de> for Envelope {
                     if key.eq_ignore_ascii_case("Data") {
                         envelope.data = map.next_value::<Option<RawObject>>()?.unwrap_or_default();
                     } else if key.eq_ignore_ascii_case("Metadata") {
-                        envelope.metadata = map.next_value::<Informational>()?.0;
+                        envelope.metadata = Some(map.next_value()?);
                     } else {
                         map.next_value::<IgnoredAny>()?;
                     }
