@@ -785,7 +785,7 @@ impl Run {
         if let Some(pipeline) = &pipeline {
             self.wrk_row(
                 "http",
-                "diagnostic: warp + root's own pipeline (GET record, GET marker)".into(),
+                "diagnostic: warp + root's own command (MGET record, marker)".into(),
                 &pipeline.0,
                 pipeline.1,
                 rates(pipeline),
@@ -797,7 +797,7 @@ impl Run {
         );
         if let Some(pipeline) = &pipeline {
             note.push_str(&format!(
-                ", {:.2} × warp + pipeline",
+                ", {:.2} × warp + MGET",
                 product.0.rps() / pipeline.0.rps()
             ));
         }

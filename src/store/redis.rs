@@ -1,4 +1,5 @@
-//! The Redis store: one multiplexed, self-reconnecting connection; every command touches one key.
+//! The Redis store: one multiplexed, self-reconnecting connection; every command touches one key,
+//! or (MGET) keys that share a hash tag.
 //!
 //! Keys (after the configured prefix):
 //! - `email:<lower-cased email>` → user id: the uniqueness claim, taken with `SET NX` under a lease
@@ -7,7 +8,7 @@
 //! - `user:{<id>}:onboarding` → `sending:<token>` (a leased claim) or `sent:<time>`.
 //!
 //! The braces are a hash tag: a user's record and marker share a cluster slot, so both can be
-//! read in one pipeline.
+//! read in one command.
 
 use std::future::Future;
 use std::time::Duration;
@@ -255,15 +256,9 @@ impl UserStore for RedisStore {
 
     async fn find_user(&self, id: UserId) -> Result<Option<(User, OnboardingStatus)>, StoreError> {
         let (user_key, marker_key) = (self.user_key(id), self.marker_key(id));
-        // Same hash tag, same slot: one round trip, still one key per command.
-        let mut connection = self.connection.clone();
+        // Same hash tag, same slot: one command for both, which a cluster serves from one node.
         let (record, marker): (Option<String>, Option<String>) = self
-            .bounded(
-                redis::pipe()
-                    .get(&user_key)
-                    .get(&marker_key)
-                    .query_async(&mut connection),
-            )
+            .query(redis::cmd("MGET").arg(&user_key).arg(&marker_key))
             .await?;
         match record {
             Some(json) => Ok(Some((parse_user(&json)?, status_of(marker.as_deref())))),
