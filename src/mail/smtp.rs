@@ -398,7 +398,7 @@ mod tests {
         assert_eq!(corked.pending, b"body\r\n.\r\n");
 
         let reply = tokio::spawn(async move {
-            let mut got = [0; 10];
+            let mut got = [0; 9];
             server.read_exact(&mut got).await.unwrap();
             server.write_all(b"250 OK\r\n").await.unwrap();
             got

@@ -361,7 +361,9 @@ impl UserStore for RedisStore {
         Ok(Some((user, claim)))
     }
 
-    #[tracing::instrument(skip_all, fields(user_id = %id))]
+    // The onboarding markers' spans are debug: they run once or more per queue message, where an
+    // info span costs more than the Redis command, and sendOnboarding's log lines name the user.
+    #[tracing::instrument(level = "debug", skip_all, fields(user_id = %id))]
     async fn claim_onboarding(
         &self,
         id: UserId,
@@ -382,7 +384,7 @@ impl UserStore for RedisStore {
         Ok(Claim::InProgress)
     }
 
-    #[tracing::instrument(skip_all, fields(user_id = %id))]
+    #[tracing::instrument(level = "debug", skip_all, fields(user_id = %id))]
     async fn confirm_onboarding(&self, id: UserId) -> Result<(), StoreError> {
         let key = self.marker_key(id);
         let value = format!(
@@ -392,7 +394,7 @@ impl UserStore for RedisStore {
         self.query(redis::cmd("SET").arg(&key).arg(&value)).await
     }
 
-    #[tracing::instrument(skip_all, fields(user_id = %id))]
+    #[tracing::instrument(level = "debug", skip_all, fields(user_id = %id))]
     async fn release_onboarding(&self, id: UserId, token: &str) -> Result<(), StoreError> {
         let key = self.marker_key(id);
         let value = format!("{SENDING_PREFIX}{token}");
