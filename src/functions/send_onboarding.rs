@@ -1,6 +1,8 @@
 //! sendOnboarding: the queue consumer that sends each new user one welcome email, exactly once
 //! under redelivery and concurrent deliveries.
 
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::anyhow;
@@ -19,6 +21,16 @@ use crate::store::Claim;
 const FIRST_PAUSE: Duration = Duration::from_millis(50);
 const MAX_PAUSE: Duration = Duration::from_secs(1);
 
+/// A claim token unique to one delivery across every handler process: a random prefix drawn
+/// once per process, then a counter. Cheaper than a fresh UUID per message, which costs a
+/// `getrandom` system call each.
+fn claim_token() -> String {
+    static PREFIX: OnceLock<String> = OnceLock::new();
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let prefix = PREFIX.get_or_init(|| uuid::Uuid::new_v4().simple().to_string());
+    format!("{prefix}.{}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
 /// Sends the email. Answers non-2xx (so Service Bus redelivers) when Redis or SMTP fails; fails a
 /// malformed message toward the dead-letter queue; acknowledges a message for a user who no longer
 /// exists. A delivery that finds another one sending waits for its outcome instead of failing at
@@ -31,55 +43,57 @@ pub async fn run(app: &App, invocation: &Invocation) -> Result<Outputs, Invocati
     let body = invocation.service_bus_body(QUEUE_MESSAGE)?;
     let message = OnboardingMessage::parse(&body).map_err(|e| InvocationError::Poison(e.into()))?;
     let user_id = message.user_id;
-    tracing::info!(%user_id, delivery = %delivery, "onboarding message received");
+    // One info line per message (the outcome, below) keeps logging off the hot path's cost;
+    // this one is for debugging.
+    tracing::debug!(%user_id, delivery = %delivery, "onboarding message received");
 
-    let user = match app.store.find_user(user_id).await {
-        Ok(Some((user, _))) => user,
+    // The claim token is unique to this delivery, so only we can release our own claim.
+    let token = claim_token();
+    let claimed_at = Instant::now();
+    let give_up_waiting = claimed_at + app.claim_lease;
+    // The lookup and the first claim attempt share one store round trip.
+    let (user, mut claim) = match app
+        .store
+        .find_user_and_claim_onboarding(user_id, &token, app.claim_lease)
+        .await
+    {
+        Ok(Some(found)) => found,
         Ok(None) => {
-            tracing::warn!(%user_id, "user no longer exists; message acknowledged without an email");
+            tracing::warn!(%user_id, delivery = %delivery, "user no longer exists; message acknowledged without an email");
             return Ok(Outputs::default());
         }
         Err(e) => {
             return Err(InvocationError::Retry(
-                anyhow!(e).context("looking up the user"),
+                anyhow!(e).context("looking up the user and claiming the send"),
             ));
         }
     };
-
-    // The claim token is unique to this delivery, so only we can release our own claim.
-    let token = uuid::Uuid::new_v4().simple().to_string();
-    let claimed_at = Instant::now();
-    let give_up_waiting = claimed_at + app.claim_lease;
     let mut pause = FIRST_PAUSE;
     loop {
-        match app
-            .store
-            .claim_onboarding(user_id, &token, app.claim_lease)
-            .await
-        {
-            Ok(Claim::Claimed) => break,
-            Ok(Claim::AlreadySent) => {
-                tracing::info!(%user_id, "email already sent; delivery acknowledged");
+        match claim {
+            Claim::Claimed => break,
+            Claim::AlreadySent => {
+                tracing::info!(%user_id, delivery = %delivery, "email already sent; delivery acknowledged");
                 return Ok(Outputs::default());
             }
             // The other delivery confirms, releases, or crashes and lets its lease run out:
             // each of these ends the wait within one lease.
-            Ok(Claim::InProgress) if Instant::now() < give_up_waiting => {
+            Claim::InProgress if Instant::now() < give_up_waiting => {
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(MAX_PAUSE);
             }
-            Ok(Claim::InProgress) => {
+            Claim::InProgress => {
                 return Err(InvocationError::Retry(anyhow!(
                     "another delivery is still sending this email after {:?}",
                     app.claim_lease
                 )));
             }
-            Err(e) => {
-                return Err(InvocationError::Retry(
-                    anyhow!(e).context("claiming the send"),
-                ));
-            }
         }
+        claim = app
+            .store
+            .claim_onboarding(user_id, &token, app.claim_lease)
+            .await
+            .map_err(|e| InvocationError::Retry(anyhow!(e).context("claiming the send")))?;
     }
     let claimed_at = Instant::now();
 
@@ -124,6 +138,6 @@ pub async fn run(app: &App, invocation: &Invocation) -> Result<Outputs, Invocati
             }
         }
     }
-    tracing::info!(%user_id, "onboarding email sent");
+    tracing::info!(%user_id, delivery = %delivery, "onboarding email sent");
     Ok(Outputs::default())
 }

@@ -2,7 +2,9 @@
 //! lettre encodes headers, so a name can inject neither markup nor a header.
 
 use html_escape::encode_text;
+use lettre::Address;
 use lettre::Message;
+use lettre::address::Envelope;
 use lettre::message::header::ContentType;
 use lettre::message::{Mailbox, MultiPart, SinglePart};
 use url::Url;
@@ -21,13 +23,17 @@ pub struct OnboardingEmail<'a> {
 
 /// Builds the multipart (text + HTML) message.
 pub fn compose(email: &OnboardingEmail<'_>) -> Result<Message, MailError> {
-    let to_address = email
+    let to_address: Address = email
         .email
         .as_str()
         .parse()
         .map_err(|e: lettre::address::AddressError| MailError::Build(e.to_string()))?;
+    // Given, so lettre need not parse it back out of the From and To headers it just wrote.
+    let envelope = Envelope::new(Some(email.from.email.clone()), vec![to_address.clone()])
+        .map_err(|e| MailError::Build(e.to_string()))?;
     let to = Mailbox::new(Some(email.name.as_str().to_owned()), to_address);
     Message::builder()
+        .envelope(envelope)
         .from(email.from.clone())
         .to(to)
         .subject(format!("Welcome aboard, {}", email.name))
@@ -47,25 +53,33 @@ pub fn compose(email: &OnboardingEmail<'_>) -> Result<Message, MailError> {
         .map_err(|e| MailError::Build(e.to_string()))
 }
 
-/// The plain-text part.
+/// The plain-text part. Its lines, like the HTML part's, stay under the 76 characters past
+/// which lettre quoted-printable-encodes a part, for ordinary names and addresses: the parts then
+/// go out as plain 7bit text, cheaper to build and to read. A long or non-ASCII name is still
+/// encoded, as it must be.
 pub fn text_body(email: &OnboardingEmail<'_>) -> String {
     let name = email.name.as_str();
     let link = email.link.map(Url::as_str);
 
     let mut text = format!(
         "Hello {name},\n\nWelcome aboard: your account is ready.\n\n\
-         You signed up with this address ({address}). ",
+         You signed up with this address ({address}).\n",
         address = email.email
     );
     match link {
-        Some(link) => text.push_str(&format!("Open your account at {link}\n")),
+        Some(link) => {
+            text.push_str("Open your account at ");
+            text.push_str(link);
+            text.push('\n');
+        }
         None => text.push_str("Sign in with your email and password any time.\n"),
     }
     text.push_str("\nIf this wasn't you, ignore this email: nothing more will be sent.\n");
     text
 }
 
-/// The HTML part, styled like the sign-up pages; every user-supplied text is escaped.
+/// The HTML part, styled like the sign-up pages; every user-supplied text is escaped. Line
+/// breaks fall between attributes or after a CSS `;`, where HTML and CSS read them as spaces.
 pub fn html_body(email: &OnboardingEmail<'_>) -> String {
     let name = email.name.as_str();
     let link = email.link.map(Url::as_str);
@@ -73,21 +87,32 @@ pub fn html_body(email: &OnboardingEmail<'_>) -> String {
     let html_address = encode_text(email.email.as_str());
     let action = match link {
         Some(link) => format!(
-            r#"<p style="margin:24px 0"><a href="{href}" style="display:inline-block;background:#2457d6;color:#ffffff;padding:12px 20px;border-radius:6px;text-decoration:none;font-weight:600">Open your account</a></p>"#,
+            r#"<p style="margin:24px 0"><a href="{href}"
+style="display:inline-block;background:#2457d6;color:#ffffff;
+padding:12px 20px;border-radius:6px;text-decoration:none;
+font-weight:600">Open your account</a></p>"#,
             href = html_escape::encode_double_quoted_attribute(link)
         ),
         None => "<p>Sign in with your email and password any time.</p>".to_owned(),
     };
     format!(
         r#"<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
 <title>Welcome aboard</title></head>
-<body style="margin:0;padding:16px;background:#f4f5f7;font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;color:#1d2330">
-<div style="max-width:520px;margin:0 auto;background:#ffffff;border-radius:10px;padding:24px;overflow-wrap:anywhere;word-break:break-word">
-<h1 style="font-size:22px;margin:0 0 16px">Welcome aboard, {html_name}</h1>
-<p>Your account is ready. You signed up with <strong>{html_address}</strong>.</p>
+<body style="margin:0;padding:16px;background:#f4f5f7;
+font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;
+color:#1d2330">
+<div style="max-width:520px;margin:0 auto;background:#ffffff;
+border-radius:10px;padding:24px;overflow-wrap:anywhere;
+word-break:break-word">
+<h1 style="font-size:22px;margin:0 0 16px">
+Welcome aboard, {html_name}</h1>
+<p>Your account is ready. You signed up with
+<strong>{html_address}</strong>.</p>
 {action}
-<p style="color:#5b6473;font-size:13px">If this wasn't you, ignore this email: nothing more will be sent.</p>
+<p style="color:#5b6473;font-size:13px">If this wasn't you, ignore
+this email: nothing more will be sent.</p>
 </div></body></html>
 "#
     )
@@ -96,6 +121,10 @@ pub fn html_body(email: &OnboardingEmail<'_>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The longest line the templates produce for an ordinary name and address; lettre encodes a
+    /// part with a line of 76 characters or more.
+    const TEMPLATE_LINE_MAX: usize = 72;
 
     fn with_email<T>(
         name: &str,
@@ -140,6 +169,42 @@ mod tests {
         let html = with_email("Ada", Some(&url), html_body);
         assert!(html.contains(r#"href="https://app.example.net/""#));
         assert!(with_email("Ada", Some(&url), text_body).contains("https://app.example.net/"));
+    }
+
+    /// With an ordinary name, address and link, no line is long enough to need encoding.
+    #[test]
+    fn an_ordinary_email_goes_out_as_plain_7bit_text() {
+        let url = Url::parse("https://app.example.net/").unwrap();
+        for link in [None, Some(&url)] {
+            for body in [
+                with_email("Ada Lovelace", link, text_body),
+                with_email("Ada Lovelace", link, html_body),
+            ] {
+                let longest = body.lines().map(str::len).max().unwrap();
+                assert!(
+                    longest <= TEMPLATE_LINE_MAX,
+                    "a {longest}-character line in:\n{body}"
+                );
+            }
+        }
+        let raw = with_email("Ada Lovelace", Some(&url), |email| {
+            String::from_utf8(compose(email).unwrap().formatted()).unwrap()
+        });
+        assert!(!raw.contains("quoted-printable"), "{raw}");
+        assert!(raw.contains("Content-Transfer-Encoding: 7bit"), "{raw}");
+    }
+
+    /// A name too long for one line, or not ASCII, is still encoded, and decodes intact.
+    #[test]
+    fn a_long_or_non_ascii_name_is_still_encoded() {
+        let long = "A".repeat(100);
+        for name in [long.as_str(), "Zoë"] {
+            let raw = render(name);
+            assert!(
+                raw.contains("quoted-printable") || raw.contains("base64"),
+                "{raw}"
+            );
+        }
     }
 
     #[test]

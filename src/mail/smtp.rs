@@ -11,15 +11,21 @@
 //! Implicit TLS (`smtps://`) needs lettre to wrap the socket before EHLO, which it only does on
 //! sockets it opens, so `smtps://` keeps lettre's own pooled transport.
 
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Mutex;
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use lettre::transport::smtp::PoolConfig;
 use lettre::transport::smtp::authentication::{Credentials, DEFAULT_MECHANISMS};
-use lettre::transport::smtp::client::{AsyncSmtpConnection, TlsParameters};
+use lettre::transport::smtp::client::{AsyncSmtpConnection, AsyncTokioStream, TlsParameters};
 use lettre::transport::smtp::extension::ClientId;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use url::Url;
@@ -191,14 +197,16 @@ impl Pool {
                 endpoint.host, endpoint.port
             ))
         };
-        let tcp = tokio::net::TcpStream::connect((endpoint.host.as_str(), endpoint.port))
+        let tcp = TcpStream::connect((endpoint.host.as_str(), endpoint.port))
             .await
             .map_err(io)?;
         tcp.set_nodelay(true).map_err(io)?;
-        let mut connection =
-            AsyncSmtpConnection::connect_with_transport(Box::new(tcp), &endpoint.hello)
-                .await
-                .map_err(smtp)?;
+        let mut connection = AsyncSmtpConnection::connect_with_transport(
+            Box::new(CorkedStream::new(tcp)),
+            &endpoint.hello,
+        )
+        .await
+        .map_err(smtp)?;
         // `required` asks even when the server does not offer STARTTLS, so lettre fails the
         // session instead of sending in clear text.
         if endpoint.start_tls != StartTls::Never
@@ -255,6 +263,94 @@ impl Pool {
     }
 }
 
+/// Written bytes wait here until lettre next reads.
+///
+/// lettre writes the message body and the end-of-data line `.` separately, flushing after each,
+/// so on a TCP_NODELAY socket every message cost two segments where one does (and the sink woke
+/// up twice). SMTP without pipelining is strictly request then reply: after each write lettre
+/// either writes more or waits for the server's answer. So this stream treats `flush` as "more
+/// may follow" and sends everything pending as soon as a read is attempted (or on shutdown): no
+/// bytes wait while anyone waits on the server, hence no stall, and each command, and the body
+/// with its end-of-data line, goes out as one write. Under STARTTLS it sits below TLS, holding
+/// TLS records the same way.
+#[derive(Debug)]
+struct CorkedStream<S> {
+    inner: S,
+    pending: Vec<u8>,
+    /// How much of `pending` has reached the socket.
+    sent: usize,
+}
+
+/// Pending bytes beyond this are sent on the next write without waiting for a read, so a large
+/// message is not copied whole.
+const CORK_LIMIT: usize = 64 * 1024;
+
+impl<S: AsyncWrite + Unpin> CorkedStream<S> {
+    fn new(inner: S) -> Self {
+        Self {
+            inner,
+            pending: Vec::new(),
+            sent: 0,
+        }
+    }
+
+    /// Writes out everything pending.
+    fn poll_send_pending(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while self.sent < self.pending.len() {
+            let n = ready!(Pin::new(&mut self.inner).poll_write(cx, &self.pending[self.sent..]))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.sent += n;
+        }
+        self.pending.clear();
+        self.sent = 0;
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for CorkedStream<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        // Whoever reads waits on the server, which must first have everything we wrote.
+        ready!(self.poll_send_pending(cx))?;
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for CorkedStream<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        if self.pending.len() >= CORK_LIMIT {
+            ready!(self.poll_send_pending(cx))?;
+        }
+        self.pending.extend_from_slice(buf);
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // Deferred to the next read or shutdown: see the type's doc.
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.poll_send_pending(cx))?;
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+impl AsyncTokioStream for CorkedStream<TcpStream> {
+    fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.inner.peer_addr()
+    }
+}
+
 #[async_trait]
 impl Mailer for SmtpMailer {
     fn describe(&self) -> String {
@@ -286,6 +382,67 @@ mod tests {
 
     fn endpoint(url: &str) -> Endpoint {
         Endpoint::from_url(&Url::parse(url).unwrap()).unwrap()
+    }
+
+    /// Writes and flushes wait in the stream; the read that follows sends them first, in order
+    /// and together, so the server's reply comes back instead of a deadlock.
+    #[tokio::test]
+    async fn a_corked_stream_sends_what_it_holds_before_it_reads() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (client, mut server) = tokio::io::duplex(1024);
+        let mut corked = CorkedStream::new(client);
+        corked.write_all(b"body\r\n").await.unwrap();
+        corked.flush().await.unwrap();
+        corked.write_all(b".\r\n").await.unwrap();
+        corked.flush().await.unwrap();
+        assert_eq!(corked.pending, b"body\r\n.\r\n");
+
+        let reply = tokio::spawn(async move {
+            let mut got = [0; 9];
+            server.read_exact(&mut got).await.unwrap();
+            server.write_all(b"250 OK\r\n").await.unwrap();
+            got
+        });
+        let mut answer = [0; 8];
+        corked.read_exact(&mut answer).await.unwrap();
+        assert_eq!(&answer, b"250 OK\r\n");
+        assert_eq!(&reply.await.unwrap(), b"body\r\n.\r\n");
+        assert!(corked.pending.is_empty());
+    }
+
+    /// Closing the stream sends what it still holds (lettre's QUIT on abort).
+    #[tokio::test]
+    async fn a_corked_stream_sends_what_it_holds_on_shutdown() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (client, mut server) = tokio::io::duplex(1024);
+        let mut corked = CorkedStream::new(client);
+        corked.write_all(b"QUIT\r\n").await.unwrap();
+        corked.shutdown().await.unwrap();
+        let mut got = Vec::new();
+        server.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"QUIT\r\n");
+    }
+
+    /// A message larger than the cork limit streams out while the server reads, rather than
+    /// piling up: the writer is not held until the whole message is buffered.
+    #[tokio::test]
+    async fn a_corked_stream_passes_large_writes_through_past_its_limit() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (client, mut server) = tokio::io::duplex(4096);
+        let mut corked = CorkedStream::new(client);
+        let reader = tokio::spawn(async move {
+            let mut got = vec![0; 3 * CORK_LIMIT];
+            server.read_exact(&mut got).await.unwrap();
+            got
+        });
+        let chunk = vec![b'x'; 1000];
+        for _ in 0..(3 * CORK_LIMIT / 1000) {
+            corked.write_all(&chunk).await.unwrap();
+        }
+        let rest = 3 * CORK_LIMIT % 1000;
+        corked.write_all(&chunk[..rest]).await.unwrap();
+        corked.shutdown().await.unwrap();
+        assert!(reader.await.unwrap().iter().all(|&b| b == b'x'));
     }
 
     #[test]

@@ -44,6 +44,25 @@ impl MemoryStore {
     }
 }
 
+/// Claims a user's onboarding send under the caller's lock, unless it was sent or another
+/// unexpired claim holds it.
+fn claim(state: &mut State, id: UserId, token: &str, lease: Duration) -> Claim {
+    let now = Instant::now();
+    match state.markers.get(&id) {
+        Some(Marker::Sent) => return Claim::AlreadySent,
+        Some(Marker::Sending { until, .. }) if *until > now => return Claim::InProgress,
+        _ => {}
+    }
+    state.markers.insert(
+        id,
+        Marker::Sending {
+            token: token.to_owned(),
+            until: now + lease,
+        },
+    );
+    Claim::Claimed
+}
+
 fn status_of(marker: Option<&Marker>) -> OnboardingStatus {
     match marker {
         Some(Marker::Sent) => OnboardingStatus::Sent,
@@ -84,6 +103,21 @@ impl UserStore for MemoryStore {
             .map(|user| (user.clone(), status_of(state.markers.get(&id)))))
     }
 
+    async fn find_user_and_claim_onboarding(
+        &self,
+        id: UserId,
+        token: &str,
+        lease: Duration,
+    ) -> Result<Option<(User, Claim)>, StoreError> {
+        // One lock for both, so no claim is ever taken for a missing user.
+        let mut state = self.lock();
+        let Some(user) = state.users.get(&id).cloned() else {
+            return Ok(None);
+        };
+        let claim = claim(&mut state, id, token, lease);
+        Ok(Some((user, claim)))
+    }
+
     async fn onboarding_status(&self, id: UserId) -> Result<OnboardingStatus, StoreError> {
         Ok(status_of(self.lock().markers.get(&id)))
     }
@@ -94,21 +128,7 @@ impl UserStore for MemoryStore {
         token: &str,
         lease: Duration,
     ) -> Result<Claim, StoreError> {
-        let mut state = self.lock();
-        let now = Instant::now();
-        match state.markers.get(&id) {
-            Some(Marker::Sent) => return Ok(Claim::AlreadySent),
-            Some(Marker::Sending { until, .. }) if *until > now => return Ok(Claim::InProgress),
-            _ => {}
-        }
-        state.markers.insert(
-            id,
-            Marker::Sending {
-                token: token.to_owned(),
-                until: now + lease,
-            },
-        );
-        Ok(Claim::Claimed)
+        Ok(claim(&mut self.lock(), id, token, lease))
     }
 
     async fn confirm_onboarding(&self, id: UserId) -> Result<(), StoreError> {
@@ -134,5 +154,64 @@ impl UserStore for MemoryStore {
             state.by_email.remove(&key);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use time::OffsetDateTime;
+
+    use super::*;
+    use crate::domain::UserName;
+
+    const LEASE: Duration = Duration::from_secs(10);
+
+    fn user() -> User {
+        User {
+            id: UserId::new(),
+            name: UserName::parse("Ada").unwrap(),
+            email: UserEmail::parse("ada@example.com").unwrap(),
+            created_at: OffsetDateTime::now_utc(),
+            password_hash: String::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_lookup_claims_the_send_for_an_existing_user() {
+        let store = MemoryStore::new();
+        let user = user();
+        store.insert_user(&user).await.unwrap();
+        let found = store
+            .find_user_and_claim_onboarding(user.id, "a", LEASE)
+            .await
+            .unwrap();
+        assert!(matches!(found, Some((ref u, Claim::Claimed)) if u.id == user.id));
+        let second = store.claim_onboarding(user.id, "b", LEASE).await.unwrap();
+        assert_eq!(second, Claim::InProgress);
+    }
+
+    #[tokio::test]
+    async fn the_lookup_claims_nothing_for_a_missing_user() {
+        let store = MemoryStore::new();
+        let id = UserId::new();
+        let found = store
+            .find_user_and_claim_onboarding(id, "a", LEASE)
+            .await
+            .unwrap();
+        assert!(found.is_none());
+        assert!(store.lock().markers.is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_lookup_says_when_the_email_was_sent_already() {
+        let store = MemoryStore::new();
+        let user = user();
+        store.insert_user(&user).await.unwrap();
+        store.confirm_onboarding(user.id).await.unwrap();
+        let found = store
+            .find_user_and_claim_onboarding(user.id, "a", LEASE)
+            .await
+            .unwrap();
+        assert!(matches!(found, Some((_, Claim::AlreadySent))));
     }
 }

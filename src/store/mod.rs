@@ -69,6 +69,19 @@ pub trait UserStore: Send + Sync {
     /// Finds a user by id, with their onboarding status.
     async fn find_user(&self, id: UserId) -> Result<Option<(User, OnboardingStatus)>, StoreError>;
 
+    /// Looks a user up and, if they exist, makes the first attempt at claiming the sending of
+    /// their onboarding email, as [`claim_onboarding`](Self::claim_onboarding) does. Both in one
+    /// round trip, because this runs once per queue message and the round trips are most of its
+    /// cost. `None` when the user does not exist; a claim taken for a missing user (or one whose
+    /// record is corrupt) is given back before this returns, and it is leased anyway, so it could
+    /// only linger until the lease ends.
+    async fn find_user_and_claim_onboarding(
+        &self,
+        id: UserId,
+        token: &str,
+        lease: Duration,
+    ) -> Result<Option<(User, Claim)>, StoreError>;
+
     /// The onboarding status of a user.
     async fn onboarding_status(&self, id: UserId) -> Result<OnboardingStatus, StoreError>;
 

@@ -159,6 +159,56 @@ impl RedisStore {
     }
 }
 
+/// One try at claiming a user's onboarding send: `SET marker sending:<token> NX PX lease`, then
+/// `GET marker` in the same pipeline, so a refused claim tells at once who holds the marker.
+/// (Redis 7's `SET … NX GET` would do both in one command, but Azure Cache for Redis, whose
+/// connection-string form `REDIS_URL` accepts, runs Redis 6; the pipeline works on any version
+/// and costs the same single round trip.)
+struct ClaimAttempt {
+    key: String,
+    value: String,
+    lease_ms: u64,
+}
+
+impl ClaimAttempt {
+    fn new(store: &RedisStore, id: UserId, token: &str, lease: Duration) -> Self {
+        Self {
+            key: store.marker_key(id),
+            value: format!("{SENDING_PREFIX}{token}"),
+            lease_ms: lease.as_millis().max(1) as u64,
+        }
+    }
+
+    /// Appends the two commands, whose replies [`outcome`](Self::outcome) reads.
+    fn add_to(&self, pipe: &mut redis::Pipeline) {
+        pipe.cmd("SET")
+            .arg(&self.key)
+            .arg(&self.value)
+            .arg("NX")
+            .arg("PX")
+            .arg(self.lease_ms)
+            .get(&self.key);
+    }
+
+    /// The claim, from the replies to SET NX and GET; `None` when another claim expired between
+    /// the two, so the caller should try again.
+    fn outcome(&self, set: Option<String>, marker: Option<String>) -> Option<Claim> {
+        if set.is_some() {
+            return Some(Claim::Claimed);
+        }
+        match marker {
+            Some(m) if m.starts_with(SENT_PREFIX) => Some(Claim::AlreadySent),
+            Some(_) => Some(Claim::InProgress),
+            None => None,
+        }
+    }
+
+    /// Gives this attempt's claim back, if it still holds the marker.
+    async fn release(&self, store: &RedisStore) -> Result<(), StoreError> {
+        store.delete_if(&self.key, &self.value).await
+    }
+}
+
 /// A Redis error without anything that could carry a secret (URLs are never in redis-rs errors,
 /// but the server's own text is kept short).
 fn describe_redis_error(e: &redis::RedisError) -> String {
@@ -270,41 +320,67 @@ impl UserStore for RedisStore {
         Ok(status_of(self.get(&self.marker_key(id)).await?.as_deref()))
     }
 
-    #[tracing::instrument(skip_all, fields(user_id = %id))]
+    async fn find_user_and_claim_onboarding(
+        &self,
+        id: UserId,
+        token: &str,
+        lease: Duration,
+    ) -> Result<Option<(User, Claim)>, StoreError> {
+        let user_key = self.user_key(id);
+        let attempt = ClaimAttempt::new(self, id, token, lease);
+        // Same hash tag, same slot: one round trip, still one key per command. The claim is
+        // attempted before we know the user exists; for a missing user it is given back below.
+        let mut pipe = redis::pipe();
+        pipe.get(&user_key);
+        attempt.add_to(&mut pipe);
+        let mut connection = self.connection.clone();
+        let (record, set, marker): (Option<String>, Option<String>, Option<String>) =
+            self.bounded(pipe.query_async(&mut connection)).await?;
+        let claim = attempt.outcome(set, marker);
+        let user = record.map(|json| parse_user(&json)).transpose();
+        if !matches!(user, Ok(Some(_))) && claim == Some(Claim::Claimed) {
+            // No user (deleted, as ids are never reused) or an unreadable one: hold no claim
+            // for it. If this fails the claim still ends with its lease, and nothing waits on
+            // it: no delivery for this user will ever send.
+            if let Err(e) = attempt.release(self).await {
+                tracing::warn!(%id, error = %e, "could not release a claim for a missing user");
+            }
+        }
+        let Some(user) = user? else {
+            return Ok(None);
+        };
+        let claim = match claim {
+            Some(claim) => claim,
+            // The other claim expired between our SET and GET: try once more on its own.
+            None => self.claim_onboarding(id, token, lease).await?,
+        };
+        Ok(Some((user, claim)))
+    }
+
+    // The onboarding markers' spans are debug: they open for every queue message (measurably, in
+    // a profile of sendOnboarding), and sendOnboarding's own log lines already name the user.
+    #[tracing::instrument(level = "debug", skip_all, fields(user_id = %id))]
     async fn claim_onboarding(
         &self,
         id: UserId,
         token: &str,
         lease: Duration,
     ) -> Result<Claim, StoreError> {
-        let key = self.marker_key(id);
-        let value = format!("{SENDING_PREFIX}{token}");
-        let lease_ms = lease.as_millis().max(1) as u64;
+        let attempt = ClaimAttempt::new(self, id, token, lease);
         for _ in 0..2 {
-            let claimed: Option<String> = self
-                .query(
-                    redis::cmd("SET")
-                        .arg(&key)
-                        .arg(&value)
-                        .arg("NX")
-                        .arg("PX")
-                        .arg(lease_ms),
-                )
-                .await?;
-            if claimed.is_some() {
-                return Ok(Claim::Claimed);
-            }
-            match self.get(&key).await? {
-                Some(m) if m.starts_with(SENT_PREFIX) => return Ok(Claim::AlreadySent),
-                Some(_) => return Ok(Claim::InProgress),
-                // The other claim expired between our two commands: try again.
-                None => continue,
+            let mut pipe = redis::pipe();
+            attempt.add_to(&mut pipe);
+            let mut connection = self.connection.clone();
+            let (set, marker): (Option<String>, Option<String>) =
+                self.bounded(pipe.query_async(&mut connection)).await?;
+            if let Some(claim) = attempt.outcome(set, marker) {
+                return Ok(claim);
             }
         }
         Ok(Claim::InProgress)
     }
 
-    #[tracing::instrument(skip_all, fields(user_id = %id))]
+    #[tracing::instrument(level = "debug", skip_all, fields(user_id = %id))]
     async fn confirm_onboarding(&self, id: UserId) -> Result<(), StoreError> {
         let key = self.marker_key(id);
         let value = format!(
@@ -314,7 +390,7 @@ impl UserStore for RedisStore {
         self.query(redis::cmd("SET").arg(&key).arg(&value)).await
     }
 
-    #[tracing::instrument(skip_all, fields(user_id = %id))]
+    #[tracing::instrument(level = "debug", skip_all, fields(user_id = %id))]
     async fn release_onboarding(&self, id: UserId, token: &str) -> Result<(), StoreError> {
         let key = self.marker_key(id);
         let value = format!("{SENDING_PREFIX}{token}");

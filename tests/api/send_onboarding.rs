@@ -274,6 +274,31 @@ async fn send_onboarding_acknowledges_a_message_for_a_user_that_does_not_exist()
     );
 }
 
+/// A message for a missing user leaves nothing behind in Redis: the send claim that the
+/// lookup takes in the same round trip is given back.
+#[tokio::test]
+async fn send_onboarding_leaves_no_claim_behind_for_a_user_that_does_not_exist() {
+    let stack = spawn_app().await;
+
+    let answer = stack
+        .app
+        .send_onboarding(&message_for_unknown_user(), 1)
+        .await;
+
+    answer.assert_host_ok();
+    let client = redis::Client::open(stack.redis.url()).expect("a Redis client");
+    let mut redis = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect to the test Redis");
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query_async(&mut redis)
+        .await
+        .expect("list the keys");
+    assert!(keys.is_empty(), "keys left behind: {keys:?}");
+}
+
 /// A message body that is not JSON fails the invocation (it will be dead-lettered).
 #[tokio::test]
 async fn send_onboarding_fails_for_a_message_that_is_not_json() {
