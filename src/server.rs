@@ -6,7 +6,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
 use tracing::Instrument;
 use warp::Filter;
@@ -169,8 +169,10 @@ where
                 logs: &logs,
                 return_value: (),
             };
-            match serde_json::to_vec(&answer) {
-                Ok(body) => {
+            // Most answers fit, so the buffer is rarely regrown while writing.
+            let mut body = Vec::with_capacity(1024);
+            match serde_json::to_writer(&mut body, &answer) {
+                Ok(()) => {
                     let mut response = Response::new(body.into());
                     response.headers_mut().insert(
                         warp::http::header::CONTENT_TYPE,
@@ -202,24 +204,36 @@ enum ReadError {
     Transport(warp::Error),
 }
 
-/// Reads a body stream into memory, stopping as soon as it passes `limit`.
-async fn read_limited<S, B>(mut body: S, limit: usize) -> Result<BytesMut, ReadError>
+/// Reads a body stream into memory, stopping as soon as it passes `limit`. A body that arrives
+/// in one piece (the usual case) is kept as the connection read it, without a copy.
+async fn read_limited<S, B>(mut body: S, limit: usize) -> Result<Bytes, ReadError>
 where
     S: Stream<Item = Result<B, warp::Error>> + Unpin,
     B: Buf,
 {
-    let mut bytes = BytesMut::new();
+    let mut first: Option<Bytes> = None;
+    let mut joined: Option<BytesMut> = None;
+    let mut total = 0usize;
     while let Some(chunk) = body.next().await {
         let mut chunk = chunk.map_err(ReadError::Transport)?;
-        if bytes.len() + chunk.remaining() > limit {
+        total += chunk.remaining();
+        if total > limit {
             return Err(ReadError::TooLarge);
         }
-        while chunk.has_remaining() {
-            let part = chunk.chunk();
-            bytes.extend_from_slice(part);
-            let n = part.len();
-            chunk.advance(n);
+        let piece = chunk.copy_to_bytes(chunk.remaining());
+        match (&first, &mut joined) {
+            (None, _) => first = Some(piece),
+            (Some(_), Some(joined)) => joined.extend_from_slice(&piece),
+            (Some(head), None) => {
+                let mut both = BytesMut::with_capacity(head.len() + piece.len());
+                both.extend_from_slice(head);
+                both.extend_from_slice(&piece);
+                joined = Some(both);
+            }
         }
     }
-    Ok(bytes)
+    Ok(match (joined, first) {
+        (Some(joined), _) => joined.freeze(),
+        (None, first) => first.unwrap_or_default(),
+    })
 }

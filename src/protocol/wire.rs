@@ -8,13 +8,13 @@
 //! its final shape, and leave what a function may never ask for (other bindings, Metadata) as
 //! raw JSON text.
 
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::Deserialize;
 use serde::de::{
-    Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor, value::MapAccessDeserializer,
+    DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor,
+    value::MapAccessDeserializer,
 };
 use serde_json::Value;
 use serde_json::value::RawValue;
@@ -43,6 +43,30 @@ macro_rules! not_this_shape {
             Ok($empty)
         }
     };
+}
+
+/// Reads an object key as its position in `names` (matched case-insensitively), or `None` for
+/// any other key, without allocating it.
+struct KeyIn(&'static [&'static str]);
+
+impl<'de> DeserializeSeed<'de> for KeyIn {
+    type Value = Option<usize>;
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeyIn {
+    type Value = Option<usize>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an object key")
+    }
+    fn visit_str<E>(self, key: &str) -> Result<Option<usize>, E> {
+        Ok(self
+            .0
+            .iter()
+            .position(|name| name.eq_ignore_ascii_case(key)))
+    }
 }
 
 /// A JSON object's members with their values still raw.
@@ -125,13 +149,14 @@ impl<'de> Deserialize<'de> for Envelope {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Envelope, A::Error> {
                 let mut envelope = Envelope::default();
-                while let Some(key) = map.next_key::<Cow<'de, str>>()? {
-                    if key.eq_ignore_ascii_case("Data") {
-                        envelope.data = map.next_value::<Option<RawObject>>()?.unwrap_or_default();
-                    } else if key.eq_ignore_ascii_case("Metadata") {
-                        envelope.metadata = Some(map.next_value()?);
-                    } else {
-                        map.next_value::<IgnoredAny>()?;
+                while let Some(key) = map.next_key_seed(KeyIn(&["Data", "Metadata"]))? {
+                    match key {
+                        Some(0) => {
+                            envelope.data =
+                                map.next_value::<Option<RawObject>>()?.unwrap_or_default();
+                        }
+                        Some(_) => envelope.metadata = Some(map.next_value()?),
+                        None => drop(map.next_value::<IgnoredAny>()?),
                     }
                 }
                 Ok(envelope)
@@ -156,33 +181,36 @@ impl<'de> Deserialize<'de> for WireRequest {
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<WireRequest, A::Error> {
                 let mut method = None;
                 let mut request = HttpRequest::default();
-                while let Some(key) = map.next_key::<Cow<'de, str>>()? {
-                    let is = |name: &str| key.eq_ignore_ascii_case(name);
-                    if is("Method") {
-                        method = match map.next_value::<Value>()? {
-                            Value::String(m) => Some(m.to_ascii_uppercase()),
-                            _ => None,
-                        };
-                    } else if is("Url") {
-                        request.url = match map.next_value::<Value>()? {
-                            Value::String(url) => url,
-                            _ => String::new(),
-                        };
-                    } else if is("Query") {
-                        request.query = map.next_value::<Query>()?.0;
-                    } else if is("Headers") {
-                        request.headers = map.next_value::<WireHeaders>()?.0;
-                    } else if is("Params") {
-                        request.params = map.next_value::<Params>()?.0;
-                    } else if is("Body") {
-                        request.body = match map.next_value::<Value>()? {
-                            Value::Null => None,
-                            Value::String(text) => Some(text),
-                            // Some host versions hand over a JSON body already parsed.
-                            other => Some(other.to_string()),
-                        };
-                    } else {
-                        map.next_value::<IgnoredAny>()?;
+                const FIELDS: &[&str] = &["Method", "Url", "Query", "Headers", "Params", "Body"];
+                while let Some(field) = map.next_key_seed(KeyIn(FIELDS))? {
+                    match field.map(|i| FIELDS[i]) {
+                        Some("Method") => {
+                            method = match map.next_value::<Value>()? {
+                                Value::String(m) if m.bytes().any(|b| b.is_ascii_lowercase()) => {
+                                    Some(m.to_ascii_uppercase())
+                                }
+                                Value::String(m) => Some(m),
+                                _ => None,
+                            };
+                        }
+                        Some("Url") => {
+                            request.url = match map.next_value::<Value>()? {
+                                Value::String(url) => url,
+                                _ => String::new(),
+                            };
+                        }
+                        Some("Query") => request.query = map.next_value::<Query>()?.0,
+                        Some("Headers") => request.headers = map.next_value::<WireHeaders>()?.0,
+                        Some("Params") => request.params = map.next_value::<Params>()?.0,
+                        Some("Body") => {
+                            request.body = match map.next_value::<Value>()? {
+                                Value::Null => None,
+                                Value::String(text) => Some(text),
+                                // Some host versions hand over a JSON body already parsed.
+                                other => Some(other.to_string()),
+                            };
+                        }
+                        _ => drop(map.next_value::<IgnoredAny>()?),
                     }
                 }
                 Ok(WireRequest(match method {
