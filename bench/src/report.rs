@@ -55,6 +55,24 @@ impl Report {
         });
     }
 
+    /// A ratio taken round by round (see `Paired`); the median decides.
+    pub fn paired_ratio(&mut self, name: &str, paired: &crate::run::Paired, min: f64) {
+        let ratio = crate::run::median(&paired.ratios);
+        let rounds: Vec<String> = paired.ratios.iter().map(|r| format!("{r:.2}")).collect();
+        self.checks.push(Check {
+            name: name.to_owned(),
+            measured: format!(
+                "{ratio:.2}, the median of {} rounds ({}); median rates {:.0} / {:.0} req/s",
+                rounds.len(),
+                rounds.join(", "),
+                paired.product,
+                paired.ceiling
+            ),
+            target: format!("≥ {min}"),
+            pass: ratio.is_finite() && ratio >= min,
+        });
+    }
+
     /// An upper bound: `value <= max`.
     pub fn at_most(&mut self, name: &str, value: f64, max: f64, unit: &str) {
         self.checks.push(Check {
