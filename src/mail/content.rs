@@ -32,8 +32,16 @@ pub fn compose(email: &OnboardingEmail<'_>) -> Result<Message, MailError> {
     let envelope = Envelope::new(Some(email.from.email.clone()), vec![to_address.clone()])
         .map_err(|e| MailError::Build(e.to_string()))?;
     let to = Mailbox::new(Some(email.name.as_str().to_owned()), to_address);
+    // RFC 5322 wants one, and spam filters count its absence; lettre adds none by itself. Unique
+    // per message (a thread-local CSPRNG, no system call), under the sender's domain.
+    let message_id = format!(
+        "<{:032x}@{}>",
+        rand::random::<u128>(),
+        email.from.email.domain()
+    );
     Message::builder()
         .envelope(envelope)
+        .message_id(Some(message_id))
         .from(email.from.clone())
         .to(to)
         .subject(format!("Welcome aboard, {}", email.name))
@@ -146,6 +154,24 @@ mod tests {
         with_email(name, None, |email| {
             String::from_utf8(compose(email).unwrap().formatted()).unwrap()
         })
+    }
+
+    #[test]
+    fn each_message_has_its_own_message_id_under_the_senders_domain() {
+        let ids: Vec<String> = (0..2)
+            .map(|_| {
+                render("Ada")
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Message-ID: ").map(str::to_owned))
+                    .expect("a Message-ID header")
+            })
+            .collect();
+        assert!(
+            ids[0].starts_with('<') && ids[0].ends_with("@example.com>"),
+            "{}",
+            ids[0]
+        );
+        assert_ne!(ids[0], ids[1]);
     }
 
     #[test]
