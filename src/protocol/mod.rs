@@ -138,18 +138,15 @@ fn preview(text: &str) -> String {
     text.chars().take(40).collect()
 }
 
-/// Request headers with case-insensitive lookup; the host sends each value as an array.
+/// Request headers with case-insensitive lookup: one (name, value) pair per value, in the order
+/// the host sent them (it sends each header's values as an array).
 #[derive(Debug, Clone, Default)]
-pub struct Headers(Vec<(String, Vec<String>)>);
+pub struct Headers(Vec<(String, String)>);
 
 impl Headers {
     /// The first value of a header, whatever the casing of its name.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .and_then(|(_, values)| values.first())
-            .map(String::as_str)
+        self.get_all(name).next()
     }
 
     /// Every value of a header (repeated headers, or one comma-joined value), in order.
@@ -157,12 +154,7 @@ impl Headers {
         self.0
             .iter()
             .filter(move |(k, _)| k.eq_ignore_ascii_case(name))
-            .flat_map(|(_, values)| values.iter().map(String::as_str))
-    }
-
-    /// How many distinct header names the request carried.
-    pub fn len(&self) -> usize {
-        self.0.len()
+            .map(|(_, value)| value.as_str())
     }
 
     /// True when the request had no headers.
@@ -177,15 +169,12 @@ impl Headers {
         K: Into<String>,
         V: Into<String>,
     {
-        let mut headers: Vec<(String, Vec<String>)> = Vec::new();
-        for (k, v) in pairs {
-            let k = k.into();
-            match headers.iter_mut().find(|(n, _)| n.eq_ignore_ascii_case(&k)) {
-                Some((_, values)) => values.push(v.into()),
-                None => headers.push((k, vec![v.into()])),
-            }
-        }
-        Self(headers)
+        Self(
+            pairs
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        )
     }
 }
 

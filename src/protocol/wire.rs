@@ -282,51 +282,69 @@ impl<'de> Deserialize<'de> for Text {
     }
 }
 
-/// Header values: an array of scalars (what the host sends), or one scalar.
-struct Values(Vec<String>);
+/// One header's values, an array of scalars (what the host sends) or one scalar, each pushed
+/// as a (name, value) pair.
+struct ValuesOf<'a> {
+    name: String,
+    into: &'a mut Vec<(String, String)>,
+}
 
-impl<'de> Deserialize<'de> for Values {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Many;
-        impl<'de> Visitor<'de> for Many {
-            type Value = Values;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("header values")
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Values, A::Error> {
-                let mut values = Vec::with_capacity(1);
-                while let Some(Text(value)) = seq.next_element()? {
-                    values.push(value);
-                }
-                Ok(Values(values))
-            }
-            fn visit_str<E>(self, text: &str) -> Result<Values, E> {
-                Ok(Values(vec![text.to_owned()]))
-            }
-            fn visit_string<E>(self, text: String) -> Result<Values, E> {
-                Ok(Values(vec![text]))
-            }
-            fn visit_unit<E>(self) -> Result<Values, E> {
-                Ok(Values(vec![String::new()]))
-            }
-            fn visit_bool<E>(self, b: bool) -> Result<Values, E> {
-                Ok(Values(vec![b.to_string()]))
-            }
-            fn visit_i64<E>(self, n: i64) -> Result<Values, E> {
-                Ok(Values(vec![n.to_string()]))
-            }
-            fn visit_u64<E>(self, n: u64) -> Result<Values, E> {
-                Ok(Values(vec![n.to_string()]))
-            }
-            fn visit_f64<E>(self, n: f64) -> Result<Values, E> {
-                Ok(Values(vec![Value::from(n).to_string()]))
-            }
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Values, A::Error> {
-                let object = Value::deserialize(MapAccessDeserializer::new(map))?;
-                Ok(Values(vec![object.to_string()]))
-            }
+impl ValuesOf<'_> {
+    fn push(self, value: String) {
+        self.into.push((self.name, value));
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for ValuesOf<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ValuesOf<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("header values")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while let Some(Text(value)) = seq.next_element()? {
+            self.into.push((self.name.clone(), value));
         }
-        deserializer.deserialize_any(Many)
+        Ok(())
+    }
+    fn visit_str<E>(self, text: &str) -> Result<(), E> {
+        self.push(text.to_owned());
+        Ok(())
+    }
+    fn visit_string<E>(self, text: String) -> Result<(), E> {
+        self.push(text);
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        self.push(String::new());
+        Ok(())
+    }
+    fn visit_bool<E>(self, b: bool) -> Result<(), E> {
+        self.push(b.to_string());
+        Ok(())
+    }
+    fn visit_i64<E>(self, n: i64) -> Result<(), E> {
+        self.push(n.to_string());
+        Ok(())
+    }
+    fn visit_u64<E>(self, n: u64) -> Result<(), E> {
+        self.push(n.to_string());
+        Ok(())
+    }
+    fn visit_f64<E>(self, n: f64) -> Result<(), E> {
+        self.push(Value::from(n).to_string());
+        Ok(())
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
+        let object = Value::deserialize(MapAccessDeserializer::new(map))?;
+        self.push(object.to_string());
+        Ok(())
     }
 }
 
@@ -343,8 +361,11 @@ impl<'de> Deserialize<'de> for WireHeaders {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<WireHeaders, A::Error> {
                 let mut headers = Vec::with_capacity(map.size_hint().unwrap_or(8));
-                while let Some((name, Values(values))) = map.next_entry::<String, Values>()? {
-                    headers.push((name, values));
+                while let Some(name) = map.next_key::<String>()? {
+                    map.next_value_seed(ValuesOf {
+                        name,
+                        into: &mut headers,
+                    })?;
                 }
                 Ok(WireHeaders(Headers(headers)))
             }

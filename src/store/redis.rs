@@ -10,6 +10,7 @@
 //! The braces are a hash tag: a user's record and marker share a cluster slot, so both can be
 //! read in one command.
 
+use std::borrow::Cow;
 use std::future::Future;
 use std::time::Duration;
 
@@ -48,26 +49,30 @@ pub struct RedisStore {
     compare_and_delete: redis::Script,
 }
 
-/// The user record as stored in Redis.
+/// The user record as stored in Redis. Its text fields borrow from the reply (or, when writing,
+/// from the user) unless the JSON escaped them.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct StoredUser {
+struct StoredUser<'a> {
     id: UserId,
-    name: String,
-    email: String,
+    #[serde(borrow)]
+    name: Cow<'a, str>,
+    #[serde(borrow)]
+    email: Cow<'a, str>,
     #[serde(with = "time::serde::rfc3339")]
     created_at: OffsetDateTime,
-    password_hash: String,
+    #[serde(borrow)]
+    password_hash: Cow<'a, str>,
 }
 
-impl StoredUser {
-    fn from_user(user: &User) -> Self {
+impl<'a> StoredUser<'a> {
+    fn from_user(user: &'a User) -> Self {
         Self {
             id: user.id,
-            name: user.name.as_str().to_owned(),
-            email: user.email.as_str().to_owned(),
+            name: Cow::Borrowed(user.name.as_str()),
+            email: Cow::Borrowed(user.email.as_str()),
             created_at: user.created_at,
-            password_hash: user.password_hash.clone(),
+            password_hash: Cow::Borrowed(&user.password_hash),
         }
     }
 
@@ -79,7 +84,7 @@ impl StoredUser {
             name: UserName::parse(&self.name).map_err(|_| corrupt("name"))?,
             email: UserEmail::parse(&self.email).map_err(|_| corrupt("email"))?,
             created_at: self.created_at,
-            password_hash: self.password_hash,
+            password_hash: self.password_hash.into_owned(),
         })
     }
 }
