@@ -156,8 +156,12 @@ impl PasswordHasher {
         let (answer, answered) = oneshot::channel();
         let span = tracing::debug_span!("argon2id");
         let job: Job = Box::new(move |memory| {
+            // A caller that went away while its job queued (a client that hung up, a shutdown)
+            // wants no answer: skip the tens of milliseconds of CPU.
+            if answer.is_closed() {
+                return;
+            }
             let _entered = span.enter();
-            // The caller may have gone (a client that hung up); the result is then unwanted.
             let _ = answer.send(work(memory));
         });
         self.submit(job)?;
@@ -213,7 +217,12 @@ fn hashing_thread(receiver: &Mutex<mpsc::Receiver<Job>>) {
         if memory.is_empty() {
             memory = vec![Block::default(); (MEMORY_KIB as usize).max(8 * LANES as usize)];
         }
-        job(&mut memory);
+        // A panic in the hashing code fails that one hash (its caller sees the answer channel
+        // drop: `HashError::Lost`), not the thread: the pool keeps its size.
+        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&mut memory)));
+        if ran.is_err() {
+            tracing::error!("a password hash panicked; that sign-up fails, hashing goes on");
+        }
     }
 }
 
@@ -280,6 +289,16 @@ mod tests {
         let first = hasher.run(|memory| Ok(memory.as_ptr() as usize)).await;
         let second = hasher.run(|memory| Ok(memory.as_ptr() as usize)).await;
         assert_eq!(first.unwrap(), second.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_panicking_hash_fails_alone_and_the_thread_goes_on() {
+        let hasher = PasswordHasher::new(1);
+        let failed = hasher
+            .run(|_memory| -> Result<(), HashError> { panic!("boom") })
+            .await;
+        assert!(matches!(failed, Err(HashError::Lost)));
+        assert_eq!(hasher.run(|_memory| Ok(7)).await.unwrap(), 7);
     }
 
     #[tokio::test]

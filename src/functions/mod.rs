@@ -47,6 +47,7 @@ impl Outputs {
     /// Adds a queue message; it must serialize to a JSON object (the host mangles strings).
     pub fn with_message(mut self, binding: &str, message: Value) -> Self {
         debug_assert!(message.is_object());
+        debug_assert!(self.0.messages.iter().all(|(name, _)| name != binding));
         self.0.messages.push((binding.to_owned(), message));
         self
     }

@@ -273,7 +273,6 @@ impl Pool {
 /// bytes wait while anyone waits on the server, hence no stall, and each command, and the body
 /// with its end-of-data line, goes out as one write. Under STARTTLS it sits below TLS, holding
 /// TLS records the same way.
-#[derive(Debug)]
 struct CorkedStream<S> {
     inner: S,
     pending: Vec<u8>,
@@ -281,9 +280,20 @@ struct CorkedStream<S> {
     sent: usize,
 }
 
-/// Pending bytes beyond this are sent on the next write without waiting for a read, so a large
-/// message is not copied whole.
+/// At most this much is held; a write that would go past it sends what is held first, and a
+/// write this large or larger goes straight to the socket, so a large message is never copied
+/// whole.
 const CORK_LIMIT: usize = 64 * 1024;
+
+/// Lengths only: the held bytes may be an AUTH exchange or an email.
+impl<S> std::fmt::Debug for CorkedStream<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CorkedStream")
+            .field("pending", &self.pending.len())
+            .field("sent", &self.sent)
+            .finish_non_exhaustive()
+    }
+}
 
 impl<S: AsyncWrite + Unpin> CorkedStream<S> {
     fn new(inner: S) -> Self {
@@ -330,8 +340,13 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for CorkedStream<S> {
         if self.pending.len() >= CORK_LIMIT {
             ready!(self.poll_send_pending(cx))?;
         }
-        self.pending.extend_from_slice(buf);
-        Poll::Ready(Ok(buf.len()))
+        if self.pending.is_empty() && buf.len() >= CORK_LIMIT {
+            return Pin::new(&mut self.inner).poll_write(cx, buf);
+        }
+        // Whatever does not fit is written again by the caller, after what is held goes out.
+        let taken = buf.len().min(CORK_LIMIT - self.pending.len());
+        self.pending.extend_from_slice(&buf[..taken]);
+        Poll::Ready(Ok(taken))
     }
 
     fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -443,6 +458,29 @@ mod tests {
         corked.write_all(&chunk[..rest]).await.unwrap();
         corked.shutdown().await.unwrap();
         assert!(reader.await.unwrap().iter().all(|&b| b == b'x'));
+    }
+
+    /// One write far past the limit (lettre writes a whole message at once) is neither held
+    /// whole nor lost, and the small write after it still waits for the next read.
+    #[tokio::test]
+    async fn a_corked_stream_sends_one_huge_write_without_holding_it() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (client, mut server) = tokio::io::duplex(4096);
+        let mut corked = CorkedStream::new(client);
+        let total = 3 * CORK_LIMIT + 123;
+        let reader = tokio::spawn(async move {
+            let mut got = vec![0; total + 5];
+            server.read_exact(&mut got).await.unwrap();
+            got
+        });
+        let big: Vec<u8> = (0..3 * CORK_LIMIT + 123).map(|i| (i % 251) as u8).collect();
+        corked.write_all(&big).await.unwrap();
+        assert!(corked.pending.len() < CORK_LIMIT);
+        corked.write_all(b"\r\n.\r\n").await.unwrap();
+        corked.shutdown().await.unwrap();
+        let got = reader.await.unwrap();
+        assert_eq!(&got[..total], &big[..]);
+        assert_eq!(&got[total..], b"\r\n.\r\n");
     }
 
     #[test]

@@ -96,7 +96,8 @@ impl Invocation {
         })
     }
 
-    /// A Metadata scalar as text. The host JSON-encodes scalars once more (`"\"9c0d…\""`, `"1"`),
+    /// A Metadata scalar as text; Metadata is parsed on each call (one call per invocation
+    /// today). The host JSON-encodes scalars once more (`"\"9c0d…\""`, `"1"`),
     /// so a string holding a JSON string literal is unwrapped; anything else is taken as it is.
     pub fn metadata_text(&self, key: &str) -> Option<String> {
         let Informational(metadata) = serde_json::from_str(self.metadata.as_deref()?.get()).ok()?;

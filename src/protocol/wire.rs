@@ -74,10 +74,12 @@ impl<'de> Visitor<'de> for KeyIn {
 pub(super) struct RawObject(pub(super) Vec<(String, Box<RawValue>)>);
 
 impl RawObject {
-    /// A member by name: exact first, then case-insensitive.
+    /// A member by name: exact first (the last of repeated ones, as a JSON object keeps it),
+    /// then case-insensitive.
     pub(super) fn get(&self, name: &str) -> Option<&RawValue> {
         self.0
             .iter()
+            .rev()
             .find(|(k, _)| k == name)
             .or_else(|| self.0.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)))
             .map(|(_, v)| &**v)
