@@ -24,7 +24,7 @@ pub const ARGON2_ITERATIONS: u32 = 2;
 pub const ARGON2_LANES: u32 = 1;
 pub const ARGON2_OUTPUT: usize = 32;
 
-/// The two answers of one MGET.
+/// Two GET answers of one pipeline.
 type TwoValues = (Option<Vec<u8>>, Option<Vec<u8>>);
 
 /// Options of the internal `serve-ceiling` command.
@@ -39,8 +39,8 @@ pub struct CeilingOptions {
     /// The key /root GETs.
     #[arg(long, default_value = "bench:none")]
     pub root_key: String,
-    /// Read this key too on /root, with one MGET (the product's root reads the user's record
-    /// and onboarding marker in one command): a diagnostic, not a target's ceiling.
+    /// Also GET this key in the same pipeline on /root (the product's root reads the user's
+    /// record and onboarding marker in one round trip): a diagnostic, not a target's ceiling.
     #[arg(long)]
     pub root_second_key: Option<String>,
     /// File holding the handler's answer to a health invocation.
@@ -108,9 +108,9 @@ pub fn serve_ceiling(options: CeilingOptions) -> anyhow::Result<()> {
                                 .await;
                         }
                         (Some(mut redis), Some(second)) => {
-                            let _: redis::RedisResult<TwoValues> = redis::cmd("MGET")
-                                .arg(key.as_str())
-                                .arg(second)
+                            let _: redis::RedisResult<TwoValues> = redis::pipe()
+                                .get(key.as_str())
+                                .get(second)
                                 .query_async(&mut redis)
                                 .await;
                         }

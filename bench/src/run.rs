@@ -786,7 +786,7 @@ impl Run {
         if let Some(pipeline) = &pipeline {
             self.wrk_row(
                 "http",
-                "diagnostic: warp + root's own command (MGET record, marker)".into(),
+                "diagnostic: warp + root's own pipeline (GET record, GET marker)".into(),
                 &pipeline.0,
                 pipeline.1,
                 rates(pipeline),
@@ -803,7 +803,7 @@ impl Run {
         );
         if let Some(pipeline) = &pipeline {
             note.push_str(&format!(
-                "; medians {:.2} × warp + MGET",
+                "; medians {:.2} × warp + pipeline",
                 product.0.rps() / pipeline.0.rps()
             ));
         }

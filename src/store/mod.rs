@@ -50,8 +50,7 @@ pub enum Claim {
     InProgress,
 }
 
-/// The user store. Every Redis command behind it touches a single key, or keys sharing a hash tag
-/// (one cluster slot), so a clustered Redis works.
+/// The user store. Every Redis command behind it touches a single key, so a clustered Redis works.
 #[async_trait]
 pub trait UserStore: Send + Sync {
     /// Says where the data lives, for the banner and health output.

@@ -1,5 +1,4 @@
-//! The Redis store: one multiplexed, self-reconnecting connection; every command touches one key,
-//! or (MGET) keys that share a hash tag.
+//! The Redis store: one multiplexed, self-reconnecting connection; every command touches one key.
 //!
 //! Keys (after the configured prefix):
 //! - `email:<lower-cased email>` → user id: the uniqueness claim, taken with `SET NX` under a lease
@@ -8,7 +7,7 @@
 //! - `user:{<id>}:onboarding` → `sending:<token>` (a leased claim) or `sent:<time>`.
 //!
 //! The braces are a hash tag: a user's record and marker share a cluster slot, so both can be
-//! read in one command.
+//! read in one pipeline.
 
 use std::borrow::Cow;
 use std::future::Future;
@@ -311,9 +310,15 @@ impl UserStore for RedisStore {
 
     async fn find_user(&self, id: UserId) -> Result<Option<(User, OnboardingStatus)>, StoreError> {
         let (user_key, marker_key) = (self.user_key(id), self.marker_key(id));
-        // Same hash tag, same slot: one command for both, which a cluster serves from one node.
+        // Same hash tag, same slot: one round trip, still one key per command.
+        let mut connection = self.connection.clone();
         let (record, marker): (Option<String>, Option<String>) = self
-            .query(redis::cmd("MGET").arg(&user_key).arg(&marker_key))
+            .bounded(
+                redis::pipe()
+                    .get(&user_key)
+                    .get(&marker_key)
+                    .query_async(&mut connection),
+            )
             .await?;
         match record {
             Some(json) => Ok(Some((parse_user(&json)?, status_of(marker.as_deref())))),
