@@ -169,8 +169,7 @@ where
                 logs: &logs,
                 return_value: (),
             };
-            // Most answers fit (and glibc serves this size from its small bins, without the
-            // consolidation a 1 KiB request triggers), so the buffer is rarely regrown.
+            // Presized: most answers fit, so the buffer is rarely regrown.
             let mut body = Vec::with_capacity(512);
             match serde_json::to_writer(&mut body, &answer) {
                 Ok(()) => {
@@ -212,7 +211,8 @@ where
     S: Stream<Item = Result<B, warp::Error>> + Unpin,
     B: Buf,
 {
-    let mut first: Option<Bytes> = None;
+    let mut first = Bytes::new();
+    // Only a body that comes in several pieces is copied into one buffer.
     let mut joined: Option<BytesMut> = None;
     let mut total = 0usize;
     while let Some(chunk) = body.next().await {
@@ -222,19 +222,13 @@ where
             return Err(ReadError::TooLarge);
         }
         let piece = chunk.copy_to_bytes(chunk.remaining());
-        match (&first, &mut joined) {
-            (None, _) => first = Some(piece),
-            (Some(_), Some(joined)) => joined.extend_from_slice(&piece),
-            (Some(head), None) => {
-                let mut both = BytesMut::with_capacity(head.len() + piece.len());
-                both.extend_from_slice(head);
-                both.extend_from_slice(&piece);
-                joined = Some(both);
-            }
+        if first.is_empty() && joined.is_none() {
+            first = piece;
+        } else {
+            joined
+                .get_or_insert_with(|| BytesMut::from(&first[..]))
+                .extend_from_slice(&piece);
         }
     }
-    Ok(match (joined, first) {
-        (Some(joined), _) => joined.freeze(),
-        (None, first) => first.unwrap_or_default(),
-    })
+    Ok(joined.map_or(first, BytesMut::freeze))
 }

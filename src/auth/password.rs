@@ -71,11 +71,6 @@ impl PasswordHasher {
         Self::new(std::thread::available_parallelism().map_or(1, usize::from))
     }
 
-    /// How many hashes may run at once.
-    pub fn parallelism(&self) -> usize {
-        self.parallelism
-    }
-
     fn params() -> Result<Params, HashError> {
         Params::new(MEMORY_KIB, ITERATIONS, LANES, Some(OUTPUT_LEN)).map_err(hash_error)
     }

@@ -1,5 +1,6 @@
 //! `GET /health`: whether the handler and its store answer, within a short bound.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -27,14 +28,14 @@ pub async fn run(app: &App, invocation: &Invocation) -> Result<Outputs, Invocati
             200,
             &Report {
                 status: OK,
-                checks: (
+                checks: BTreeMap::from([(
                     name,
                     Check {
                         status: OK,
                         latency_ms: Some((elapsed.as_secs_f64() * 100_000.0).round() / 100.0),
                         error: None,
                     },
-                ),
+                )]),
             },
         ),
         Err(error) => {
@@ -43,14 +44,14 @@ pub async fn run(app: &App, invocation: &Invocation) -> Result<Outputs, Invocati
                 503,
                 &Report {
                     status: UNAVAILABLE,
-                    checks: (
+                    checks: BTreeMap::from([(
                         name,
                         Check {
                             status: UNAVAILABLE,
                             latency_ms: None,
                             error: Some(&error),
                         },
-                    ),
+                    )]),
                 },
             )
             .header("Retry-After", "5")
@@ -66,8 +67,7 @@ const UNAVAILABLE: &str = "unavailable";
 #[derive(Serialize)]
 struct Report<'a> {
     status: &'static str,
-    #[serde(serialize_with = "one_entry_map")]
-    checks: (&'static str, Check<'a>),
+    checks: BTreeMap<&'static str, Check<'a>>,
 }
 
 #[derive(Serialize)]
@@ -78,11 +78,4 @@ struct Check<'a> {
     latency_ms: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<&'a str>,
-}
-
-fn one_entry_map<S: serde::Serializer>(
-    (name, check): &(&'static str, Check<'_>),
-    serializer: S,
-) -> Result<S::Ok, S::Error> {
-    serializer.collect_map(std::iter::once((name, check)))
 }

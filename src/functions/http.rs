@@ -11,13 +11,7 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
 
 /// A JSON answer that no cache keeps (answers carry tokens and profiles).
 pub fn json(status: u16, body: &impl Serialize) -> HttpResponse {
-    let mut text = Vec::with_capacity(256);
-    let text = match serde_json::to_writer(&mut text, body) {
-        // serde_json writes UTF-8 only.
-        Ok(()) => String::from_utf8(text).unwrap_or_default(),
-        Err(_) => String::new(),
-    };
-    HttpResponse::new(status, text)
+    HttpResponse::new(status, serde_json::to_string(body).unwrap_or_default())
         .header("Content-Type", "application/json; charset=utf-8")
         .header("Cache-Control", "no-store")
 }

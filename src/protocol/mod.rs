@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use serde::ser::SerializeMap;
 use serde_json::Value;
-
 use serde_json::value::RawValue;
+
 use wire::{Envelope, Informational, RawObject, WireRequest};
 
 /// Header carrying the host's id for one invocation; it ties our log lines to the host's.
@@ -156,11 +156,6 @@ impl Headers {
             .iter()
             .filter(move |(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, value)| value.as_str())
-    }
-
-    /// True when the request had no headers.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
     }
 
     /// Builds headers from name/value pairs (tests and the dev host).

@@ -232,6 +232,51 @@ impl<'de> Deserialize<'de> for WireRequest {
     }
 }
 
+/// The visits of a visitor that turns any value but an array into text (strings as they are,
+/// null empty, anything else its JSON) and then evaluates `$finish` with `$this` (the visitor)
+/// and `$text` bound.
+macro_rules! text_of_non_arrays {
+    ($de:lifetime, |$this:ident, $text:ident| $finish:expr) => {
+        fn visit_str<E>(self, value: &str) -> Result<Self::Value, E> {
+            let ($this, $text) = (self, value.to_owned());
+            Ok($finish)
+        }
+        fn visit_string<E>(self, value: String) -> Result<Self::Value, E> {
+            let ($this, $text) = (self, value);
+            Ok($finish)
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            let ($this, $text) = (self, String::new());
+            Ok($finish)
+        }
+        fn visit_none<E>(self) -> Result<Self::Value, E> {
+            let ($this, $text) = (self, String::new());
+            Ok($finish)
+        }
+        fn visit_bool<E>(self, value: bool) -> Result<Self::Value, E> {
+            let ($this, $text) = (self, value.to_string());
+            Ok($finish)
+        }
+        fn visit_i64<E>(self, value: i64) -> Result<Self::Value, E> {
+            let ($this, $text) = (self, value.to_string());
+            Ok($finish)
+        }
+        fn visit_u64<E>(self, value: u64) -> Result<Self::Value, E> {
+            let ($this, $text) = (self, value.to_string());
+            Ok($finish)
+        }
+        fn visit_f64<E>(self, value: f64) -> Result<Self::Value, E> {
+            let ($this, $text) = (self, Value::from(value).to_string());
+            Ok($finish)
+        }
+        fn visit_map<A: MapAccess<$de>>(self, map: A) -> Result<Self::Value, A::Error> {
+            let object = Value::deserialize(MapAccessDeserializer::new(map))?;
+            let ($this, $text) = (self, object.to_string());
+            Ok($finish)
+        }
+    };
+}
+
 /// A JSON value as text: strings as they are, null empty, arrays comma-joined, anything else
 /// its JSON.
 pub(super) struct Text(pub(super) String);
@@ -244,30 +289,6 @@ impl<'de> Deserialize<'de> for Text {
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("a JSON value")
             }
-            fn visit_str<E>(self, text: &str) -> Result<Text, E> {
-                Ok(Text(text.to_owned()))
-            }
-            fn visit_string<E>(self, text: String) -> Result<Text, E> {
-                Ok(Text(text))
-            }
-            fn visit_unit<E>(self) -> Result<Text, E> {
-                Ok(Text(String::new()))
-            }
-            fn visit_none<E>(self) -> Result<Text, E> {
-                Ok(Text(String::new()))
-            }
-            fn visit_bool<E>(self, b: bool) -> Result<Text, E> {
-                Ok(Text(b.to_string()))
-            }
-            fn visit_i64<E>(self, n: i64) -> Result<Text, E> {
-                Ok(Text(n.to_string()))
-            }
-            fn visit_u64<E>(self, n: u64) -> Result<Text, E> {
-                Ok(Text(n.to_string()))
-            }
-            fn visit_f64<E>(self, n: f64) -> Result<Text, E> {
-                Ok(Text(Value::from(n).to_string()))
-            }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Text, A::Error> {
                 let mut parts = Vec::new();
                 while let Some(Text(part)) = seq.next_element()? {
@@ -275,10 +296,7 @@ impl<'de> Deserialize<'de> for Text {
                 }
                 Ok(Text(parts.join(",")))
             }
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Text, A::Error> {
-                let object = Value::deserialize(MapAccessDeserializer::new(map))?;
-                Ok(Text(object.to_string()))
-            }
+            text_of_non_arrays!('de, |_scalar, text| Text(text));
         }
         deserializer.deserialize_any(Scalar)
     }
@@ -289,12 +307,6 @@ impl<'de> Deserialize<'de> for Text {
 struct ValuesOf<'a> {
     name: String,
     into: &'a mut Vec<(String, String)>,
-}
-
-impl ValuesOf<'_> {
-    fn push(self, value: String) {
-        self.into.push((self.name, value));
-    }
 }
 
 impl<'de> DeserializeSeed<'de> for ValuesOf<'_> {
@@ -315,39 +327,7 @@ impl<'de> Visitor<'de> for ValuesOf<'_> {
         }
         Ok(())
     }
-    fn visit_str<E>(self, text: &str) -> Result<(), E> {
-        self.push(text.to_owned());
-        Ok(())
-    }
-    fn visit_string<E>(self, text: String) -> Result<(), E> {
-        self.push(text);
-        Ok(())
-    }
-    fn visit_unit<E>(self) -> Result<(), E> {
-        self.push(String::new());
-        Ok(())
-    }
-    fn visit_bool<E>(self, b: bool) -> Result<(), E> {
-        self.push(b.to_string());
-        Ok(())
-    }
-    fn visit_i64<E>(self, n: i64) -> Result<(), E> {
-        self.push(n.to_string());
-        Ok(())
-    }
-    fn visit_u64<E>(self, n: u64) -> Result<(), E> {
-        self.push(n.to_string());
-        Ok(())
-    }
-    fn visit_f64<E>(self, n: f64) -> Result<(), E> {
-        self.push(Value::from(n).to_string());
-        Ok(())
-    }
-    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
-        let object = Value::deserialize(MapAccessDeserializer::new(map))?;
-        self.push(object.to_string());
-        Ok(())
-    }
+    text_of_non_arrays!('de, |this, text| this.into.push((this.name, text)));
 }
 
 /// `Headers`: an object of name → values; anything else reads as no headers.

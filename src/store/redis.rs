@@ -141,6 +141,15 @@ impl RedisStore {
         self.bounded(cmd.query_async(&mut connection)).await
     }
 
+    /// Runs a pipeline (one round trip) on the shared connection.
+    async fn query_pipeline<T: redis::FromRedisValue>(
+        &self,
+        pipe: &redis::Pipeline,
+    ) -> Result<T, StoreError> {
+        let mut connection = self.connection.clone();
+        self.bounded(pipe.query_async(&mut connection)).await
+    }
+
     /// Deletes `key` if it still holds `value`.
     async fn delete_if(&self, key: &str, value: &str) -> Result<(), StoreError> {
         let mut connection = self.connection.clone();
@@ -311,14 +320,8 @@ impl UserStore for RedisStore {
     async fn find_user(&self, id: UserId) -> Result<Option<(User, OnboardingStatus)>, StoreError> {
         let (user_key, marker_key) = (self.user_key(id), self.marker_key(id));
         // Same hash tag, same slot: one round trip, still one key per command.
-        let mut connection = self.connection.clone();
         let (record, marker): (Option<String>, Option<String>) = self
-            .bounded(
-                redis::pipe()
-                    .get(&user_key)
-                    .get(&marker_key)
-                    .query_async(&mut connection),
-            )
+            .query_pipeline(redis::pipe().get(&user_key).get(&marker_key))
             .await?;
         match record {
             Some(json) => Ok(Some((parse_user(&json)?, status_of(marker.as_deref())))),
@@ -343,9 +346,8 @@ impl UserStore for RedisStore {
         let mut pipe = redis::pipe();
         pipe.get(&user_key);
         attempt.add_to(&mut pipe);
-        let mut connection = self.connection.clone();
         let (record, set, marker): (Option<String>, Option<String>, Option<String>) =
-            self.bounded(pipe.query_async(&mut connection)).await?;
+            self.query_pipeline(&pipe).await?;
         let claim = attempt.outcome(set, marker);
         let user = record.map(|json| parse_user(&json)).transpose();
         if !matches!(user, Ok(Some(_))) && claim == Some(Claim::Claimed) {
@@ -380,9 +382,8 @@ impl UserStore for RedisStore {
         for _ in 0..2 {
             let mut pipe = redis::pipe();
             attempt.add_to(&mut pipe);
-            let mut connection = self.connection.clone();
             let (set, marker): (Option<String>, Option<String>) =
-                self.bounded(pipe.query_async(&mut connection)).await?;
+                self.query_pipeline(&pipe).await?;
             if let Some(claim) = attempt.outcome(set, marker) {
                 return Ok(claim);
             }
