@@ -168,8 +168,12 @@ pub fn wait_http(
 
 /// CPU time (user + system) a process has used so far, from /proc/<pid>/stat.
 pub fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
-    /// /proc counts in USER_HZ ticks, 100 per second on Linux.
-    const TICKS_PER_SECOND: u64 = 100;
+    // SAFETY: sysconf only reads a configuration value.
+    let ticks_per_second = match unsafe { libc::sysconf(libc::_SC_CLK_TCK) } {
+        n if n > 0 => n as u64,
+        // USER_HZ, what /proc counts in on every mainstream Linux.
+        _ => 100,
+    };
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // Fields after the command name (which may hold spaces), from field 3 on.
     let rest = stat
@@ -185,7 +189,7 @@ pub fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
     };
     // utime and stime are fields 14 and 15, i.e. 11 and 12 after the name.
     let total = ticks(11)? + ticks(12)?;
-    Ok(Duration::from_millis(total * 1000 / TICKS_PER_SECOND))
+    Ok(Duration::from_millis(total * 1000 / ticks_per_second))
 }
 
 /// Resident memory of a process, in KiB: now, and the peak since start or the last reset.

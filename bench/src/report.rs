@@ -57,13 +57,14 @@ impl Report {
 
     /// A ratio taken round by round (see `Paired`); the median decides.
     pub fn paired_ratio(&mut self, name: &str, paired: &crate::run::Paired, min: f64) {
-        let ratio = crate::run::median(&paired.ratios);
+        let ratio = crate::probe::median(&paired.ratios);
         let rounds: Vec<String> = paired.ratios.iter().map(|r| format!("{r:.2}")).collect();
         self.checks.push(Check {
             name: name.to_owned(),
             measured: format!(
-                "{ratio:.2}, the median of {} rounds ({}); median rates {:.0} / {:.0} req/s",
+                "{ratio:.2}, the median of {} round{} ({}); median rates {:.0} / {:.0} req/s",
                 rounds.len(),
+                if rounds.len() == 1 { "" } else { "s" },
                 rounds.join(", "),
                 paired.product,
                 paired.ceiling
@@ -92,20 +93,11 @@ impl Report {
         md.push_str("\n| group | measurement | rate | p50 ms | p99 ms | peak RSS MiB | notes |\n");
         md.push_str("|---|---|---:|---:|---:|---:|---|\n");
         for row in &self.rows {
+            let [rate, p50, p99, rss] = figures(row);
             let _ = writeln!(
                 md,
-                "| {} | {} | {} | {} | {} | {} | {} |",
-                row.group,
-                row.name,
-                row.rate
-                    .map(|r| format!("{} {}", fmt_rate(r), row.unit))
-                    .unwrap_or_default(),
-                fmt_opt(row.p50_ms),
-                fmt_opt(row.p99_ms),
-                row.peak_rss_mib
-                    .map(|m| format!("{m:.1}"))
-                    .unwrap_or_default(),
-                row.note
+                "| {} | {} | {rate} | {p50} | {p99} | {rss} | {} |",
+                row.group, row.name, row.note
             );
         }
         md.push_str("\n| target | measured | wanted | |\n|---|---|---|---|\n");
@@ -130,10 +122,16 @@ impl Report {
 }
 
 fn one_line(row: &Row) -> String {
+    let [rate, p50, p99, rss] = figures(row);
     format!(
-        "{:<9} {:<52} {:>14} p50 {:>8} p99 {:>8} rss {:>6} {}",
-        row.group,
-        row.name,
+        "{:<9} {:<52} {rate:>14} p50 {p50:>8} p99 {p99:>8} rss {rss:>6} {}",
+        row.group, row.name, row.note
+    )
+}
+
+/// A row's rate (with its unit), p50, p99 and peak RSS as text; empty where not measured.
+fn figures(row: &Row) -> [String; 4] {
+    [
         row.rate
             .map(|r| format!("{} {}", fmt_rate(r), row.unit))
             .unwrap_or_default(),
@@ -142,8 +140,7 @@ fn one_line(row: &Row) -> String {
         row.peak_rss_mib
             .map(|m| format!("{m:.1}"))
             .unwrap_or_default(),
-        row.note
-    )
+    ]
 }
 
 fn fmt_rate(rate: f64) -> String {

@@ -161,7 +161,7 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
     }
     let (health, root) = if want_http {
         let ceilings = run.start_ceilings(&pre, &redis_url)?;
-        let health = run.health(&handler, &ceilings, &pre).await?;
+        let health = run.health(&handler, &ceilings).await?;
         let root = run.root(&handler, &ceilings, &pre).await?;
         (Some(health), Some(root))
     } else {
@@ -592,6 +592,22 @@ impl Run {
         Ok((summary, peak))
     }
 
+    /// The row of a fixed-rate probe run beside a load; returns its p99 in ms.
+    fn probe_row(&mut self, group: &'static str, name: String, probe: &probe::ProbeRun) -> f64 {
+        let p99 = mail::percentile_ms(&probe.latencies_us, 99.0);
+        self.report.row(Row {
+            group,
+            name,
+            rate: Some(probe.latencies_us.len() as f64 / self.long.as_secs_f64()),
+            unit: "req/s",
+            p50_ms: Some(mail::percentile_ms(&probe.latencies_us, 50.0)),
+            p99_ms: Some(p99),
+            peak_rss_mib: None,
+            note: probe_note(probe),
+        });
+        p99
+    }
+
     fn wrk_row(
         &mut self,
         group: &'static str,
@@ -700,12 +716,7 @@ impl Run {
     }
 
     /// health: warp, warp + PING, the handler, round by round.
-    async fn health(
-        &mut self,
-        handler: &Handler,
-        c: &Ceilings,
-        _pre: &Preflight,
-    ) -> anyhow::Result<Paired> {
+    async fn health(&mut self, handler: &Handler, c: &Ceilings) -> anyhow::Result<Paired> {
         let body = Body::Fixed(health_envelope().to_string());
         self.http_trio("health", body, handler, c, "PING").await
     }
@@ -721,8 +732,9 @@ impl Run {
         self.http_trio("root", body, handler, c, "GET").await
     }
 
-    /// Rounds of (warp, warp + Redis, handler), each `short / rounds` long (at least 1 s); each
-    /// row reports the round with the median rate, so one disturbed round does not decide.
+    /// Rounds of (warp, warp + Redis, handler), each 3/5 of a phase long (at least 1 s): the
+    /// targets take the median of the round-by-round ratios, each row the round with the median
+    /// rate, so one disturbed round does not decide.
     async fn http_trio(
         &mut self,
         function: &str,
@@ -733,7 +745,7 @@ impl Run {
     ) -> anyhow::Result<Paired> {
         let n = self.options.connections;
         let rounds = self.rounds();
-        let each = Duration::from_secs((self.short.as_secs() * 3 / rounds as u64).max(1));
+        let each = Duration::from_secs((self.short.as_secs() * 3 / 5).max(1));
         let mut targets = vec![
             (c.plain_port, c.plain.pid(), "warp"),
             (c.redis_port, c.with_redis.pid(), "warp-redis"),
@@ -756,11 +768,15 @@ impl Run {
         }
         // Each round runs the ceiling and the handler back to back, so their ratio within a round
         // is the steadiest figure on a machine whose speed drifts; the target takes the median.
-        let paired: Vec<f64> = results[1]
-            .iter()
-            .zip(&results[2])
-            .map(|((ceiling, _), (product, _))| product.rps() / ceiling.rps())
-            .collect();
+        let round_ratios = |ceiling: &[(wrk::Summary, Option<f64>)]| -> Vec<f64> {
+            ceiling
+                .iter()
+                .zip(&results[2])
+                .map(|((ceiling, _), (product, _))| product.rps() / ceiling.rps())
+                .collect()
+        };
+        let paired = round_ratios(&results[1]);
+        let pipeline_ratios = results.get(3).map(|pipeline| round_ratios(pipeline));
         let mut results = results.into_iter().map(median_round);
         let (plain, with_redis, product) = (
             results.next().expect("plain"),
@@ -794,20 +810,19 @@ impl Run {
         }
         let mut note = format!(
             "{:.2} × warp + {command} (round by round: {})",
-            median(&paired),
+            probe::median(&paired),
             paired
                 .iter()
                 .map(|r| format!("{r:.2}"))
                 .collect::<Vec<_>>()
                 .join(", ")
         );
-        if let Some(pipeline) = &pipeline {
-            note.push_str(&format!(
-                "; medians {:.2} × warp + pipeline",
-                product.0.rps() / pipeline.0.rps()
-            ));
+        if let Some(ratios) = &pipeline_ratios {
+            note.push_str(&format!("; {:.2} × warp + pipeline", probe::median(ratios)));
         }
-        note.push_str(&format!("; {}", rates(&product)));
+        if !product.2.is_empty() {
+            note.push_str(&format!("; {}", product.2));
+        }
         self.wrk_row(
             "handler",
             format!("{function} (POST /{function}, host envelope)"),
@@ -872,11 +887,13 @@ impl Run {
             name: format!("ceiling: raw argon2id m=19456 t=2 p=1, {threads} threads"),
             rate: Some(raw),
             unit: "hash/s",
-            p50_ms: Some(secs * 1000.0 * threads as f64 / hashes as f64),
+            // Hashes are timed in bulk: a mean per hash, not a percentile.
+            p50_ms: None,
             p99_ms: None,
             peak_rss_mib: None,
             note: format!(
-                "{hashes} hashes in {secs:.1} s ({:.1}/s before createUser, {:.1}/s after); p50 = mean time per hash",
+                "{hashes} hashes in {secs:.1} s, {:.2} ms each on average ({:.1}/s before createUser, {:.1}/s after)",
+                secs * 1000.0 * threads as f64 / hashes as f64,
                 h1 as f64 / s1,
                 h2 as f64 / s2
             ),
@@ -894,10 +911,13 @@ impl Run {
                 name: format!("raw argon2id on all {cores} cores (not a target's ceiling)"),
                 rate: Some(all),
                 unit: "hash/s",
-                p50_ms: Some(secs * 1000.0 * cores as f64 / hashes as f64),
+                p50_ms: None,
                 p99_ms: None,
                 peak_rss_mib: None,
-                note: format!("{hashes} hashes in {secs:.1} s"),
+                note: format!(
+                    "{hashes} hashes in {secs:.1} s, {:.2} ms each on average",
+                    secs * 1000.0 * cores as f64 / hashes as f64
+                ),
             });
             note.push_str(&format!(", {:.2} × all cores", rate / all));
         }
@@ -908,20 +928,14 @@ impl Run {
             peak,
             note,
         );
-        let p99 = mail::percentile_ms(&probe.latencies_us, 99.0);
-        self.report.row(Row {
-            group: "handler",
-            name: format!(
+        let p99 = self.probe_row(
+            "handler",
+            format!(
                 "health probe every {} ms during createUser",
                 PROBE_EVERY.as_millis()
             ),
-            rate: Some(probe.latencies_us.len() as f64 / self.long.as_secs_f64()),
-            unit: "req/s",
-            p50_ms: Some(mail::percentile_ms(&probe.latencies_us, 50.0)),
-            p99_ms: Some(p99),
-            peak_rss_mib: None,
-            note: probe_note(&probe),
-        });
+            &probe,
+        );
         Ok((raw, rate, p99))
     }
 
@@ -1212,20 +1226,14 @@ impl Run {
             peak,
             String::new(),
         );
-        let p99 = mail::percentile_ms(&probe.latencies_us, 99.0);
-        self.report.row(Row {
-            group: "dev",
-            name: format!(
+        let p99 = self.probe_row(
+            "dev",
+            format!(
                 "GET /health every {} ms during POST /createUser",
                 PROBE_EVERY.as_millis()
             ),
-            rate: Some(probe.latencies_us.len() as f64 / self.long.as_secs_f64()),
-            unit: "req/s",
-            p50_ms: Some(mail::percentile_ms(&probe.latencies_us, 50.0)),
-            p99_ms: Some(p99),
-            peak_rss_mib: None,
-            note: probe_note(&probe),
-        });
+            &probe,
+        );
         dev.stop();
         Ok(p99)
     }
@@ -1294,13 +1302,6 @@ pub struct Paired {
     pub product: f64,
     pub ceiling: f64,
     pub ratios: Vec<f64>,
-}
-
-/// The median of some figures (the upper one of the middle two for an even count).
-pub fn median(values: &[f64]) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    sorted.get(sorted.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 /// The round with the median rate, its peak RSS the largest of all rounds, and every round's

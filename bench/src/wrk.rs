@@ -62,7 +62,7 @@ pub struct Summary {
     pub duration_us: u64,
     pub p50_us: u64,
     pub p99_us: u64,
-    #[allow(dead_code)] // kept in results for reading by hand
+    #[allow(dead_code)] // parsed from wrk's summary, for reading in a debugger; not reported
     pub max_us: u64,
     pub connect: u64,
     pub read: u64,
