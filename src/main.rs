@@ -12,6 +12,11 @@ use onboarding::config::{Mode, Settings};
 use onboarding::functions::declaration;
 use onboarding::{devhost, server, telemetry};
 
+/// mimalloc rather than the C library's allocator: every request makes dozens of small
+/// allocations, and musl's allocator (the static Linux build) is slow at exactly that.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Sign-up service on Azure Functions: with no command, serves the Functions host on
 /// 127.0.0.1:$FUNCTIONS_CUSTOMHANDLER_PORT.
 #[derive(Parser)]
