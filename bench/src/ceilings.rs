@@ -3,6 +3,10 @@
 //! - HTTP: a minimal warp server (same warp, same tokio runtime shape) that reads the invocation
 //!   body and answers the very JSON the handler answered, optionally after the same single Redis
 //!   command (PING for health, GET of the user's record for root) on a multiplexed connection.
+//! - Mail, like for like (a diagnostic): the same server's `POST /sendOnboarding` makes
+//!   sendOnboarding's own Redis round trips for the user the envelope names (GET record + claim
+//!   `SET NX PX` + GET marker in one pipeline, then the `sent:` SET) around sending the product's
+//!   captured email through the TCP_NODELAY pool of [`crate::mail::NodelayPool`].
 //! - Store: `redis-benchmark` at the same concurrency.
 //! - Crypto: argon2id with the product's parameters on as many threads as the product hashes at
 //!   once, each reusing its memory.
@@ -16,6 +20,9 @@ use anyhow::{Context as _, bail};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
 use bytes::Bytes;
 use warp::Filter;
+use warp::Reply as _;
+
+use crate::mail::{NodelayPool, PRODUCT_POOL_SIZE, Sample};
 
 /// The product's argon2id parameters (src/auth/password.rs): OWASP's 19 MiB, t = 2, p = 1, a
 /// 32-byte output.
@@ -49,9 +56,116 @@ pub struct CeilingOptions {
     /// File holding the handler's answer to a root invocation.
     #[arg(long)]
     pub root_answer: PathBuf,
+    /// Serve `POST /sendOnboarding`, sending through a TCP_NODELAY pool to this SMTP port (needs
+    /// --redis, --onboarding-email and --onboarding-answer).
+    #[arg(long, requires_all = ["redis", "onboarding_email", "onboarding_answer"])]
+    pub smtp_port: Option<u16>,
+    /// The email /sendOnboarding sends: the DATA payload as the run's `email.eml` holds it.
+    #[arg(long)]
+    pub onboarding_email: Option<PathBuf>,
+    /// File holding the handler's answer to a sendOnboarding invocation.
+    #[arg(long)]
+    pub onboarding_answer: Option<PathBuf>,
+    /// The product's key prefix (REDIS_KEY_PREFIX), for the keys /sendOnboarding touches.
+    #[arg(long, default_value = "bench:")]
+    pub key_prefix: String,
 }
 
-/// The ceiling server: `GET /` (readiness), `POST /health`, `POST /root`.
+/// The product's claim lease on a send: its default SMTP timeout (src/config.rs) plus its claim
+/// margin (src/app.rs), in milliseconds, for `PX`.
+const ONBOARDING_CLAIM_LEASE_MS: u64 = 35_000;
+
+/// What `POST /sendOnboarding` needs.
+struct OnboardingCeiling {
+    redis: redis::aio::ConnectionManager,
+    pool: NodelayPool,
+    email: Sample,
+    answer: Bytes,
+    key_prefix: String,
+    /// Claim tokens are `<token_prefix>.<counter>`, as the product makes them.
+    token_prefix: String,
+    next_token: AtomicU64,
+}
+
+impl OnboardingCeiling {
+    /// sendOnboarding's store and mail work for one message: the lookup and claim in one
+    /// pipeline, the email, then the confirmation. A missing user, or a marker already there
+    /// (sent, or another delivery's claim), sends nothing (the product acknowledges the first two
+    /// and waits on the third; none happens with the bench's fresh users). Answers the handler's
+    /// JSON, or 500 on a failure.
+    async fn handle(&self, body: &[u8]) -> warp::reply::Response {
+        match self.send(body).await {
+            Ok(()) => json_reply(self.answer.clone()),
+            Err(e) => {
+                eprintln!("serve-ceiling: sendOnboarding: {e:#}");
+                warp::reply::with_status("failed", warp::http::StatusCode::INTERNAL_SERVER_ERROR)
+                    .into_response()
+            }
+        }
+    }
+
+    async fn send(&self, body: &[u8]) -> anyhow::Result<()> {
+        let user_id = onboarding_user_id(body).context("no userId in the envelope")?;
+        let prefix = &self.key_prefix;
+        // src/store/redis.rs: user_key, marker_key.
+        let user_key = format!("{prefix}user:{{{user_id}}}");
+        let marker_key = format!("{prefix}user:{{{user_id}}}:onboarding");
+        let token = self.next_token.fetch_add(1, Ordering::Relaxed);
+        let claim = format!("sending:{}.{token}", self.token_prefix);
+        let mut redis = self.redis.clone();
+        let (record, claimed, _marker): (Option<Vec<u8>>, Option<String>, Option<Vec<u8>>) =
+            redis::pipe()
+                .get(&user_key)
+                .cmd("SET")
+                .arg(&marker_key)
+                .arg(&claim)
+                .arg("NX")
+                .arg("PX")
+                .arg(ONBOARDING_CLAIM_LEASE_MS)
+                .get(&marker_key)
+                .query_async(&mut redis)
+                .await
+                .context("lookup and claim")?;
+        if record.is_none() || claimed.is_none() {
+            return Ok(());
+        }
+        self.pool.send(&self.email).await?;
+        let () = redis::cmd("SET")
+            .arg(&marker_key)
+            .arg(format!("sent:{}", rfc3339_now()))
+            .query_async(&mut redis)
+            .await
+            .context("confirm")?;
+        Ok(())
+    }
+}
+
+/// The user id of a sendOnboarding envelope, found without parsing it: the 36 characters after
+/// the first `userId` key, past its quotes, backslashes and colon (in the twice-encoded
+/// `Data.message`, or in `Metadata`, whichever comes first; both carry the same id).
+fn onboarding_user_id(body: &[u8]) -> Option<&str> {
+    const KEY: &[u8] = b"userId";
+    let at = body.windows(KEY.len()).position(|w| w == KEY)? + KEY.len();
+    let rest = &body[at..];
+    let start = rest.iter().position(|b| !b"\\\": ".contains(b))?;
+    let id = rest[start..].get(..36)?;
+    id.iter()
+        .all(|b| b.is_ascii_hexdigit() || *b == b'-')
+        .then(|| std::str::from_utf8(id).ok())
+        .flatten()
+}
+
+/// Now as RFC 3339 in UTC, whole seconds (what the product's `domain::rfc3339` writes).
+fn rfc3339_now() -> String {
+    let now = time::OffsetDateTime::now_utc();
+    now.replace_nanosecond(0)
+        .unwrap_or(now)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| now.unix_timestamp().to_string())
+}
+
+/// The ceiling server: `GET /` (readiness), `POST /health`, `POST /root`, and with --smtp-port
+/// `POST /sendOnboarding` (404 without).
 pub fn serve_ceiling(options: CeilingOptions) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -69,6 +183,26 @@ pub fn serve_ceiling(options: CeilingOptions) -> anyhow::Result<()> {
                 .context("redis")?,
             ),
             None => None,
+        };
+        let onboarding = match (&redis, options.smtp_port) {
+            (Some(redis), Some(smtp_port)) => {
+                let read = |path: &Option<PathBuf>, what: &str| {
+                    let path = path
+                        .as_ref()
+                        .with_context(|| format!("--{what} is needed"))?;
+                    std::fs::read(path).with_context(|| format!("reading {}", path.display()))
+                };
+                Some(Arc::new(OnboardingCeiling {
+                    redis: redis.clone(),
+                    pool: NodelayPool::new(smtp_port, PRODUCT_POOL_SIZE),
+                    email: Sample::from_data(read(&options.onboarding_email, "onboarding-email")?)?,
+                    answer: Bytes::from(read(&options.onboarding_answer, "onboarding-answer")?),
+                    key_prefix: options.key_prefix.clone(),
+                    token_prefix: uuid::Uuid::new_v4().simple().to_string(),
+                    next_token: AtomicU64::new(0),
+                }))
+            }
+            _ => None,
         };
         let root_key = Arc::new(options.root_key);
         let second_key = Arc::new(options.root_second_key);
@@ -119,11 +253,27 @@ pub fn serve_ceiling(options: CeilingOptions) -> anyhow::Result<()> {
                     json_reply(answer)
                 }
             });
+        let onboarding_route = warp::post()
+            .and(warp::path("sendOnboarding"))
+            .and(warp::path::end())
+            .and(warp::body::bytes())
+            .then(move |body: Bytes| {
+                let onboarding = onboarding.clone();
+                async move {
+                    match onboarding {
+                        Some(onboarding) => onboarding.handle(&body).await,
+                        None => warp::reply::with_status("", warp::http::StatusCode::NOT_FOUND)
+                            .into_response(),
+                    }
+                }
+            });
         let routes = ready
             .map(warp::reply::Reply::into_response)
             .or(health_route)
             .unify()
             .or(root_route)
+            .unify()
+            .or(onboarding_route)
             .unify();
         warp::serve(routes).incoming(listener).run().await;
         Ok(())
@@ -250,4 +400,23 @@ pub async fn redis_benchmark(
         bail!("redis-benchmark printed no results:\n{text}");
     }
     Ok(results)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_user_id_in_a_service_bus_envelope() {
+        let id = crate::wrk::seeded_user_id(2, 77);
+        let envelope = crate::envelope::service_bus(&crate::envelope::onboarding_message(
+            &id,
+            "a@bench.example",
+        ));
+        assert_eq!(
+            onboarding_user_id(envelope.to_string().as_bytes()),
+            Some(id.as_str())
+        );
+        assert_eq!(onboarding_user_id(b"{\"userId\":\"short\"}"), None);
+    }
 }

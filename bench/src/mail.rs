@@ -8,7 +8,9 @@
 //!   its removal. The "off" connection is made by us (`TcpStream` + `set_nodelay(true)`) and handed
 //!   to `AsyncSmtpConnection::connect_with_transport`, the only way lettre 0.11.23 allows;
 //! - a pool of such nodelay connections (the same size as the product's), which is what the
-//!   product would need to own to get there today.
+//!   product would need to own to get there today. The same pool ([`NodelayPool`]) sends the
+//!   email in the warp `POST /sendOnboarding` ceiling (ceilings.rs), which adds the HTTP and the
+//!   product's Redis round trips to it.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -70,10 +72,16 @@ pub struct Sample {
 }
 
 impl Sample {
+    /// From the message as the sink captured it.
     pub fn new(mut data: Vec<u8>) -> anyhow::Result<Self> {
         if data.ends_with(b"\r\n") {
             data.truncate(data.len() - 2);
         }
+        Self::from_data(data)
+    }
+
+    /// From [`data`](Self::data) as it is (e.g. read back from the run's `email.eml`).
+    pub fn from_data(data: Vec<u8>) -> anyhow::Result<Self> {
         let envelope = Envelope::new(
             Some("onboarding@bench.example".parse::<Address>()?),
             vec!["ceiling@bench.example".parse::<Address>()?],
@@ -292,7 +300,51 @@ pub async fn lettre_single(
 /// lettre's pool semantics over connections we make with TCP_NODELAY: an idle connection is
 /// reused after a NOOP (as lettre's pool does), a new one is opened when none is idle, and at most
 /// `max_idle` are kept. This is what the product would own to send without the stall today, and
-/// what lettre's pooled transport gives once it sets TCP_NODELAY itself.
+/// what lettre's pooled transport gives once it sets TCP_NODELAY itself. Cloning shares the pool.
+#[derive(Clone)]
+pub struct NodelayPool {
+    port: u16,
+    max_idle: usize,
+    idle: Arc<Mutex<Vec<AsyncSmtpConnection>>>,
+}
+
+impl NodelayPool {
+    pub fn new(port: u16, max_idle: u32) -> Self {
+        Self {
+            port,
+            max_idle: max_idle as usize,
+            idle: Arc::new(Mutex::new(Vec::new())),
+        }
+    }
+
+    /// Sends `sample` on an idle connection, or on a new one when none is idle.
+    pub async fn send(&self, sample: &Sample) -> anyhow::Result<()> {
+        let mut connection = loop {
+            let pooled = self.idle.lock().unwrap().pop();
+            match pooled {
+                Some(mut c) => {
+                    if c.test_connected().await {
+                        break c;
+                    }
+                    c.abort().await;
+                }
+                None => break lettre_connection(self.port, true).await?,
+            }
+        };
+        let result = connection.send(&sample.envelope, &sample.data).await;
+        if connection.has_broken() {
+            connection.abort().await;
+        } else {
+            let mut idle = self.idle.lock().unwrap();
+            if idle.len() < self.max_idle {
+                idle.push(connection);
+            }
+        }
+        result.map(drop).context("lettre send")
+    }
+}
+
+/// `senders` tasks sharing a [`NodelayPool`] of at most `max_idle` idle connections.
 pub async fn lettre_nodelay_pool(
     port: u16,
     max_idle: u32,
@@ -300,34 +352,11 @@ pub async fn lettre_nodelay_pool(
     duration: Duration,
     sample: &Sample,
 ) -> anyhow::Result<MailRun> {
-    let idle: Arc<Mutex<Vec<AsyncSmtpConnection>>> = Arc::new(Mutex::new(Vec::new()));
+    let pool = NodelayPool::new(port, max_idle);
     let sample = sample.clone();
     let run = drive(senders, duration, move || {
-        let (idle, sample) = (idle.clone(), sample.clone());
-        async move {
-            let mut connection = loop {
-                let pooled = idle.lock().unwrap().pop();
-                match pooled {
-                    Some(mut c) => {
-                        if c.test_connected().await {
-                            break c;
-                        }
-                        c.abort().await;
-                    }
-                    None => break lettre_connection(port, true).await?,
-                }
-            };
-            let result = connection.send(&sample.envelope, &sample.data).await;
-            if connection.has_broken() {
-                connection.abort().await;
-            } else {
-                let mut idle = idle.lock().unwrap();
-                if idle.len() < max_idle as usize {
-                    idle.push(connection);
-                }
-            }
-            result.map(drop).context("lettre send")
-        }
+        let (pool, sample) = (pool.clone(), sample.clone());
+        async move { pool.send(&sample).await }
     })
     .await;
     Ok(run)

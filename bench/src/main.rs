@@ -2,9 +2,10 @@
 //! is held to (see docs/BENCHMARKS.md). `scripts/bench` builds both and calls `bench run`.
 //!
 //! Layout: [`run`] orders the phases and checks the targets; [`wrk`] drives HTTP load;
-//! [`envelope`] builds the host's invocation payloads; [`ceilings`] holds the warp, Redis and
-//! argon2id ceilings; [`mail`] the SMTP ones; [`sink`] is the SMTP server; [`probe`] times single
-//! requests and process starts; [`procs`] starts and watches processes; [`report`] prints.
+//! [`envelope`] builds the host's invocation payloads; [`ceilings`] holds the warp (among them the
+//! like-for-like sendOnboarding one, warp + Redis + lettre), Redis and argon2id ceilings; [`mail`]
+//! the SMTP ones; [`sink`] is the SMTP server; [`probe`] times single requests and process starts;
+//! [`procs`] starts and watches processes; [`report`] prints.
 
 mod ceilings;
 mod envelope;

@@ -695,7 +695,7 @@ impl Run {
                     if second {
                         command
                             .arg("--root-second-key")
-                            .arg(format!("{}:onboarding", user_key(&pre.user_id)));
+                            .arg(marker_key(&pre.user_id));
                     }
                 }
                 let mut child = Child::spawn(name, command, &self.dir.join("logs"))?;
@@ -939,7 +939,9 @@ impl Run {
         Ok((raw, rate, p99))
     }
 
-    /// The mail ceilings and sendOnboarding end to end.
+    /// The mail ceilings, sendOnboarding end to end, then (a diagnostic) the like-for-like
+    /// ceiling: warp with sendOnboarding's Redis round trips and the TCP_NODELAY lettre pool,
+    /// under the same load on the same users.
     async fn mail(
         &mut self,
         handler: &Handler,
@@ -1017,21 +1019,55 @@ impl Run {
             placeholder: PLACEHOLDER,
             key: Key::Uuid,
         };
-        let spec = self.envelope_spec(handler.port, "sendOnboarding", body, n, self.short);
+        let spec = self.envelope_spec(handler.port, "sendOnboarding", body.clone(), n, self.short);
         let before = sink.accepted();
         let (summary, peak) = self
             .load("sendOnboarding-handler", &spec, Some(handler.child.pid()))
             .await?;
         let sent = sink.accepted() - before;
         let rate = sent as f64 / summary.seconds();
-        let per_thread_used = summary
-            .requests
-            .div_ceil(u64::from(self.options.threads.min(n)));
-        if per_thread_used > per_thread {
-            self.report.notes.push(format!(
-                "sendOnboarding ran past the {per_thread} seeded users per wrk thread: later messages found no user (no email)."
-            ));
-        }
+        self.check_seeded_users_sufficed("sendOnboarding", &summary, per_thread);
+
+        // The like-for-like ceiling, right after: the same wrk load on the same users, whose
+        // markers are cleared first so that each of them gets its email again.
+        let answer = self.dir.join("sendOnboarding-answer.json");
+        std::fs::write(&answer, &raw_answer)?;
+        self.reset_onboarding_markers(redis_url, per_thread).await?;
+        let mut ceiling = self.start_onboarding_ceiling(redis_url, port, &answer)?;
+        let spec = self.envelope_spec(ceiling.port, "sendOnboarding", body, n, self.short);
+        let before = sink.accepted();
+        let (like, like_peak) = self
+            .load(
+                "sendOnboarding-warp-redis-lettre",
+                &spec,
+                Some(ceiling.child.pid()),
+            )
+            .await?;
+        let like_sent = sink.accepted() - before;
+        ceiling.child.stop();
+        let like_rate = like_sent as f64 / like.seconds();
+        self.check_seeded_users_sufficed("the like-for-like mail ceiling", &like, per_thread);
+        self.report.row(Row {
+            group: "mail",
+            name: "diagnostic: warp + sendOnboarding's Redis round trips + lettre pool (TCP_NODELAY, emails accepted by the sink)".into(),
+            rate: Some(like_rate),
+            unit: "msg/s",
+            p50_ms: Some(like.p50_us as f64 / 1000.0),
+            p99_ms: Some(like.p99_us as f64 / 1000.0),
+            peak_rss_mib: like_peak,
+            note: format!(
+                "{like_sent} emails, {} invocations{}; per message: GET record + SET NX PX + GET marker in one pipeline, the email, SET sent{}",
+                like.requests,
+                like.cpu_us_per_request
+                    .map(|cpu| format!(", CPU {cpu:.1} µs/msg"))
+                    .unwrap_or_default(),
+                if like.errors() > 0 {
+                    format!("; errors: {}", like.describe_errors())
+                } else {
+                    String::new()
+                }
+            ),
+        });
         self.report.row(Row {
             group: "handler",
             name: "sendOnboarding (POST /sendOnboarding, emails accepted by the sink)".into(),
@@ -1041,7 +1077,7 @@ impl Run {
             p99_ms: Some(summary.p99_us as f64 / 1000.0),
             peak_rss_mib: peak,
             note: format!(
-                "{sent} emails, {} invocations{}; {:.2} × pooled lettre, {:.2} × nodelay pool{}",
+                "{sent} emails, {} invocations{}; {:.2} × pooled lettre, {:.2} × nodelay pool, {:.2} × like-for-like{}",
                 summary.requests,
                 summary
                     .cpu_us_per_request
@@ -1049,6 +1085,7 @@ impl Run {
                     .unwrap_or_default(),
                 rate / pooled.rate(),
                 rate / nodelay_pool.rate(),
+                rate / like_rate,
                 if summary.errors() > 0 {
                     format!("; errors: {}", summary.describe_errors())
                 } else {
@@ -1086,6 +1123,23 @@ impl Run {
         });
     }
 
+    /// The (wrk thread, request number) of every seeded user the load can reach.
+    fn seeded_ids(&self, per_thread: u64) -> Vec<(u32, u64)> {
+        (1..=self.options.threads.min(self.options.connections))
+            .flat_map(|t| (1..=per_thread).map(move |n| (t, n)))
+            .collect()
+    }
+
+    /// Notes when a sendOnboarding load ran out of seeded users (later messages sent nothing).
+    fn check_seeded_users_sufficed(&mut self, what: &str, summary: &wrk::Summary, per_thread: u64) {
+        let threads = self.options.threads.min(self.options.connections);
+        if summary.requests.div_ceil(u64::from(threads)) > per_thread {
+            self.report.notes.push(format!(
+                "{what} ran past the {per_thread} seeded users per wrk thread: later messages found no user (no email)."
+            ));
+        }
+    }
+
     /// Writes `per_thread` users for each wrk thread (and one for the check), copies of the
     /// preflight user's record with their own id and email, in the store's own layout.
     async fn seed_users(
@@ -1098,9 +1152,7 @@ impl Run {
             .get_multiplexed_async_connection()
             .await?;
         let mut ids: Vec<(u32, u64)> = vec![(0xff, 1)];
-        for t in 1..=self.options.threads.min(self.options.connections) {
-            ids.extend((1..=per_thread).map(|n| (t, n)));
-        }
+        ids.extend(self.seeded_ids(per_thread));
         for batch in ids.chunks(2000) {
             let mut pipe = redis::pipe();
             for &(t, n) in batch {
@@ -1116,6 +1168,61 @@ impl Run {
             let () = pipe.query_async(&mut redis).await?;
         }
         Ok(())
+    }
+
+    /// Deletes the onboarding markers of the seeded users the load can reach, so each of them
+    /// is owed its email again, as right after [`seed_users`](Self::seed_users).
+    async fn reset_onboarding_markers(
+        &self,
+        redis_url: &str,
+        per_thread: u64,
+    ) -> anyhow::Result<()> {
+        let mut redis = redis::Client::open(redis_url)?
+            .get_multiplexed_async_connection()
+            .await?;
+        for batch in self.seeded_ids(per_thread).chunks(2000) {
+            let mut pipe = redis::pipe();
+            for &(t, n) in batch {
+                pipe.cmd("DEL")
+                    .arg(marker_key(&wrk::seeded_user_id(t, n)))
+                    .ignore();
+            }
+            let () = pipe.query_async(&mut redis).await?;
+        }
+        Ok(())
+    }
+
+    /// The warp ceiling server with `POST /sendOnboarding` (Redis and the TCP_NODELAY pool),
+    /// answering `answer` (the handler's answer to a seeded user's message).
+    fn start_onboarding_ceiling(
+        &self,
+        redis_url: &str,
+        smtp_port: u16,
+        answer: &Path,
+    ) -> anyhow::Result<OnboardingCeiling> {
+        let port = procs::free_port()?;
+        let mut command = Command::new(std::env::current_exe()?);
+        command
+            .arg("serve-ceiling")
+            .arg("--port")
+            .arg(port.to_string())
+            .arg("--health-answer")
+            .arg(self.dir.join("health-answer.json"))
+            .arg("--root-answer")
+            .arg(self.dir.join("root-answer.json"))
+            .arg("--redis")
+            .arg(redis_url)
+            .arg("--key-prefix")
+            .arg(KEY_PREFIX)
+            .arg("--smtp-port")
+            .arg(smtp_port.to_string())
+            .arg("--onboarding-email")
+            .arg(self.dir.join("email.eml"))
+            .arg("--onboarding-answer")
+            .arg(answer);
+        let mut child = Child::spawn("warp-redis-lettre", command, &self.dir.join("logs"))?;
+        procs::wait_http(&mut child, port, "/", 200, Duration::from_secs(10))?;
+        Ok(OnboardingCeiling { child, port })
     }
 
     /// Peak RSS under many concurrent sign-ups.
@@ -1331,6 +1438,12 @@ struct Ceilings {
     pipeline_port: u16,
 }
 
+/// The warp server with sendOnboarding's Redis round trips and the lettre pool.
+struct OnboardingCeiling {
+    child: Child,
+    port: u16,
+}
+
 struct MailResult {
     product: f64,
     lettre_pooled: f64,
@@ -1349,6 +1462,11 @@ fn probe_note(probe: &probe::ProbeRun) -> String {
 /// The store's key for a user record (src/store/redis.rs: `<prefix>user:{<id>}`).
 fn user_key(id: &str) -> String {
     format!("{KEY_PREFIX}user:{{{id}}}")
+}
+
+/// The store's key for a user's onboarding marker (src/store/redis.rs: `<user key>:onboarding`).
+fn marker_key(id: &str) -> String {
+    format!("{}:onboarding", user_key(id))
 }
 
 fn health_envelope() -> Value {
