@@ -70,6 +70,10 @@ struct Endpoint {
     start_tls: StartTls,
     credentials: Option<Credentials>,
     hello: ClientId,
+    /// PEM roots trusted beside the public web PKI: only tests add one, for a loopback server
+    /// with a self-signed certificate.
+    #[cfg(test)]
+    extra_roots: Vec<Vec<u8>>,
 }
 
 struct Idle {
@@ -160,7 +164,22 @@ impl Endpoint {
             start_tls,
             credentials,
             hello,
+            #[cfg(test)]
+            extra_roots: Vec::new(),
         })
+    }
+
+    /// How STARTTLS verifies the server: its certificate must chain to a public root and name
+    /// the host from `SMTP_URL`.
+    fn tls_parameters(&self) -> Result<TlsParameters, lettre::transport::smtp::Error> {
+        #[cfg_attr(not(test), allow(unused_mut))]
+        let mut builder = TlsParameters::builder(self.host.clone());
+        #[cfg(test)]
+        for pem in &self.extra_roots {
+            builder = builder
+                .add_root_certificate(lettre::transport::smtp::client::Certificate::from_pem(pem)?);
+        }
+        builder.build()
     }
 }
 
@@ -212,7 +231,7 @@ impl Pool {
         if endpoint.start_tls != StartTls::Never
             && (connection.can_starttls() || endpoint.start_tls == StartTls::Required)
         {
-            let parameters = TlsParameters::new(endpoint.host.clone()).map_err(smtp)?;
+            let parameters = endpoint.tls_parameters().map_err(smtp)?;
             connection
                 .starttls(parameters, &endpoint.hello)
                 .await
@@ -390,6 +409,10 @@ impl Mailer for SmtpMailer {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "smtp_starttls_tests.rs"]
+mod starttls_tests;
 
 #[cfg(test)]
 mod tests {
