@@ -226,8 +226,8 @@ impl Pool {
         )
         .await
         .map_err(smtp)?;
-        // `required` asks even when the server does not offer STARTTLS, so lettre fails the
-        // session instead of sending in clear text.
+        // `required` asks lettre for STARTTLS even when the server does not offer it, so lettre
+        // ends the session (before AUTH) instead of sending in clear text.
         if endpoint.start_tls != StartTls::Never
             && (connection.can_starttls() || endpoint.start_tls == StartTls::Required)
         {
