@@ -5,8 +5,9 @@
 //!   command (PING for health, GET of the user's record for root) on a multiplexed connection.
 //! - Mail, like for like (a diagnostic): the same server's `POST /sendOnboarding` makes
 //!   sendOnboarding's own Redis round trips for the user the envelope names (GET record + claim
-//!   `SET NX PX` + GET marker in one pipeline, then the `sent:` SET) around sending the product's
-//!   captured email through the TCP_NODELAY pool of [`crate::mail::NodelayPool`].
+//!   `SET NX PX` + GET marker in one pipeline, then the `sent:` SET) around sending the
+//!   product's email, composed once, through the product's own SMTP client
+//!   (`onboarding::mail::SmtpMailer`: its pool, its TCP_NODELAY connections, its held writes).
 //! - Store: `redis-benchmark` at the same concurrency.
 //! - Crypto: argon2id with the product's parameters on as many threads as the product hashes at
 //!   once, each reusing its memory.
@@ -22,7 +23,9 @@ use bytes::Bytes;
 use warp::Filter;
 use warp::Reply as _;
 
-use crate::mail::{NodelayPool, PRODUCT_POOL_SIZE, Sample};
+use onboarding::config::SmtpSettings;
+use onboarding::domain::{UserEmail, UserName};
+use onboarding::mail::{Mailer as _, OnboardingEmail, SmtpMailer, compose};
 
 /// The product's argon2id parameters (src/auth/password.rs): OWASP's 19 MiB, t = 2, p = 1, a
 /// 32-byte output.
@@ -56,13 +59,10 @@ pub struct CeilingOptions {
     /// File holding the handler's answer to a root invocation.
     #[arg(long)]
     pub root_answer: PathBuf,
-    /// Serve `POST /sendOnboarding`, sending through a TCP_NODELAY pool to this SMTP port (needs
-    /// --redis, --onboarding-email and --onboarding-answer).
-    #[arg(long, requires_all = ["redis", "onboarding_email", "onboarding_answer"])]
+    /// Serve `POST /sendOnboarding`, sending with the product's SMTP client to this port (needs
+    /// --redis and --onboarding-answer).
+    #[arg(long, requires_all = ["redis", "onboarding_answer"])]
     pub smtp_port: Option<u16>,
-    /// The email /sendOnboarding sends: the DATA payload as the run's `email.eml` holds it.
-    #[arg(long)]
-    pub onboarding_email: Option<PathBuf>,
     /// File holding the handler's answer to a sendOnboarding invocation.
     #[arg(long)]
     pub onboarding_answer: Option<PathBuf>,
@@ -78,8 +78,8 @@ const ONBOARDING_CLAIM_LEASE_MS: u64 = 35_000;
 /// What `POST /sendOnboarding` needs.
 struct OnboardingCeiling {
     redis: redis::aio::ConnectionManager,
-    pool: NodelayPool,
-    email: Sample,
+    mailer: SmtpMailer,
+    email: lettre::Message,
     answer: Bytes,
     key_prefix: String,
     /// Claim tokens are `<token_prefix>.<counter>`, as the product makes them.
@@ -129,7 +129,7 @@ impl OnboardingCeiling {
         if record.is_none() || claimed.is_none() {
             return Ok(());
         }
-        self.pool.send(&self.email).await?;
+        self.mailer.send(&self.email).await?;
         let () = redis::cmd("SET")
             .arg(&marker_key)
             .arg(format!("sent:{}", rfc3339_now()))
@@ -155,13 +155,32 @@ fn onboarding_user_id(body: &[u8]) -> Option<&str> {
         .flatten()
 }
 
-/// Now as RFC 3339 in UTC, whole seconds (what the product's `domain::rfc3339` writes).
+/// The product's SMTP client, set up as the handler sets it up for `SMTP_URL=smtp://127.0.0.1:<port>`.
+fn product_mailer(port: u16) -> anyhow::Result<SmtpMailer> {
+    let settings = SmtpSettings {
+        url: format!("smtp://127.0.0.1:{port}").into(),
+        display: format!("smtp://127.0.0.1:{port}"),
+        timeout: Duration::from_secs(30),
+    };
+    SmtpMailer::new(&settings).context("the product's SMTP client")
+}
+
+/// The product's onboarding email, composed by the product's code with the bench's settings.
+fn product_email() -> anyhow::Result<lettre::Message> {
+    let from = "Onboarding <onboarding@bench.example>".parse()?;
+    let link = url::Url::parse("https://bench.example.net/")?;
+    let email = OnboardingEmail {
+        from: &from,
+        name: &UserName::parse("Bench Ceiling")?,
+        email: &UserEmail::parse("ceiling@bench.example")?,
+        link: Some(&link),
+    };
+    compose(&email).context("composing the onboarding email")
+}
+
+/// Now as the product writes it in the `sent:` marker.
 fn rfc3339_now() -> String {
-    let now = time::OffsetDateTime::now_utc();
-    now.replace_nanosecond(0)
-        .unwrap_or(now)
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_else(|_| now.unix_timestamp().to_string())
+    onboarding::domain::rfc3339(time::OffsetDateTime::now_utc())
 }
 
 /// The ceiling server: `GET /` (readiness), `POST /health`, `POST /root`, and with --smtp-port
@@ -194,8 +213,8 @@ pub fn serve_ceiling(options: CeilingOptions) -> anyhow::Result<()> {
                 };
                 Some(Arc::new(OnboardingCeiling {
                     redis: redis.clone(),
-                    pool: NodelayPool::new(smtp_port, PRODUCT_POOL_SIZE),
-                    email: Sample::from_data(read(&options.onboarding_email, "onboarding-email")?)?,
+                    mailer: product_mailer(smtp_port)?,
+                    email: product_email()?,
                     answer: Bytes::from(read(&options.onboarding_answer, "onboarding-answer")?),
                     key_prefix: options.key_prefix.clone(),
                     token_prefix: uuid::Uuid::new_v4().simple().to_string(),

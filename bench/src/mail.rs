@@ -80,8 +80,8 @@ impl Sample {
         Self::from_data(data)
     }
 
-    /// From [`data`](Self::data) as it is (e.g. read back from the run's `email.eml`).
-    pub fn from_data(data: Vec<u8>) -> anyhow::Result<Self> {
+    /// From [`data`](Self::data) as it is.
+    fn from_data(data: Vec<u8>) -> anyhow::Result<Self> {
         let envelope = Envelope::new(
             Some("onboarding@bench.example".parse::<Address>()?),
             vec!["ceiling@bench.example".parse::<Address>()?],

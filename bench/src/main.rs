@@ -3,7 +3,8 @@
 //!
 //! Layout: [`run`] orders the phases and checks the targets; [`wrk`] drives HTTP load;
 //! [`envelope`] builds the host's invocation payloads; [`ceilings`] holds the warp (among them the
-//! like-for-like sendOnboarding one, warp + Redis + lettre), Redis and argon2id ceilings; [`mail`]
+//! like-for-like sendOnboarding one: warp, Redis and the product's SMTP client), Redis and
+//! argon2id ceilings; [`mail`]
 //! the SMTP ones; [`sink`] is the SMTP server; [`probe`] times single requests and process starts;
 //! [`procs`] starts and watches processes; [`report`] prints.
 
