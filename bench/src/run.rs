@@ -91,12 +91,11 @@ struct Handler {
     port: u16,
 }
 
-/// What the preflight learned: the user, their token, and the handler's answers.
+/// What the preflight learned: the user and their token (the handler's answers, which the
+/// ceilings replay, it wrote to the run's directory).
 struct Preflight {
     user_id: String,
     token: String,
-    health_answer: Vec<u8>,
-    root_answer: Vec<u8>,
     user_record: Value,
     sample: Sample,
 }
@@ -189,7 +188,7 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
         None
     };
     let readiness = if want_ready {
-        Some(run.readiness(&handler_bin, &redis_url, sink.port, &pre)?)
+        Some(run.readiness(&handler_bin, &redis_url, sink.port)?)
     } else {
         None
     };
@@ -541,8 +540,6 @@ impl Run {
         Ok(Preflight {
             user_id,
             token,
-            health_answer,
-            root_answer,
             user_record,
             sample,
         })
@@ -616,6 +613,21 @@ impl Run {
         peak: Option<f64>,
         note: String,
     ) {
+        self.load_row(group, name, summary, peak, (summary.rps(), "req/s"), note);
+    }
+
+    /// A row for a wrk phase at `rate` (requests per second, or for mail the emails the sink
+    /// accepted per second), with the phase's latencies and peak RSS, and the server's CPU per
+    /// request and any errors beside the note.
+    fn load_row(
+        &mut self,
+        group: &'static str,
+        name: String,
+        summary: &wrk::Summary,
+        peak: Option<f64>,
+        (rate, unit): (f64, &'static str),
+        note: String,
+    ) {
         let errors = summary.describe_errors();
         let note = match summary.cpu_us_per_request {
             Some(cpu) if note.is_empty() => format!("CPU {cpu:.1} µs/req"),
@@ -630,8 +642,8 @@ impl Run {
         self.report.row(Row {
             group,
             name,
-            rate: Some(summary.rps()),
-            unit: "req/s",
+            rate: Some(rate),
+            unit,
             p50_ms: Some(summary.p50_us as f64 / 1000.0),
             p99_ms: Some(summary.p99_us as f64 / 1000.0),
             peak_rss_mib: peak,
@@ -666,26 +678,28 @@ impl Run {
         Ok(())
     }
 
+    /// `bench serve-ceiling` (this program, `exe`) on `port`, answering the handler's own health
+    /// and root answers (the preflight wrote them); callers add the Redis and mail options.
+    fn ceiling_command(&self, exe: &Path, port: u16) -> Command {
+        let mut command = Command::new(exe);
+        command
+            .arg("serve-ceiling")
+            .arg("--port")
+            .arg(port.to_string())
+            .arg("--health-answer")
+            .arg(self.dir.join("health-answer.json"))
+            .arg("--root-answer")
+            .arg(self.dir.join("root-answer.json"));
+        command
+    }
+
     /// The two warp ceiling servers: plain, and with one Redis command per request.
     fn start_ceilings(&self, pre: &Preflight, redis_url: &str) -> anyhow::Result<Ceilings> {
-        let health = self.dir.join("health-answer.json");
-        let root = self.dir.join("root-answer.json");
-        std::fs::write(&health, &pre.health_answer)?;
-        std::fs::write(&root, &pre.root_answer)?;
         let exe = std::env::current_exe()?;
         let start =
             |name: &str, redis: Option<&str>, second: bool| -> anyhow::Result<(Child, u16)> {
                 let port = procs::free_port()?;
-                let mut command = Command::new(&exe);
-                command
-                    .arg("serve-ceiling")
-                    .arg("--port")
-                    .arg(port.to_string());
-                command
-                    .arg("--health-answer")
-                    .arg(&health)
-                    .arg("--root-answer")
-                    .arg(&root);
+                let mut command = self.ceiling_command(&exe, port);
                 if let Some(url) = redis {
                     command
                         .arg("--redis")
@@ -1067,54 +1081,33 @@ impl Run {
         let (like, like_peak, like_rate) = like_rounds.swap_remove(like_rounds.len() / 2);
         let like_ratio = probe::median(&like_ratios);
         let like_ratios: Vec<String> = like_ratios.iter().map(|r| format!("{r:.2}")).collect();
-        self.report.row(Row {
-            group: "mail",
-            name: "diagnostic: warp + sendOnboarding's Redis round trips + the product's SMTP client (emails accepted by the sink)".into(),
-            rate: Some(like_rate),
-            unit: "msg/s",
-            p50_ms: Some(like.p50_us as f64 / 1000.0),
-            p99_ms: Some(like.p99_us as f64 / 1000.0),
-            peak_rss_mib: like_peak,
-            note: format!(
-                "{} invocations{}; per message: GET record + SET NX PX + GET marker in one pipeline, the email, SET sent; {:.2} × nodelay pool; the median of rounds: {} msg/s{}",
+        self.load_row(
+            "mail",
+            "diagnostic: warp + sendOnboarding's Redis round trips + the product's SMTP client (emails accepted by the sink)".into(),
+            &like,
+            like_peak,
+            (like_rate, "msg/s"),
+            format!(
+                "{} invocations; per message: GET record + SET NX PX + GET marker in one pipeline, the email, SET sent; {:.2} × nodelay pool; the median of rounds: {} msg/s",
                 like.requests,
-                like.cpu_us_per_request
-                    .map(|cpu| format!(", CPU {cpu:.1} µs/msg"))
-                    .unwrap_or_default(),
                 like_rate / nodelay_pool.rate(),
                 round_rates.join(", "),
-                if like.errors() > 0 {
-                    format!("; errors: {}", like.describe_errors())
-                } else {
-                    String::new()
-                }
             ),
-        });
-        self.report.row(Row {
-            group: "handler",
-            name: "sendOnboarding (POST /sendOnboarding, emails accepted by the sink)".into(),
-            rate: Some(rate),
-            unit: "msg/s",
-            p50_ms: Some(summary.p50_us as f64 / 1000.0),
-            p99_ms: Some(summary.p99_us as f64 / 1000.0),
-            peak_rss_mib: peak,
-            note: format!(
-                "{sent} emails, {} invocations{}; {:.2} × pooled lettre, {:.2} × nodelay pool; {like_ratio:.2} × like-for-like (round by round: {}){}",
+        );
+        self.load_row(
+            "handler",
+            "sendOnboarding (POST /sendOnboarding, emails accepted by the sink)".into(),
+            &summary,
+            peak,
+            (rate, "msg/s"),
+            format!(
+                "{sent} emails, {} invocations; {:.2} × pooled lettre, {:.2} × nodelay pool; {like_ratio:.2} × like-for-like (round by round: {})",
                 summary.requests,
-                summary
-                    .cpu_us_per_request
-                    .map(|cpu| format!(", handler CPU {cpu:.1} µs/invocation"))
-                    .unwrap_or_default(),
                 rate / pooled.rate(),
                 rate / nodelay_pool.rate(),
                 like_ratios.join(", "),
-                if summary.errors() > 0 {
-                    format!("; errors: {}", summary.describe_errors())
-                } else {
-                    String::new()
-                }
             ),
-        });
+        );
         Ok(MailResult {
             product: rate,
             lettre_pooled: pooled.rate(),
@@ -1223,15 +1216,8 @@ impl Run {
         answer: &Path,
     ) -> anyhow::Result<OnboardingCeiling> {
         let port = procs::free_port()?;
-        let mut command = Command::new(std::env::current_exe()?);
+        let mut command = self.ceiling_command(&std::env::current_exe()?, port);
         command
-            .arg("serve-ceiling")
-            .arg("--port")
-            .arg(port.to_string())
-            .arg("--health-answer")
-            .arg(self.dir.join("health-answer.json"))
-            .arg("--root-answer")
-            .arg(self.dir.join("root-answer.json"))
             .arg("--redis")
             .arg(redis_url)
             .arg("--key-prefix")
@@ -1371,7 +1357,6 @@ impl Run {
         bin: &Path,
         redis_url: &str,
         smtp_port: u16,
-        pre: &Preflight,
     ) -> anyhow::Result<(f64, f64)> {
         let runs = self
             .options
@@ -1385,23 +1370,8 @@ impl Run {
         let down = probe::readiness(runs, |port| {
             self.handler_command(bin, port, &down_url, smtp_port)
         })?;
-        let health = self.dir.join("health-answer.json");
-        let root = self.dir.join("root-answer.json");
-        std::fs::write(&health, &pre.health_answer)?;
-        std::fs::write(&root, &pre.root_answer)?;
         let exe = std::env::current_exe()?;
-        let bare = probe::readiness(runs, |port| {
-            let mut command = Command::new(&exe);
-            command
-                .arg("serve-ceiling")
-                .arg("--port")
-                .arg(port.to_string())
-                .arg("--health-answer")
-                .arg(&health)
-                .arg("--root-answer")
-                .arg(&root);
-            command
-        })?;
+        let bare = probe::readiness(runs, |port| self.ceiling_command(&exe, port))?;
         for (name, times) in [
             ("handler, Redis up", &up),
             ("handler, Redis down (closed port)", &down),

@@ -85,10 +85,6 @@ impl Summary {
         self.requests as f64 / self.seconds()
     }
 
-    pub fn errors(&self) -> u64 {
-        self.connect + self.read + self.write + self.status + self.timeout
-    }
-
     /// Errors as text, empty when none.
     pub fn describe_errors(&self) -> String {
         let mut text = String::new();

@@ -21,13 +21,20 @@ use serde_json::value::RawValue;
 
 use super::{Headers, HttpRequest};
 
-/// The scalar visits of a visitor whose value, for any scalar, is `$empty`.
+/// The visits of a visitor that reads objects only: for an array (skipped through) or any
+/// scalar, its value is `$empty`. The `but_str` form leaves `visit_str` to the visitor.
 macro_rules! not_this_shape {
-    ($empty:expr) => {
-        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+    ($de:lifetime, $empty:expr) => {
+        not_this_shape!($de, but_str, $empty);
+        fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
             Ok($empty)
         }
-        fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+    };
+    ($de:lifetime, but_str, $empty:expr) => {
+        fn visit_seq<A: SeqAccess<$de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+            skip_seq(seq).map(|()| $empty)
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
             Ok($empty)
         }
         fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
@@ -123,10 +130,7 @@ impl<'de> Deserialize<'de> for Informational {
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Informational, A::Error> {
                 Members.visit_map(map).map(Informational)
             }
-            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Informational, A::Error> {
-                skip_seq(seq).map(|()| Informational(RawObject::default()))
-            }
-            not_this_shape!(Informational(RawObject::default()));
+            not_this_shape!('de, Informational(RawObject::default()));
         }
         deserializer.deserialize_any(AnyShape)
     }
@@ -223,10 +227,7 @@ impl<'de> Deserialize<'de> for WireRequest {
                     None => Err("it has no Method"),
                 }))
             }
-            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<WireRequest, A::Error> {
-                skip_seq(seq).map(|()| WireRequest(Err("it is not an object")))
-            }
-            not_this_shape!(WireRequest(Err("it is not an object")));
+            not_this_shape!('de, WireRequest(Err("it is not an object")));
         }
         deserializer.deserialize_any(Request)
     }
@@ -351,10 +352,7 @@ impl<'de> Deserialize<'de> for WireHeaders {
                 }
                 Ok(WireHeaders(Headers(headers)))
             }
-            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<WireHeaders, A::Error> {
-                skip_seq(seq).map(|()| WireHeaders(Headers::default()))
-            }
-            not_this_shape!(WireHeaders(Headers::default()));
+            not_this_shape!('de, WireHeaders(Headers::default()));
         }
         deserializer.deserialize_any(Names)
     }
@@ -385,24 +383,7 @@ impl<'de> Deserialize<'de> for Query {
                         .collect(),
                 ))
             }
-            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Query, A::Error> {
-                skip_seq(seq).map(|()| Query(BTreeMap::new()))
-            }
-            fn visit_unit<E>(self) -> Result<Query, E> {
-                Ok(Query(BTreeMap::new()))
-            }
-            fn visit_bool<E>(self, _: bool) -> Result<Query, E> {
-                Ok(Query(BTreeMap::new()))
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<Query, E> {
-                Ok(Query(BTreeMap::new()))
-            }
-            fn visit_u64<E>(self, _: u64) -> Result<Query, E> {
-                Ok(Query(BTreeMap::new()))
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<Query, E> {
-                Ok(Query(BTreeMap::new()))
-            }
+            not_this_shape!('de, but_str, Query(BTreeMap::new()));
         }
         deserializer.deserialize_any(Pairs)
     }
@@ -428,10 +409,7 @@ impl<'de> Deserialize<'de> for Params {
                 }
                 Ok(Params(pairs))
             }
-            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Params, A::Error> {
-                skip_seq(seq).map(|()| Params(BTreeMap::new()))
-            }
-            not_this_shape!(Params(BTreeMap::new()));
+            not_this_shape!('de, Params(BTreeMap::new()));
         }
         deserializer.deserialize_any(Pairs)
     }

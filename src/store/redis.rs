@@ -187,7 +187,7 @@ impl ClaimAttempt {
     fn new(store: &RedisStore, id: UserId, token: &str, lease: Duration) -> Self {
         Self {
             key: store.marker_key(id),
-            value: format!("{SENDING_PREFIX}{token}"),
+            value: sending_marker(token),
             lease_ms: lease.as_millis().max(1) as u64,
         }
     }
@@ -234,6 +234,11 @@ fn parse_user(json: &str) -> Result<User, StoreError> {
     serde_json::from_str::<StoredUser>(json)
         .map_err(|e| StoreError::Corrupt(format!("a user record is not valid JSON: {e}")))?
         .into_user()
+}
+
+/// The marker value of a claim held by `token`.
+fn sending_marker(token: &str) -> String {
+    format!("{SENDING_PREFIX}{token}")
 }
 
 fn status_of(marker: Option<&str>) -> OnboardingStatus {
@@ -403,9 +408,8 @@ impl UserStore for RedisStore {
 
     #[tracing::instrument(level = "debug", skip_all, fields(user_id = %id))]
     async fn release_onboarding(&self, id: UserId, token: &str) -> Result<(), StoreError> {
-        let key = self.marker_key(id);
-        let value = format!("{SENDING_PREFIX}{token}");
-        self.delete_if(&key, &value).await
+        self.delete_if(&self.marker_key(id), &sending_marker(token))
+            .await
     }
 
     async fn delete_user(&self, id: UserId, email: &UserEmail) -> Result<(), StoreError> {
