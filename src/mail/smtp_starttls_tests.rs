@@ -224,3 +224,47 @@ async fn required_tls_sends_no_password_to_a_server_without_starttls() {
         "{heard:?}"
     );
 }
+
+/// Whatever a tracing subscriber writes, kept for reading.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Even at the most verbose log level (an operator chasing a mail problem), the SMTP password
+/// appears in no log line, neither as typed nor as the base64 of AUTH PLAIN.
+#[tokio::test]
+async fn the_smtp_password_reaches_no_log_line_even_at_trace_level() {
+    use base64::Engine as _;
+
+    let captured = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer({
+            let captured = captured.clone();
+            move || captured.clone()
+        })
+        .finish();
+    let _default = tracing::subscriber::set_default(subscriber);
+    tracing::debug!("the capture works");
+
+    let dir = tempfile::tempdir().unwrap();
+    let (port, root, seen) = start_server(dir.path());
+    let url = format!("smtp://{URL_CREDENTIALS}@localhost:{port}?tls=required");
+    mailer(url, Some(&root)).send(&message(1)).await.unwrap();
+    assert_eq!(seen.lock().unwrap().logins.len(), 1);
+
+    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(logs.contains("the capture works"), "{logs}");
+    let plain = base64::engine::general_purpose::STANDARD.encode(format!("\0{USER}\0{PASSWORD}"));
+    assert!(!logs.contains(PASSWORD), "{logs}");
+    assert!(!logs.contains(&plain), "{logs}");
+}
