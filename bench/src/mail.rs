@@ -8,9 +8,7 @@
 //!   its removal. The "off" connection is made by us (`TcpStream` + `set_nodelay(true)`) and handed
 //!   to `AsyncSmtpConnection::connect_with_transport`, the only way lettre 0.11.23 allows;
 //! - a pool of such nodelay connections (the same size as the product's), which is what the
-//!   product would need to own to get there today. The same pool ([`NodelayPool`]) sends the
-//!   email in the warp `POST /sendOnboarding` ceiling (ceilings.rs), which adds the HTTP and the
-//!   product's Redis round trips to it.
+//!   product would need to own to get there today.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -77,11 +75,6 @@ impl Sample {
         if data.ends_with(b"\r\n") {
             data.truncate(data.len() - 2);
         }
-        Self::from_data(data)
-    }
-
-    /// From [`data`](Self::data) as it is.
-    fn from_data(data: Vec<u8>) -> anyhow::Result<Self> {
         let envelope = Envelope::new(
             Some("onboarding@bench.example".parse::<Address>()?),
             vec!["ceiling@bench.example".parse::<Address>()?],

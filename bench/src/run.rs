@@ -1207,7 +1207,7 @@ impl Run {
         Ok(())
     }
 
-    /// The warp ceiling server with `POST /sendOnboarding` (Redis and the TCP_NODELAY pool),
+    /// The warp ceiling server with `POST /sendOnboarding` (Redis and the product's SMTP client),
     /// answering `answer` (the handler's answer to a seeded user's message).
     fn start_onboarding_ceiling(
         &self,
@@ -1226,7 +1226,7 @@ impl Run {
             .arg(smtp_port.to_string())
             .arg("--onboarding-answer")
             .arg(answer);
-        let mut child = Child::spawn("warp-redis-lettre", command, &self.dir.join("logs"))?;
+        let mut child = Child::spawn("warp-redis-smtp", command, &self.dir.join("logs"))?;
         procs::wait_http(&mut child, port, "/", 200, Duration::from_secs(10))?;
         Ok(OnboardingCeiling { child, port })
     }
@@ -1428,7 +1428,7 @@ struct Ceilings {
     pipeline_port: u16,
 }
 
-/// The warp server with sendOnboarding's Redis round trips and the lettre pool.
+/// The warp server with sendOnboarding's Redis round trips and the product's SMTP client.
 struct OnboardingCeiling {
     child: Child,
     port: u16,
