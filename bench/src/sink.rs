@@ -1,10 +1,19 @@
 //! The SMTP sink: a real SMTP server (mailin-embedded: blocking IO, one pooled thread per
 //! connection) on loopback that accepts every message, counts it, and keeps a copy of the first
 //! one it is asked to capture (so the ceilings send the product's very email).
+//!
+//! [`Sink::start_limited`] makes it a throttling provider: at most R messages in any 1 s (a
+//! sliding window, stricter than a token bucket or fixed 1 s windows, which both let 2R through
+//! across a boundary). A message is charged at its first accepted `RCPT TO`; past the limit that
+//! `RCPT TO` is answered `451 4.7.0 Too many messages, at most R per second: try again later`
+//! (so no body is accepted and then refused), and counted ([`Sink::throttled`]). The unlimited
+//! sink of [`Sink::start`] has no limiter: its `RCPT TO` is a branch on `None`.
 
+use std::collections::VecDeque;
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use mailin_embedded::{Handler, Response, Server, response};
 
@@ -12,11 +21,42 @@ use mailin_embedded::{Handler, Response, Server, response};
 /// ceilings' clients all stay connected, so this is generous.
 const THREADS: u32 = 256;
 
+/// The rate limit's window: at most R messages in any span this long.
+const RATE_WINDOW: Duration = Duration::from_secs(1);
+
 #[derive(Default)]
 struct Shared {
     accepted: AtomicU64,
     capture: AtomicBool,
     captured: Mutex<Option<Vec<u8>>>,
+    /// `RCPT TO`s refused by the rate limit.
+    throttled: AtomicU64,
+}
+
+/// A provider's rate limit: the messages admitted within the last [`RATE_WINDOW`].
+struct Limiter {
+    per_second: u32,
+    admitted: Mutex<VecDeque<Instant>>,
+}
+
+impl Limiter {
+    /// Charges one message now, if the limit allows it.
+    fn admit(&self) -> bool {
+        let now = Instant::now();
+        let mut admitted = self.admitted.lock().unwrap();
+        while admitted
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= RATE_WINDOW)
+        {
+            admitted.pop_front();
+        }
+        if admitted.len() < self.per_second as usize {
+            admitted.push_back(now);
+            true
+        } else {
+            false
+        }
+    }
 }
 
 /// A running sink; it lives until the process exits.
@@ -27,12 +67,29 @@ pub struct Sink {
 }
 
 impl Sink {
+    /// A sink that accepts every message.
     pub fn start() -> anyhow::Result<Self> {
+        Self::serve(None)
+    }
+
+    /// A sink that accepts at most `per_second` messages in any 1 s and answers `451 4.7.0`
+    /// at `RCPT TO` past it (see the module doc).
+    #[allow(dead_code)] // For a throttled-provider phase; run.rs does not have one yet.
+    pub fn start_limited(per_second: u32) -> anyhow::Result<Self> {
+        Self::serve(Some(Arc::new(Limiter {
+            per_second,
+            admitted: Mutex::new(VecDeque::with_capacity(per_second as usize)),
+        })))
+    }
+
+    fn serve(limiter: Option<Arc<Limiter>>) -> anyhow::Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0")?;
         let port = listener.local_addr()?.port();
         let shared = Arc::new(Shared::default());
         let mut server = Server::new(Counter {
             shared: shared.clone(),
+            limiter,
+            charged: false,
             data: None,
         });
         server
@@ -54,6 +111,12 @@ impl Sink {
         self.shared.accepted.load(Ordering::Relaxed)
     }
 
+    /// `RCPT TO`s refused with `451 4.7.0` by the rate limit so far (0 when unlimited).
+    #[allow(dead_code)] // For a throttled-provider phase; run.rs does not have one yet.
+    pub fn throttled(&self) -> u64 {
+        self.shared.throttled.load(Ordering::Relaxed)
+    }
+
     /// Keeps the next message received, whole.
     pub fn capture_next(&self) {
         *self.shared.captured.lock().unwrap() = None;
@@ -70,10 +133,37 @@ impl Sink {
 #[derive(Clone)]
 struct Counter {
     shared: Arc<Shared>,
+    /// `None` for the unlimited sink.
+    limiter: Option<Arc<Limiter>>,
+    /// Whether the message under way has been charged to the rate limit.
+    charged: bool,
     data: Option<Vec<u8>>,
 }
 
 impl Handler for Counter {
+    fn mail(&mut self, _ip: std::net::IpAddr, _domain: &str, _from: &str) -> Response {
+        self.charged = false;
+        response::OK
+    }
+
+    fn rcpt(&mut self, _to: &str) -> Response {
+        let Some(limiter) = &self.limiter else {
+            return response::OK;
+        };
+        if self.charged || limiter.admit() {
+            self.charged = true;
+            return response::OK;
+        }
+        self.shared.throttled.fetch_add(1, Ordering::Relaxed);
+        Response::custom(
+            451,
+            format!(
+                "4.7.0 Too many messages, at most {} per second: try again later",
+                limiter.per_second
+            ),
+        )
+    }
+
     fn data_start(
         &mut self,
         _domain: &str,
@@ -100,5 +190,82 @@ impl Handler for Counter {
         }
         self.shared.accepted.fetch_add(1, Ordering::Relaxed);
         response::OK
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{BufRead, BufReader, Write};
+    use std::net::TcpStream;
+
+    use super::Sink;
+
+    /// One raw SMTP session: sends each command, returns each reply's last line.
+    fn session(sink: &Sink, commands: &[&str]) -> Vec<String> {
+        let stream = TcpStream::connect(("127.0.0.1", sink.port)).unwrap();
+        let mut replies = BufReader::new(stream.try_clone().unwrap());
+        let mut out = &stream;
+        let mut reply = || {
+            let mut line = String::new();
+            loop {
+                line.clear();
+                replies.read_line(&mut line).unwrap();
+                if line.as_bytes().get(3) != Some(&b'-') {
+                    return line.trim_end().to_owned();
+                }
+            }
+        };
+        reply();
+        commands
+            .iter()
+            .map(|c| {
+                out.write_all(format!("{c}\r\n").as_bytes()).unwrap();
+                reply()
+            })
+            .collect()
+    }
+
+    const MESSAGE: &[&str] = &[
+        "MAIL FROM:<a@example.com>",
+        "RCPT TO:<b@example.com>",
+        "RCPT TO:<c@example.com>",
+        "DATA",
+        "Subject: hi\r\n\r\nhello\r\n.",
+    ];
+
+    fn codes(replies: &[String]) -> Vec<&str> {
+        replies.iter().map(|r| &r[..3]).collect()
+    }
+
+    #[test]
+    fn the_limited_sink_refuses_past_its_rate_at_rcpt_to() {
+        let sink = Sink::start_limited(1).unwrap();
+        let mut commands = vec!["EHLO client"];
+        commands.extend(MESSAGE);
+        commands.extend(&MESSAGE[..2]);
+        let replies = session(&sink, &commands);
+        // One message with two recipients is charged once; the next is refused at RCPT TO.
+        assert_eq!(
+            codes(&replies),
+            ["250", "250", "250", "250", "354", "250", "250", "451"]
+        );
+        assert!(
+            replies[7].starts_with("451 4.7.0 Too many messages, at most 1 per second"),
+            "{}",
+            replies[7]
+        );
+        assert_eq!((sink.accepted(), sink.throttled()), (1, 1));
+    }
+
+    #[test]
+    fn the_unlimited_sink_accepts_everything() {
+        let sink = Sink::start().unwrap();
+        let mut commands = vec!["EHLO client"];
+        for _ in 0..3 {
+            commands.extend(MESSAGE);
+        }
+        let replies = session(&sink, &commands);
+        assert!(codes(&replies).iter().all(|c| *c == "250" || *c == "354"));
+        assert_eq!((sink.accepted(), sink.throttled()), (3, 0));
     }
 }
