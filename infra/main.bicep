@@ -31,6 +31,11 @@ param mailFrom string = 'Onboarding <no-reply@example.com>'
 @description('Base URL put in the email\'s link. Empty: the function app\'s own https address.')
 param publicUrl string = ''
 
+@description('Most emails a minute your SMTP provider accepts (SMTP_MAX_PER_MINUTE), enforced across every instance through Redis. Azure Communication Services accepts 30 a minute from a custom domain and 5 from an Azure-managed one by default; use your own limit when it differs.')
+@minValue(1)
+@maxValue(100000)
+param smtpMaxPerMinute int = 30
+
 @description('Upper bound on instances the app scales out to.')
 @maxValue(1000)
 param maximumInstanceCount int = 40
@@ -417,6 +422,9 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     SMTP_URL: '@Microsoft.KeyVault(SecretUri=${smtpUrlValue.properties.secretUri})'
     MAIL_FROM: mailFrom
     PUBLIC_URL: empty(publicUrl) ? 'https://${functionApp.properties.defaultHostName}' : publicUrl
+    // The provider's rate, shared by every instance through Redis, so a burst of sign-ups waits
+    // for send slots instead of drawing throttle replies (see the README's "Provider limits").
+    SMTP_MAX_PER_MINUTE: string(smtpMaxPerMinute)
     RUST_LOG: 'info'
   }
   dependsOn: [
