@@ -279,3 +279,45 @@ where
     }
     Ok(joined.map_or(first, BytesMut::freeze))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Mode, Settings};
+
+    async fn app() -> Arc<App> {
+        let settings = Settings::from_lookup(Mode::Dev, |_| None).unwrap();
+        let outbox = std::env::temp_dir().join("server-tests-outbox");
+        Arc::new(App::build(&settings, &outbox).await.unwrap())
+    }
+
+    #[tokio::test]
+    async fn serving_ends_well_only_when_asked_to() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve(listener, app().await, async {
+            let _ = rx.await;
+        }));
+        tx.send(()).unwrap();
+        assert!(server.await.unwrap().is_ok());
+    }
+
+    /// A listener that stops accepting ends the server with an error (so `handler` exits
+    /// non-zero and the host restarts it), never with a quiet success.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn a_dead_listener_is_an_error_not_a_clean_exit() {
+        use std::os::fd::AsRawFd as _;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        // SAFETY: shutdown(2) on a socket this test owns; on Linux, accept then fails (EINVAL).
+        let rc = unsafe { libc::shutdown(listener.as_raw_fd(), libc::SHUT_RDWR) };
+        assert_eq!(rc, 0);
+        let ended = tokio::time::timeout(
+            Duration::from_secs(5),
+            serve(listener, app().await, std::future::pending()),
+        )
+        .await
+        .expect("serve returned");
+        assert!(matches!(ended, Err(ServeError::Accept(_))), "{ended:?}");
+    }
+}
