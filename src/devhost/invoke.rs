@@ -578,6 +578,41 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_2xx_answer_must_be_json_and_an_empty_or_null_one_never_completes() {
+        for (reply, expected) in [
+            (
+                "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 2\r\n\r\n{}",
+                "NotJson",
+            ),
+            ("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}", "NotJson"),
+            (
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 0\r\n\r\n",
+                "NeverCompleted",
+            ),
+            (
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 4\r\n\r\nnull",
+                "NeverCompleted",
+            ),
+        ] {
+            let (addr, _server) = raw_server(reply).await;
+            let client = HandlerClient::new(addr, None).unwrap();
+            let error = client
+                .invoke("createUser", Uuid::new_v4(), &json!({}))
+                .await
+                .unwrap_err();
+            assert!(
+                format!("{error:?}").starts_with(expected),
+                "{reply}: {error:?}"
+            );
+            assert_eq!(
+                error.kills_the_handler(),
+                expected == "NeverCompleted",
+                "{reply}"
+            );
+        }
+    }
+
+    #[tokio::test]
     async fn readiness_waits_for_a_listener_and_gives_up_in_time() {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
