@@ -72,7 +72,9 @@ fn run_async(work: impl std::future::Future<Output = anyhow::Result<()>>) -> Exi
 }
 
 /// Serves the Functions host: settings first (all problems at once), then the port, then lazy
-/// backends, so the readiness ping is answered before Redis or SMTP is reached.
+/// backends, so the readiness ping is answered before Redis or SMTP is reached. Returns `Ok`
+/// (exit code 0) only after SIGTERM or Ctrl-C: the host never restarts a worker that exits 0
+/// (azure-functions-host `WorkerProcess.OnProcessExited`), so ending any other way is an error.
 async fn serve() -> anyhow::Result<()> {
     let settings = Settings::from_env(Mode::Serve)?;
     let port = settings
@@ -86,7 +88,9 @@ async fn serve() -> anyhow::Result<()> {
         tracing::info!("{part}: {backend}");
     }
     tracing::info!(port, "handler listening on 127.0.0.1");
-    server::serve(listener, Arc::new(app), server::shutdown_signal()).await
+    server::serve(listener, Arc::new(app), server::shutdown_signal())
+        .await
+        .context("the handler stopped serving without being asked to")
 }
 
 fn function_json(check: bool, app_root: &std::path::Path) -> ExitCode {

@@ -24,37 +24,84 @@ pub const MAX_ENVELOPE_BYTES: usize = 8 * 1024 * 1024;
 /// How long in-flight invocations may run on after a shutdown signal.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
+/// Why the handler's server stopped without being asked to. The handler must then exit
+/// non-zero: the host restarts a worker that exits with any code but 0, and leaves one that
+/// exits 0 down for good (azure-functions-host `WorkerProcess.OnProcessExited`).
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("the listener failed and cannot accept connections any more: {0}")]
+    Accept(#[source] std::io::Error),
+}
+
 /// Serves the handler on `listener` until `shutdown` resolves, then lets in-flight invocations
-/// finish for at most [`SHUTDOWN_GRACE`].
+/// finish for at most [`SHUTDOWN_GRACE`]. Returns `Ok` only after `shutdown`.
+///
+/// Connections are served by tasks this future owns (not detached with `tokio::spawn`, as
+/// warp's own `run` does): dropping or aborting it drops every open connection at once, which
+/// is how `handler dev` kills an in-process handler after a function timeout.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     app: Arc<App>,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
-    let stopping = Arc::new(tokio::sync::Notify::new());
-    let signal = {
-        let stopping = stopping.clone();
-        async move {
-            shutdown.await;
-            stopping.notify_one();
+) -> Result<(), ServeError> {
+    let filter = routes(app);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut connections = tokio::task::JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((io, _)) => {
+                    let service = hyper_util::service::TowerToHyperService::new(
+                        warp::service(filter.clone()),
+                    );
+                    let connection = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(io), service);
+                    let connection = graceful.watch(connection);
+                    connections.spawn(async move {
+                        if let Err(e) = connection.await {
+                            tracing::debug!("connection from the host ended: {e}");
+                        }
+                    });
+                }
+                Err(e) if is_transient(&e) => {
+                    // Out of file descriptors, or a connection reset before it was accepted:
+                    // wait a moment and go on, as hyper's servers do.
+                    tracing::warn!("cannot accept a connection: {e}");
+                    tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                }
+                Err(e) => return Err(ServeError::Accept(e)),
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
         }
-    };
-    let server = warp::serve(routes(app))
-        .incoming(listener)
-        .graceful(signal)
-        .run();
-    tokio::pin!(server);
-    tokio::select! {
-        () = &mut server => return Ok(()),
-        () = stopping.notified() => {}
     }
+    drop(listener);
     tracing::info!("shutting down: no new connections, finishing in-flight invocations");
-    if tokio::time::timeout(SHUTDOWN_GRACE, server).await.is_err() {
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!(
             "in-flight invocations still running after {SHUTDOWN_GRACE:?}; stopping anyway"
         );
     }
     Ok(())
+}
+
+/// Pause after an accept error that may heal.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
+
+/// Accept errors that say nothing about the listener itself.
+fn is_transient(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind as K;
+    matches!(
+        e.kind(),
+        K::ConnectionAborted | K::ConnectionReset | K::Interrupted | K::WouldBlock
+    ) || matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
 }
 
 /// Resolves on SIGTERM (what the host sends before it stops a process) or Ctrl-C; the
@@ -231,4 +278,46 @@ where
         }
     }
     Ok(joined.map_or(first, BytesMut::freeze))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Mode, Settings};
+
+    async fn app() -> Arc<App> {
+        let settings = Settings::from_lookup(Mode::Dev, |_| None).unwrap();
+        let outbox = std::env::temp_dir().join("server-tests-outbox");
+        Arc::new(App::build(&settings, &outbox).await.unwrap())
+    }
+
+    #[tokio::test]
+    async fn serving_ends_well_only_when_asked_to() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve(listener, app().await, async {
+            let _ = rx.await;
+        }));
+        tx.send(()).unwrap();
+        assert!(server.await.unwrap().is_ok());
+    }
+
+    /// A listener that stops accepting ends the server with an error (so `handler` exits
+    /// non-zero and the host restarts it), never with a quiet success.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn a_dead_listener_is_an_error_not_a_clean_exit() {
+        use std::os::fd::AsRawFd as _;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        // SAFETY: shutdown(2) on a socket this test owns; on Linux, accept then fails (EINVAL).
+        let rc = unsafe { libc::shutdown(listener.as_raw_fd(), libc::SHUT_RDWR) };
+        assert_eq!(rc, 0);
+        let ended = tokio::time::timeout(
+            Duration::from_secs(5),
+            serve(listener, app().await, std::future::pending()),
+        )
+        .await
+        .expect("serve returned");
+        assert!(matches!(ended, Err(ServeError::Accept(_))), "{ended:?}");
+    }
 }

@@ -399,15 +399,16 @@ async fn with_redis_and_smtp_set_the_real_servers_are_used() {
     assert_eq!(health.status(), 200);
 }
 
-/// SMTP down: the message is redelivered with a growing DeliveryCount and dead-lettered after 10
-/// deliveries (visible in /_dev/queues); once SMTP is back, the next user's email goes out.
+/// SMTP down: the message is redelivered at once with a growing DeliveryCount and dead-lettered
+/// after 10 deliveries (visible in /_dev/queues); once SMTP is back, the next user's email goes
+/// out.
 #[tokio::test]
 async fn a_failing_mail_server_leads_to_redelivery_then_dead_letter_then_recovery() {
     let smtp_port = free_port();
     let dev = DevHost::start(
         app_root(),
         &[("SMTP_URL", format!("smtp://127.0.0.1:{smtp_port}"))],
-        &["--retry-base-ms", "10"],
+        &[],
     );
     let first = unique_email("first");
     let (status, body) = dev.sign_up(&first).await;
@@ -487,13 +488,16 @@ async fn local_settings_resolve_binding_names_and_the_environment_wins() {
 #[tokio::test]
 async fn sigterm_stops_and_reports_the_pending_messages() {
     let dev_smtp_down = [("SMTP_URL", format!("smtp://127.0.0.1:{}", free_port()))];
-    let mut dev = DevHost::start(app_root(), &dev_smtp_down, &["--retry-base-ms", "600000"]);
+    // Failing deliveries come back at once; 2000 of them outlast the test.
+    let mut dev = DevHost::start(
+        app_root(),
+        &dev_smtp_down,
+        &["--max-delivery-count", "2000"],
+    );
     let (status, _) = dev.sign_up(&unique_email("late")).await;
     assert_eq!(status, 201);
-    dev.wait_for_queues(Duration::from_secs(30), |q| {
-        q["onboarding"]["scheduled"] == 1
-    })
-    .await;
+    dev.wait_for_queues(Duration::from_secs(30), |q| q["onboarding"]["active"] == 1)
+        .await;
 
     let status = dev.terminate(Duration::from_secs(40));
 
@@ -716,4 +720,430 @@ impl SmtpSink {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The worker lifecycle and Service Bus settlement, as on Azure (PROTOCOL.md), with the host.json
+// limits scaled down. A fake handler (python3's http.server, started by `--handler-process
+// --handler-executable`) misbehaves on demand: each function's mode is read from a file at each
+// invocation, and each invocation is logged as a JSON line.
+// ---------------------------------------------------------------------------------------------
+
+/// The fake handler. Modes (file `<modes>/<function>`): `ok` (default), `fail` (500),
+/// `slowfirst:<s>` (the first invocation sleeps, later ones answer at once), `exit<code>once`
+/// (the first invocation makes the process exit with that code). With FAKE_RESTART_DELAY set,
+/// every start but the first waits that many seconds before listening.
+const FAKE_HANDLER: &str = r#"#!/usr/bin/env python3
+import http.server, json, os, sys, time
+port = int(os.environ["FUNCTIONS_CUSTOMHANDLER_PORT"])
+log, modes = os.environ["FAKE_LOG"], os.environ["FAKE_MODES"]
+started = os.path.join(modes, ".started")
+if os.path.exists(started):
+    time.sleep(float(os.environ.get("FAKE_RESTART_DELAY", "0")))
+open(started, "a").close()
+
+def once(name):
+    marker = os.path.join(modes, ".once-" + name)
+    if os.path.exists(marker):
+        return False
+    open(marker, "a").close()
+    return True
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def log_message(self, *args):
+        pass
+    def reply(self, status, body, content_type):
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def do_GET(self):
+        self.reply(200, b"ok", "text/plain")
+    def do_POST(self):
+        body = b""
+        while True:
+            size = int(self.rfile.readline().strip(), 16)
+            chunk = self.rfile.read(size + 2)[:size]
+            if size == 0:
+                break
+            body += chunk
+        envelope = json.loads(body)
+        function = self.path.strip("/")
+        count = envelope.get("Metadata", {}).get("DeliveryCount")
+        with open(log, "a") as f:
+            f.write(json.dumps({"function": function, "t": time.time(), "pid": os.getpid(),
+                                "deliveryCount": int(count) if count else None}) + "\n")
+        path = os.path.join(modes, function)
+        mode = open(path).read().strip() if os.path.exists(path) else "ok"
+        if mode == "fail":
+            return self.reply(500, b"failing on purpose", "text/plain")
+        if mode.startswith("slowfirst:") and once(function):
+            time.sleep(float(mode.split(":")[1]))
+        if mode.startswith("exit") and mode.endswith("once") and once(function):
+            os._exit(int(mode[4:-4]))
+        answer = {"Outputs": {"res": {"statusCode": 200, "body": "done"}}, "Logs": [], "ReturnValue": None}
+        self.reply(200, json.dumps(answer).encode(), "application/json")
+
+http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
+"#;
+
+/// A fake handler's files: the script, its mode folder and its invocation log.
+struct Fake {
+    dir: TempDir,
+}
+
+impl Fake {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().expect("a folder for the fake handler");
+        let script = dir.path().join("fake_handler.py");
+        std::fs::write(&script, FAKE_HANDLER).expect("write the fake handler");
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755))
+            .expect("make the fake handler executable");
+        std::fs::create_dir(dir.path().join("modes")).expect("the modes folder");
+        Self { dir }
+    }
+
+    fn set(&self, function: &str, mode: &str) {
+        std::fs::write(self.dir.path().join("modes").join(function), mode).expect("write a mode");
+    }
+
+    fn env(&self, extra: &[(&'static str, String)]) -> Vec<(&'static str, String)> {
+        let mut env = vec![
+            ("FAKE_LOG", self.log_path()),
+            (
+                "FAKE_MODES",
+                self.dir.path().join("modes").display().to_string(),
+            ),
+        ];
+        env.extend_from_slice(extra);
+        env
+    }
+
+    fn args(&self) -> Vec<String> {
+        vec![
+            "--handler-process".to_owned(),
+            "--handler-executable".to_owned(),
+            self.dir
+                .path()
+                .join("fake_handler.py")
+                .display()
+                .to_string(),
+        ]
+    }
+
+    fn log_path(&self) -> String {
+        self.dir
+            .path()
+            .join("invocations.log")
+            .display()
+            .to_string()
+    }
+
+    /// Every invocation so far, in order.
+    fn invocations(&self, function: &str) -> Vec<Value> {
+        std::fs::read_to_string(self.log_path())
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v["function"] == function)
+            .collect()
+    }
+}
+
+/// An app root whose host.json has the test's own limits.
+fn app_root_with_host(edit: impl FnOnce(&mut Value)) -> TempDir {
+    let root = app_root();
+    let path = root.path().join("host.json");
+    let mut host: Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("read host.json"))
+            .expect("host.json is JSON");
+    edit(&mut host);
+    std::fs::write(&path, host.to_string()).expect("write host.json");
+    root
+}
+
+impl DevHost {
+    async fn dev_json(&self, what: &str) -> Value {
+        client()
+            .get(self.url(&format!("/_dev/{what}")))
+            .send()
+            .await
+            .expect("GET /_dev/…")
+            .json()
+            .await
+            .expect("JSON")
+    }
+
+    async fn enqueue(&self, body: Value) {
+        let sent = client()
+            .post(self.url("/_dev/queues/onboarding/messages"))
+            .json(&body)
+            .send()
+            .await
+            .expect("enqueue");
+        assert_eq!(sent.status(), 201);
+    }
+
+    /// Polls `/_dev/handler` until `done` holds.
+    async fn wait_for_handler(&self, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let handler = self.dev_json("handler").await;
+            if done(&handler) {
+                return handler;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "handler not as expected: {handler}\n{}",
+                self.output()
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+}
+
+/// A failing delivery comes back at once with DeliveryCount + 1 (no backoff) and the tenth is
+/// dead-lettered with MaxDeliveryCountExceeded and the last error in /_dev/queues.
+#[tokio::test]
+async fn failed_deliveries_come_back_at_once_and_the_tenth_is_dead_lettered() {
+    let fake = Fake::new();
+    fake.set("sendOnboarding", "fail");
+    let args = fake.args();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let dev = DevHost::start(app_root(), &fake.env(&[]), &args);
+    dev.enqueue(json!({"userId": "u1"})).await;
+
+    let queues = dev
+        .wait_for_queues(Duration::from_secs(30), |q| {
+            q["onboarding"]["deadLetter"]
+                .as_array()
+                .is_some_and(|d| !d.is_empty())
+        })
+        .await;
+    let dead = &queues["onboarding"]["deadLetter"][0];
+    assert_eq!(dead["reason"], "MaxDeliveryCountExceeded");
+    assert_eq!(dead["deliveryCount"], 10);
+    let description = dead["errorDescription"].as_str().unwrap_or_default();
+    assert!(description.contains("500"), "{description}");
+    assert_eq!(queues["onboarding"]["active"], 0);
+
+    let seen = fake.invocations("sendOnboarding");
+    let counts: Vec<u64> = seen
+        .iter()
+        .filter_map(|v| v["deliveryCount"].as_u64())
+        .collect();
+    assert_eq!(counts, (1..=10).collect::<Vec<_>>());
+    // The old dev host waited at least a second before each redelivery; Service Bus does not.
+    let times: Vec<f64> = seen.iter().filter_map(|v| v["t"].as_f64()).collect();
+    for pair in times.windows(2) {
+        assert!(pair[1] - pair[0] < 1.0, "a redelivery waited: {times:?}");
+    }
+}
+
+/// An invocation past maxAutoLockRenewalDuration loses its lock: the message is delivered again
+/// (DeliveryCount 2) while the first still runs, and the first's later success is ignored.
+#[tokio::test]
+async fn an_invocation_past_the_lock_renewal_limit_loses_its_message() {
+    let fake = Fake::new();
+    fake.set("sendOnboarding", "slowfirst:4");
+    let args = fake.args();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let root = app_root_with_host(|h| {
+        h["functionTimeout"] = json!("00:00:10");
+        h["extensions"]["serviceBus"]["maxAutoLockRenewalDuration"] = json!("00:00:02");
+    });
+    let dev = DevHost::start(root, &fake.env(&[]), &args);
+    dev.enqueue(json!({"userId": "u1"})).await;
+
+    dev.wait_for_queues(Duration::from_secs(30), |q| {
+        q["onboarding"]["completed"] == 1 && q["onboarding"]["locksLost"] == 1
+    })
+    .await;
+    let seen = fake.invocations("sendOnboarding");
+    let counts: Vec<u64> = seen
+        .iter()
+        .filter_map(|v| v["deliveryCount"].as_u64())
+        .collect();
+    assert_eq!(counts, vec![1, 2]);
+    let gap = seen[1]["t"].as_f64().unwrap() - seen[0]["t"].as_f64().unwrap();
+    assert!(gap >= 1.9, "redelivered only at the renewal limit: {gap}");
+    // The first invocation ends later (4 s) and its success completes nothing.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !dev.output().contains("its success is ignored") {
+        assert!(Instant::now() < deadline, "{}", dev.output());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(dev.output().contains("MessageLockLost"));
+    let q = dev.queues().await;
+    assert_eq!(
+        (
+            q["onboarding"]["completed"].clone(),
+            q["onboarding"]["active"].clone()
+        ),
+        (json!(1), json!(0))
+    );
+}
+
+/// Accepts connections and never answers (a Redis that hangs).
+fn silent_server() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().flatten() {
+            held.push(stream);
+        }
+    });
+    port
+}
+
+/// In-process mode too: at functionTimeout the caller gets an empty 500, the handler is killed
+/// and restarted (same port, same in-memory App), and the other invocation in flight fails
+/// with it, before its own timeout.
+#[tokio::test]
+async fn a_function_timeout_restarts_the_in_process_handler_and_fails_the_other_invocation() {
+    let root = app_root_with_host(|h| h["functionTimeout"] = json!("00:00:01"));
+    let dev = DevHost::start(
+        root,
+        &[(
+            "REDIS_URL",
+            format!("redis://127.0.0.1:{}", silent_server()),
+        )],
+        &[],
+    );
+    let url = dev.handler_url().await;
+    let first = tokio::spawn(sign_up_at(dev.url("/createUser"), unique_email("a")));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let second = tokio::spawn(sign_up_at(dev.url("/createUser"), unique_email("b")));
+    let (first, second) = (first.await.unwrap(), second.await.unwrap());
+    assert_eq!(first, (500, String::new()));
+    assert_eq!(second, (500, String::new()));
+    let handler = dev
+        .wait_for_handler(|h| h["restarts"] == 1 && h["state"] == "ready")
+        .await;
+    assert_eq!(handler["mode"], "in-process");
+    assert_eq!(handler["url"], url, "restarted on the same port");
+    let output = dev.output();
+    assert!(output.contains("timed out after 1s"), "{output}");
+    assert!(
+        output.contains("cannot reach the handler"),
+        "the second was cut: {output}"
+    );
+}
+
+async fn sign_up_at(url: String, email: String) -> (u16, String) {
+    let response = client()
+        .post(url)
+        .json(&json!({"name": "Ada Lovelace", "email": email, "password": "correct horse battery"}))
+        .send()
+        .await
+        .expect("POST /createUser");
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap_or_default())
+}
+
+impl DevHost {
+    async fn handler_url(&self) -> Value {
+        self.dev_json("handler").await["url"].clone()
+    }
+}
+
+/// An invocation arriving while the handler restarts (after a counted crash, exit code 3) is
+/// held until it answers, not failed.
+#[tokio::test]
+async fn invocations_arriving_during_a_restart_are_held_not_failed() {
+    let fake = Fake::new();
+    fake.set("createUser", "exit3once");
+    let args = fake.args();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let dev = DevHost::start(
+        app_root(),
+        &fake.env(&[("FAKE_RESTART_DELAY", "1.5".to_owned())]),
+        &args,
+    );
+    let first_pid = dev.dev_json("handler").await["pid"].clone();
+    let crashed = sign_up_at(dev.url("/createUser"), unique_email("a")).await;
+    assert_eq!(
+        crashed,
+        (500, String::new()),
+        "the crash fails the invocation in flight"
+    );
+    // The crash is seen within the supervisor's 25 ms exit poll; the restart takes 1.5 s.
+    dev.wait_for_handler(|h| h["state"] == "starting").await;
+    let held = sign_up_at(dev.url("/createUser"), unique_email("b")).await;
+    assert_eq!(held, (200, "done".to_owned()));
+    let handler = dev.dev_json("handler").await;
+    assert_eq!(handler["restarts"], 1);
+    assert_ne!(handler["pid"], first_pid);
+    let seen = fake.invocations("createUser");
+    assert_eq!(seen.len(), 2);
+    assert!(
+        dev.output().contains("exited with exit status: 3"),
+        "{}",
+        dev.output()
+    );
+}
+
+/// A handler that exits with code 0 is not restarted: every later invocation fails.
+#[tokio::test]
+async fn a_handler_that_exits_0_is_not_restarted() {
+    let fake = Fake::new();
+    fake.set("createUser", "exit0once");
+    let args = fake.args();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let dev = DevHost::start(app_root(), &fake.env(&[]), &args);
+    assert_eq!(
+        sign_up_at(dev.url("/createUser"), unique_email("a"))
+            .await
+            .0,
+        500
+    );
+    let handler = dev.wait_for_handler(|h| h["state"] == "exited").await;
+    assert_eq!(
+        (handler["pid"].clone(), handler["restarts"].clone()),
+        (Value::Null, json!(0))
+    );
+    assert_eq!(
+        sign_up_at(dev.url("/createUser"), unique_email("b"))
+            .await
+            .0,
+        500
+    );
+    assert_eq!(
+        fake.invocations("createUser").len(),
+        1,
+        "the second never reached a handler"
+    );
+    assert!(
+        dev.output().contains("exited with code 0"),
+        "{}",
+        dev.output()
+    );
+}
+
+/// Queue sends happen after the handler answered: when they fail the caller gets an empty 500
+/// though the user was saved; once sends work, the same sign-up again queues the email.
+#[tokio::test]
+async fn a_failed_queue_send_is_an_empty_500_after_the_user_was_saved() {
+    let dev = DevHost::start(app_root(), &[], &["--fail-queue-sends"]);
+    assert_eq!(dev.dev_json("faults").await, json!({"queueSends": "fail"}));
+    let email = unique_email("send");
+    let failed = sign_up_at(dev.url("/createUser"), email.clone()).await;
+    assert_eq!(failed, (500, String::new()));
+    assert_eq!(dev.queues().await["onboarding"]["active"], 0);
+
+    let switched = client()
+        .put(dev.url("/_dev/faults"))
+        .json(&json!({"queueSends": "ok"}))
+        .send()
+        .await
+        .expect("PUT /_dev/faults");
+    assert_eq!(switched.status(), 200);
+    assert_eq!(dev.dev_json("faults").await, json!({"queueSends": "ok"}));
+    let (status, body) = dev.sign_up(&email).await;
+    assert_eq!(status, 200, "a repeated sign-up of a saved user: {body}");
+    wait_for_eml(&dev.root.path().join("outbox"), &email).await;
 }

@@ -14,6 +14,9 @@ pub const DEFAULT_ROUTE_PREFIX: &str = "api";
 pub const DEFAULT_MAX_CONCURRENT_CALLS: usize = 16;
 /// Invocation time limit when host.json has no `functionTimeout` (the Consumption plan's).
 pub const DEFAULT_FUNCTION_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+/// How long the Service Bus extension renews a delivery's lock when host.json does not set
+/// `extensions.serviceBus.maxAutoLockRenewalDuration` (the extension's default, 5 minutes).
+pub const DEFAULT_MAX_AUTO_LOCK_RENEWAL: Duration = Duration::from_secs(5 * 60);
 /// App settings with this prefix override host.json paths (`__` separates levels), as on Azure.
 const HOST_OVERRIDE_PREFIX: &str = "AzureFunctionsJobHost__";
 
@@ -323,6 +326,9 @@ pub struct HostConfig {
     pub max_concurrent_calls: usize,
     /// `functionTimeout`; `None` when set to -1 (no limit).
     pub function_timeout: Option<Duration>,
+    /// `extensions.serviceBus.maxAutoLockRenewalDuration`: an invocation running longer loses
+    /// its message's lock.
+    pub max_auto_lock_renewal: Duration,
     /// `functions`: when present, only these functions are loaded.
     pub only_functions: Option<Vec<String>>,
     /// `customHandler.enableForwardingHttpRequest`: not emulated, so warned about.
@@ -400,6 +406,28 @@ impl HostConfig {
                 )));
             }
         };
+        let renewal = service_bus.and_then(|sb| {
+            get_path(sb, &["maxAutoLockRenewalDuration"])
+                .or_else(|| get_path(sb, &["messageHandlerOptions", "maxAutoRenewDuration"]))
+        });
+        let max_auto_lock_renewal = match renewal {
+            None | Some(Value::Null) => DEFAULT_MAX_AUTO_LOCK_RENEWAL,
+            Some(Value::String(text)) => match parse_timespan(text) {
+                Some(Some(limit)) => limit,
+                _ => {
+                    return Err(problem(format!(
+                        "extensions.serviceBus.maxAutoLockRenewalDuration {text:?} is not a time \
+                         span such as \"00:05:00\""
+                    )));
+                }
+            },
+            Some(other) => {
+                return Err(problem(format!(
+                    "extensions.serviceBus.maxAutoLockRenewalDuration must be a string such as \
+                     \"00:05:00\", found {other}"
+                )));
+            }
+        };
         let only_functions = match get_path(root, &["functions"]) {
             None | Some(Value::Null) => None,
             Some(Value::Array(items)) => Some(
@@ -420,6 +448,7 @@ impl HostConfig {
             route_prefix,
             max_concurrent_calls,
             function_timeout,
+            max_auto_lock_renewal,
             only_functions,
             forwarding,
         })
@@ -894,6 +923,7 @@ mod tests {
         assert_eq!(host.route_prefix, "api");
         assert_eq!(host.max_concurrent_calls, 16);
         assert_eq!(host.function_timeout, Some(DEFAULT_FUNCTION_TIMEOUT));
+        assert_eq!(host.max_auto_lock_renewal, DEFAULT_MAX_AUTO_LOCK_RENEWAL);
     }
 
     #[test]
@@ -901,12 +931,13 @@ mod tests {
         let host = HostConfig::from_value(&json!({
             "version": "2.0",
             "functionTimeout": "00:00:30",
-            "extensions": {"http": {"routePrefix": ""}, "serviceBus": {"maxConcurrentCalls": 4}}
+            "extensions": {"http": {"routePrefix": ""}, "serviceBus": {"maxConcurrentCalls": 4, "maxAutoLockRenewalDuration": "00:00:02"}}
         }))
         .unwrap();
         assert_eq!(host.route_prefix, "");
         assert_eq!(host.max_concurrent_calls, 4);
         assert_eq!(host.function_timeout, Some(Duration::from_secs(30)));
+        assert_eq!(host.max_auto_lock_renewal, Duration::from_secs(2));
         let old = HostConfig::from_value(&json!({
             "version": "2.0",
             "extensions": {"serviceBus": {"messageHandlerOptions": {"maxConcurrentCalls": 2}}}

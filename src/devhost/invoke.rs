@@ -11,9 +11,10 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use super::functions_dir::{FunctionDef, OutputKind, Trigger};
+use super::http_output;
+use super::lifecycle::{HOLD_LIMIT, HOLD_POLL, HandlerControl, Unavailable};
 use super::payload::{self, Sys};
-use super::process::ProcessControl;
-use super::queue::{Bus, Deliver, Message};
+use super::queue::{Bus, Deliver, Message, QueueError};
 
 /// The host version we claim in `X-Azure-Functions-HostVersion` and `User-Agent`.
 pub const HOST_VERSION: &str = "4.1036.1.23224";
@@ -23,6 +24,9 @@ pub const READINESS_POLL: Duration = Duration::from_millis(25);
 pub const READINESS_TIMEOUT: Duration = Duration::from_secs(30);
 /// Most of a handler's failing answer quoted in our log (the host discards it).
 const ERROR_PREVIEW_CHARS: usize = 300;
+/// How much longer than `functionTimeout` the host's HTTP client waits for the handler
+/// (`DefaultHttpWorkerService.cs`), so the function timeout always fires first.
+pub const CLIENT_TIMEOUT_MARGIN: Duration = Duration::from_secs(60);
 
 /// Why an invocation failed, as the host would see it.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +41,32 @@ pub enum InvokeError {
     Failed { status: u16, body_preview: String },
     #[error("the handler's answer is not an invocation result: {0}")]
     BadAnswer(String),
+    /// A 2xx answer the host cannot read as JSON (`HttpContent.ReadAsAsync` picks a formatter
+    /// by content type).
+    #[error("the handler answered 2xx with content type {0:?}, not JSON: the host cannot read it")]
+    NotJson(String),
+    /// An empty 2xx body or `null`: on Azure the invocation never completes.
+    #[error(
+        "the handler answered 2xx with {0}: on Azure the invocation is never completed; it hangs \
+         until functionTimeout, then the host kills and restarts the handler"
+    )]
+    NeverCompleted(&'static str),
+    #[error(transparent)]
+    Unavailable(#[from] Unavailable),
+    /// `Outputs.res` cannot be read: the host fails the invocation before binding any output.
+    #[error("the HTTP output cannot be read ({0}); no output was bound")]
+    BadHttpOutput(String),
+    /// An output binding's send failed after the handler answered (its work is done).
+    #[error("the handler answered, but an output binding failed: {0}")]
+    SendFailed(#[from] QueueError),
+}
+
+impl InvokeError {
+    /// Whether the host treats this failure as a function timeout: the handler is killed and
+    /// restarted, with every invocation in flight on it.
+    pub fn kills_the_handler(&self) -> bool {
+        matches!(self, Self::Timeout(_) | Self::NeverCompleted(_))
+    }
 }
 
 /// A 2xx answer: `{"Outputs": {...}, "Logs": [...], "ReturnValue": ...}`.
@@ -177,6 +207,10 @@ impl HandlerClient {
         };
         let response = request.send().await.map_err(transport)?;
         let status = response.status();
+        let content_type = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
         let body = response.bytes().await.map_err(transport)?;
         if !status.is_success() {
             return Err(InvokeError::Failed {
@@ -187,8 +221,29 @@ impl HandlerClient {
                     .collect(),
             });
         }
+        let text = String::from_utf8_lossy(&body);
+        if text.trim().is_empty() {
+            return Err(InvokeError::NeverCompleted("an empty body"));
+        }
+        if !is_json(content_type.as_deref()) {
+            return Err(InvokeError::NotJson(
+                content_type.unwrap_or_else(|| "(none)".to_owned()),
+            ));
+        }
+        if text.trim() == "null" {
+            return Err(InvokeError::NeverCompleted("null"));
+        }
         Answer::from_slice(&body)
     }
+}
+
+/// The media types the host's JSON formatter reads (`application/json`, `text/json`); without a
+/// content type it finds no formatter at all.
+fn is_json(content_type: Option<&str>) -> bool {
+    content_type.is_some_and(|ct| {
+        let media = ct.split(';').next().unwrap_or_default().trim();
+        media.eq_ignore_ascii_case("application/json") || media.eq_ignore_ascii_case("text/json")
+    })
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -202,60 +257,64 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     text
 }
 
-/// Runs invocations and routes their outputs, as the host's function executor does.
+/// A completed invocation: the handler's answer, and the client's response when the function
+/// has an HTTP output.
+#[derive(Debug)]
+pub struct Invocation {
+    pub answer: Answer,
+    pub http: Option<warp::http::Response<Bytes>>,
+}
+
+/// Runs invocations and binds their outputs, as the host's function executor does.
 #[derive(Debug)]
 pub struct Invoker {
     client: HandlerClient,
     bus: Arc<Bus>,
-    /// Set when the handler is a child process: a timed-out invocation gets it killed.
-    process: Option<ProcessControl>,
+    handler: HandlerControl,
+    /// host.json `functionTimeout`; `None`: no limit.
+    function_timeout: Option<Duration>,
 }
 
 impl Invoker {
-    /// An invoker sending to `client` and delivering Service Bus outputs to `bus`.
-    pub fn new(client: HandlerClient, bus: Arc<Bus>) -> Self {
+    /// An invoker sending to `client`, holding invocations and restarting the handler through
+    /// `handler`, and delivering Service Bus outputs to `bus`.
+    pub fn new(
+        client: HandlerClient,
+        bus: Arc<Bus>,
+        handler: HandlerControl,
+        function_timeout: Option<Duration>,
+    ) -> Self {
         Self {
             client,
             bus,
-            process: None,
+            handler,
+            function_timeout,
         }
     }
 
-    /// Kills the handler process when an invocation times out, as the host does (it is then
-    /// restarted by its supervisor).
-    pub fn kill_on_timeout(mut self, process: ProcessControl) -> Self {
-        self.process = Some(process);
-        self
-    }
-
-    /// Invokes `function`, logs the outcome like the host, and on success sends its Service Bus
-    /// outputs. The caller maps the HTTP output.
+    /// Invokes `function` and logs the outcome like the host: held while the handler starts,
+    /// cut at `functionTimeout` (the handler is then killed and restarted), the HTTP output read
+    /// before anything is bound, then the Service Bus outputs sent (after the answer: a failed
+    /// send fails the invocation though the handler did its work).
     pub async fn invoke(
         &self,
         function: &FunctionDef,
         envelope: &Value,
         reason: &str,
-    ) -> Result<Answer, InvokeError> {
+    ) -> Result<Invocation, InvokeError> {
         let id = Uuid::new_v4();
         let started = Instant::now();
         tracing::info!(
             "Executing 'Functions.{}' (Reason='{reason}', Id={id})",
             function.name
         );
-        let result = self.client.invoke(&function.name, id, envelope).await;
+        let result = self.run(function, id, envelope).await;
         let ms = started.elapsed().as_millis();
         match &result {
-            Ok(answer) => {
-                for line in &answer.logs {
-                    // The handler runs in this process, so its lines are already on stdout.
-                    tracing::debug!(target: "devhost::handler_logs", "{line}");
-                }
-                self.route_outputs(function, answer);
-                tracing::info!(
-                    "Executed 'Functions.{}' (Succeeded, Id={id}, Duration={ms}ms)",
-                    function.name
-                );
-            }
+            Ok(_) => tracing::info!(
+                "Executed 'Functions.{}' (Succeeded, Id={id}, Duration={ms}ms)",
+                function.name
+            ),
             Err(error) => {
                 let preview = match error {
                     InvokeError::Failed { body_preview, .. } if !body_preview.is_empty() => {
@@ -267,34 +326,55 @@ impl Invoker {
                     "Executed 'Functions.{}' (Failed, Id={id}, Duration={ms}ms): {error}{preview}",
                     function.name
                 );
-                if let (InvokeError::Timeout(_), Some(process)) = (error, &self.process) {
-                    tracing::error!(
-                        "a function timed out: killing the handler process, as the host does"
-                    );
-                    process.kill_after_timeout(started);
-                }
             }
         }
         result
     }
 
-    /// Sends each Service Bus output's messages; warns about values the host would ignore.
-    fn route_outputs(&self, function: &FunctionDef, answer: &Answer) {
-        for key in answer.outputs.keys() {
-            if function.outputs.iter().any(|o| &o.name == key) {
-                continue;
+    async fn run(
+        &self,
+        function: &FunctionDef,
+        id: Uuid,
+        envelope: &Value,
+    ) -> Result<Invocation, InvokeError> {
+        let generation = self
+            .handler
+            .wait_until_available(HOLD_POLL, HOLD_LIMIT)
+            .await?;
+        let call = self.client.invoke(&function.name, id, envelope);
+        let answered = match self.function_timeout {
+            Some(limit) => tokio::time::timeout(limit, call)
+                .await
+                .unwrap_or(Err(InvokeError::Timeout(limit))),
+            None => call.await,
+        };
+        let answer = match answered {
+            Ok(answer) => answer,
+            Err(error) => {
+                if error.kills_the_handler() {
+                    if matches!(error, InvokeError::NeverCompleted(_)) {
+                        tracing::error!(
+                            "{}: {error}. handler dev does not wait: it fails the invocation now \
+                             and restarts the handler as a timeout would",
+                            function.name
+                        );
+                    }
+                    self.handler.restart_after_timeout(generation);
+                }
+                return Err(error);
             }
-            let hint = function
-                .outputs
-                .iter()
-                .find(|o| o.name.eq_ignore_ascii_case(key))
-                .map(|o| format!(" (names are case-sensitive: did you mean {:?}?)", o.name))
-                .unwrap_or_default();
-            tracing::warn!(
-                "Outputs.{key} of {} matches no output binding in its function.json: the host ignores it{hint}",
-                function.name
-            );
+        };
+        for line in &answer.logs {
+            tracing::debug!(target: "devhost::handler_logs", "{line}");
         }
+        warn_unbound_outputs(function, &answer);
+        let http = http_output::response(function, &answer).map_err(InvokeError::BadHttpOutput)?;
+        self.send_outputs(function, &answer)?;
+        Ok(Invocation { answer, http })
+    }
+
+    /// Sends each Service Bus output's messages; the first failed send fails the invocation.
+    fn send_outputs(&self, function: &FunctionDef, answer: &Answer) -> Result<(), QueueError> {
         for output in &function.outputs {
             let Some(value) = answer.output(&output.name) else {
                 continue;
@@ -302,22 +382,16 @@ impl Invoker {
             match &output.kind {
                 OutputKind::Http => {}
                 OutputKind::ServiceBus { queue } => {
-                    let messages = payload::messages_from_output(&output.name, value);
-                    match self.bus.queue(queue) {
-                        Ok(queue) => {
-                            for message in messages {
-                                let sent = queue.send(message);
-                                tracing::info!(
-                                    queue = queue.name(),
-                                    "{} sent message {} (sequence {}) through {}",
-                                    function.name,
-                                    sent.message_id,
-                                    sent.sequence_number,
-                                    output.name
-                                );
-                            }
-                        }
-                        Err(e) => tracing::error!("{}: {e}", function.name),
+                    for message in payload::messages_from_output(&output.name, value) {
+                        let sent = self.bus.send(queue, message)?;
+                        tracing::info!(
+                            queue = queue.as_str(),
+                            "{} sent message {} (sequence {}) through {}",
+                            function.name,
+                            sent.message_id,
+                            sent.sequence_number,
+                            output.name
+                        );
                     }
                 }
                 OutputKind::Unsupported(kind) if !value.is_null() => tracing::warn!(
@@ -328,6 +402,26 @@ impl Invoker {
                 OutputKind::Unsupported(_) => {}
             }
         }
+        Ok(())
+    }
+}
+
+/// Warns about `Outputs` keys the host ignores (no binding of that exact name).
+fn warn_unbound_outputs(function: &FunctionDef, answer: &Answer) {
+    for key in answer.outputs.keys() {
+        if function.outputs.iter().any(|o| &o.name == key) {
+            continue;
+        }
+        let hint = function
+            .outputs
+            .iter()
+            .find(|o| o.name.eq_ignore_ascii_case(key))
+            .map(|o| format!(" (names are case-sensitive: did you mean {:?}?)", o.name))
+            .unwrap_or_default();
+        tracing::warn!(
+            "Outputs.{key} of {} matches no output binding in its function.json: the host ignores it{hint}",
+            function.name
+        );
     }
 }
 
@@ -481,6 +575,41 @@ mod tests {
             matches!(error, InvokeError::Failed { status: 503, ref body_preview } if body_preview == "busy"),
             "{error:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_2xx_answer_must_be_json_and_an_empty_or_null_one_never_completes() {
+        for (reply, expected) in [
+            (
+                "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 2\r\n\r\n{}",
+                "NotJson",
+            ),
+            ("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}", "NotJson"),
+            (
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 0\r\n\r\n",
+                "NeverCompleted",
+            ),
+            (
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 4\r\n\r\nnull",
+                "NeverCompleted",
+            ),
+        ] {
+            let (addr, _server) = raw_server(reply).await;
+            let client = HandlerClient::new(addr, None).unwrap();
+            let error = client
+                .invoke("createUser", Uuid::new_v4(), &json!({}))
+                .await
+                .unwrap_err();
+            assert!(
+                format!("{error:?}").starts_with(expected),
+                "{reply}: {error:?}"
+            );
+            assert_eq!(
+                error.kills_the_handler(),
+                expected == "NeverCompleted",
+                "{reply}"
+            );
+        }
     }
 
     #[tokio::test]

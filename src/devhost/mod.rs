@@ -3,18 +3,33 @@
 //! and drives it through the host's protocol: public HTTP routes, and an in-process Service Bus
 //! queue between the functions.
 //!
+//! It is never gentler than Azure (PROTOCOL.md, "Service Bus settlement" and "Worker
+//! lifecycle"): a failed delivery comes back at once with `DeliveryCount` + 1 and is
+//! dead-lettered after the max delivery count; an invocation past host.json's
+//! `maxAutoLockRenewalDuration` loses its message's lock; one past `functionTimeout` gets the
+//! handler killed and restarted (in both modes), failing every invocation in flight;
+//! invocations are held while the handler (re)starts; a handler that exits 0 stays down.
+//!
 //! Dev-only endpoints on the public port: `GET /_dev/queues` shows every queue as
-//! `{"<queue>": {"active", "inFlight", "scheduled", "completed", "deadLetter": [{"messageId",
+//! `{"<queue>": {"active", "inFlight", "completed", "locksLost", "deadLetter": [{"messageId",
 //! "sequenceNumber", "deliveryCount", "reason", "errorDescription", "enqueuedTimeUtc",
-//! "deadLetteredTimeUtc", "body"}]}}` ("active" counts ready plus in-delivery messages, as Service
-//! Bus does; "scheduled" counts messages waiting out a retry backoff),
-//! `POST /_dev/queues/<queue>/messages` sends its body as a message, and `GET /_dev/handler`
-//! shows the handler as `{"mode": "process"|"in-process", "pid", "restarts", "ready", "url"}`
-//! (`pid` is null while a handler process is down). Unlike the real host, a method a function
+//! "deadLetteredTimeUtc", "body"}]}}` ("active" counts ready plus locked messages, as Service
+//! Bus does; "locksLost" counts deliveries whose lock was lost while their invocation ran),
+//! `POST /_dev/queues/<queue>/messages` sends its body as a message, `GET /_dev/handler`
+//! shows the handler as `{"mode": "process"|"in-process", "pid", "restarts", "ready", "state":
+//! "starting"|"ready"|"exited"|"stopped", "url"}` (`pid` is null while a handler process is
+//! down), and `GET /_dev/faults` shows `{"queueSends": "ok"|"fail"}`, which `PUT /_dev/faults`
+//! with that body changes: with "fail", every Service Bus output-binding send fails (after the
+//! handler answered, as a missing permission or queue would on Azure), so HTTP callers get an
+//! empty 500 and triggered messages are abandoned. Unlike the real host, a method a function
 //! does not accept gets 405 with `Allow` (the host answers 404).
 
+mod banner;
+pub mod consumer;
 pub mod functions_dir;
+pub mod http_output;
 pub mod invoke;
+pub mod lifecycle;
 pub mod payload;
 pub mod process;
 pub mod public;
@@ -23,8 +38,8 @@ pub mod routes;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::net::{Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,17 +50,18 @@ use tokio::sync::watch;
 use crate::app::App;
 use crate::config::{Mode, Settings, expose};
 use functions_dir::{AppSettings, FunctionDef, HostConfig, OutputKind, Trigger};
-use invoke::{HandlerClient, Invoker, READINESS_POLL, READINESS_TIMEOUT, TriggerDelivery};
-use process::{ChildSpec, ProcessStatus, RestartPolicy, Supervisor};
+use invoke::{CLIENT_TIMEOUT_MARGIN, HandlerClient, Invoker, TriggerDelivery};
+use lifecycle::{HandlerState, Launch, RestartPolicy, Supervisor};
+use process::ChildSpec;
 use public::HandlerView;
-use queue::{Bus, QueueOptions, RETRY_CAP};
+use queue::{Bus, QueueOptions};
 use routes::{Route, RouteTemplate, Router};
 
 /// The port `func start` uses by default.
 pub const DEFAULT_PORT: u16 = 7071;
 /// How long, at exit, requests and queue deliveries in flight may take to finish.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long the in-process handler gets to stop once everything else has.
+/// How long the handler gets to be killed once everything else has stopped.
 const HANDLER_STOP_TIMEOUT: Duration = Duration::from_secs(5);
 /// The setting the host gives the handler; the dev host picks the handler's port itself.
 const HANDLER_PORT_SETTING: &str = "FUNCTIONS_CUSTOMHANDLER_PORT";
@@ -59,28 +75,30 @@ pub struct DevOptions {
     /// The function app's root: host.json, the function folders and local.settings.json.
     #[arg(long, default_value = ".")]
     pub app_root: PathBuf,
-    /// Delay before redelivering a message whose delivery failed, in milliseconds; it doubles
-    /// with each further failure, up to --retry-cap-ms.
-    #[arg(long, default_value_t = 1000)]
-    pub retry_base_ms: u64,
-    /// Longest delay between redeliveries, in milliseconds.
-    #[arg(long, default_value_t = RETRY_CAP.as_millis() as u64,
-          value_parser = clap::value_parser!(u64).range(1..))]
-    pub retry_cap_ms: u64,
     /// Deliveries before a message is dead-lettered (the queue's MaxDeliveryCount).
     #[arg(long, default_value_t = queue::DEFAULT_MAX_DELIVERY_COUNT,
           value_parser = clap::value_parser!(u32).range(1..=2000))]
     pub max_delivery_count: u32,
     /// Run the handler as a separate process, as the Functions host does, instead of in this
-    /// process: this executable with no command, the app settings as its environment plus
-    /// FUNCTIONS_CUSTOMHANDLER_PORT, its output passed through. It is restarted whenever it
-    /// exits or dies, and killed (then restarted) when a function times out; while it is down,
-    /// HTTP requests get the host's empty 500 and queue deliveries are abandoned and redelivered.
-    /// 3 failures within 30 s stop the dev host. Its pid is in the banner and in
-    /// GET /_dev/handler. Needs REDIS_URL and SMTP_URL (a separate process cannot share the
-    /// in-memory store).
+    /// process: this executable with no command (or --handler-executable), the app settings as
+    /// its environment plus FUNCTIONS_CUSTOMHANDLER_PORT, its output passed through. As on
+    /// Azure: exit code 0 leaves it down (every later invocation fails); any other exit restarts
+    /// it at once, and the third such failure, each within 30 minutes of the previous one, stops
+    /// the dev host; a function timeout kills and restarts it (in-process too). Invocations are
+    /// held while it starts. It is SIGKILLed at exit, never sent SIGTERM. Its pid is in the
+    /// banner and in GET /_dev/handler. Needs REDIS_URL and SMTP_URL (a separate process cannot
+    /// share the in-memory store).
     #[arg(long)]
     pub handler_process: bool,
+    /// The program --handler-process starts instead of this executable (as host.json's
+    /// customHandler.description.defaultExecutablePath names it on Azure): to try another
+    /// handler build, or a fake one in tests.
+    #[arg(long, requires = "handler_process")]
+    pub handler_executable: Option<PathBuf>,
+    /// Make every Service Bus output-binding send fail from the start (switch it at run time
+    /// with PUT /_dev/faults {"queueSends": "ok"|"fail"}).
+    #[arg(long)]
+    pub fail_queue_sends: bool,
 }
 
 impl Default for DevOptions {
@@ -88,10 +106,10 @@ impl Default for DevOptions {
         Self {
             port: DEFAULT_PORT,
             app_root: PathBuf::from("."),
-            retry_base_ms: 1000,
-            retry_cap_ms: RETRY_CAP.as_millis() as u64,
             max_delivery_count: queue::DEFAULT_MAX_DELIVERY_COUNT,
             handler_process: false,
+            handler_executable: None,
+            fail_queue_sends: false,
         }
     }
 }
@@ -123,7 +141,7 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
             .flatten()
     })
     .context("the app settings (environment, then local.settings.json Values) are not valid")?;
-    if options.handler_process {
+    if options.handler_process && options.handler_executable.is_none() {
         let missing: Vec<&str> = [
             ("REDIS_URL", settings.redis.is_none()),
             ("SMTP_URL", settings.smtp.is_none()),
@@ -145,78 +163,62 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
         .context("cannot prepare the handler")?;
     let backends = app.describe_backends();
 
-    let (handler_stop_tx, handler_stop_rx) = watch::channel(false);
-    let (mut handler_task, client, handler, process_control) = if options.handler_process {
-        // The handler process's port: picked once, like the host, and kept across restarts.
-        let port = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-            .and_then(|l| l.local_addr())
-            .context("cannot find a free loopback port for the handler")?
-            .port();
-        let handler_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-        let client = HandlerClient::new(handler_addr, host.function_timeout)?;
-        let spec = ChildSpec {
-            program: std::env::current_exe()
-                .context("cannot find this executable to start the handler process")?,
-            args: Vec::new(),
-            env: child_environment(&app_settings, &settings, port),
-            dir: app_root.clone(),
-        };
-        let supervisor = Supervisor::new(spec, client.clone(), RestartPolicy::default());
-        let mut status = supervisor.status();
-        let control = supervisor.control();
-        let mut task = tokio::spawn(supervisor.run(handler_stop_rx));
-        tokio::select! {
-            ready = status.wait_for(|s| s.ready) => { ready.ok(); }
-            ended = &mut task => bail!("the handler process never became ready: {}", task_outcome(ended)),
-        }
-        let view = HandlerView {
-            in_process: false,
-            addr: handler_addr,
-            status,
-        };
-        (task, client, view, Some(control))
-    } else {
-        // The handler, as the host would start it: on its own loopback port, answering the ping.
-        let handler_listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-            .await
-            .context("cannot open a loopback port for the handler")?;
-        let handler_addr = handler_listener.local_addr()?;
-        let mut task = tokio::spawn(crate::server::serve(
-            handler_listener,
-            Arc::new(app),
-            stopped(handler_stop_rx),
-        ));
-        let client = HandlerClient::new(handler_addr, host.function_timeout)?;
-        tokio::select! {
-            ready = client.wait_until_ready(READINESS_POLL, READINESS_TIMEOUT) => ready?,
-            ended = &mut task => bail!("the handler stopped before it was ready: {}", task_outcome(ended)),
-        }
-        let view = HandlerView {
-            in_process: true,
-            addr: handler_addr,
-            status: watch::channel(ProcessStatus {
-                pid: Some(std::process::id()),
-                restarts: 0,
-                ready: true,
-            })
-            .1,
-        };
-        (task, client, view, None)
-    };
-
     let bus = Arc::new(Bus::new(
         queue_names(&function_set.functions),
         QueueOptions {
             max_delivery_count: options.max_delivery_count,
-            retry_base: Duration::from_millis(options.retry_base_ms),
-            retry_cap: Duration::from_millis(options.retry_cap_ms),
+            max_lock_renewal: host.max_auto_lock_renewal,
         },
     ));
-    let mut invoker = Invoker::new(client, bus.clone());
-    if let Some(control) = process_control {
-        invoker = invoker.kill_on_timeout(control);
+    bus.set_sends_fail(options.fail_queue_sends);
+
+    // The handler's port: picked once, like the host, and kept across restarts.
+    let handler_addr = {
+        let probe = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .context("cannot find a free loopback port for the handler")?;
+        probe.local_addr()?
+    };
+    let client = HandlerClient::new(
+        handler_addr,
+        host.function_timeout.map(|t| t + CLIENT_TIMEOUT_MARGIN),
+    )?;
+    let launch = if options.handler_process {
+        Launch::Process(ChildSpec {
+            program: match &options.handler_executable {
+                Some(program) => program.clone(),
+                None => std::env::current_exe()
+                    .context("cannot find this executable to start the handler process")?,
+            },
+            args: Vec::new(),
+            env: child_environment(&app_settings, &settings, handler_addr.port()),
+            dir: app_root.clone(),
+        })
+    } else {
+        Launch::InProcess {
+            addr: handler_addr,
+            app: Arc::new(app),
+        }
+    };
+    let supervisor = Supervisor::new(launch, client.clone(), RestartPolicy::default());
+    let control = supervisor.control();
+    let mut status = control.status();
+    let (handler_stop_tx, handler_stop_rx) = watch::channel(false);
+    let mut handler_task = tokio::spawn(supervisor.run(handler_stop_rx));
+    tokio::select! {
+        ready = status.wait_for(|s| s.state != HandlerState::Starting) => { ready.ok(); }
+        ended = &mut handler_task => bail!("the handler never became ready: {}", task_outcome(ended)),
     }
-    let invoker = Arc::new(invoker);
+    let handler = HandlerView {
+        in_process: !options.handler_process,
+        addr: handler_addr,
+        status,
+    };
+    let invoker = Arc::new(Invoker::new(
+        client,
+        bus.clone(),
+        control,
+        host.function_timeout,
+    ));
 
     let public_listener = TcpListener::bind((Ipv4Addr::LOCALHOST, options.port))
         .await
@@ -248,7 +250,7 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
         }
     }
 
-    let banner = Banner {
+    let banner = banner::Banner {
         app_root: &app_root,
         app_settings: &app_settings,
         settings: &settings,
@@ -296,11 +298,7 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
         ended = &mut handler_task => {
             handler_done = true;
             let outcome = task_outcome(ended);
-            if options.handler_process {
-                tracing::error!("{outcome}");
-            } else {
-                tracing::error!("the in-process handler stopped: {outcome}");
-            }
+            tracing::error!("{outcome}");
             handler_failure = Some(outcome);
         }
         ended = &mut public_task => {
@@ -336,11 +334,10 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
             DRAIN_TIMEOUT.as_secs()
         );
     }
+    // Like the host, no SIGTERM and no grace: the handler is killed.
     let _ = handler_stop_tx.send(true);
-    // A handler process gets its own grace time (SIGTERM, then SIGKILL) inside the supervisor.
-    let stop_timeout = HANDLER_STOP_TIMEOUT + process::STOP_GRACE;
     if !handler_done
-        && tokio::time::timeout(stop_timeout, &mut handler_task)
+        && tokio::time::timeout(HANDLER_STOP_TIMEOUT, &mut handler_task)
             .await
             .is_err()
     {
@@ -348,8 +345,8 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
     }
     print!("{}", pending_report(&bus));
     match handler_failure {
-        Some(why) if options.handler_process => bail!("{why}"),
-        _ => Ok(()),
+        Some(why) => bail!("{why}"),
+        None => Ok(()),
     }
 }
 
@@ -445,165 +442,16 @@ fn pending_report(bus: &Bus) -> String {
         let c = queue.counts();
         let _ = writeln!(
             out,
-            "  queue {}: {} message(s) still pending ({} ready, {} in delivery, {} awaiting retry), \
-             {} dead-lettered; they lived in memory and end with this run",
+            "  queue {}: {} message(s) still pending ({} ready, {} in delivery), {} dead-lettered; \
+             they lived in memory and end with this run",
             queue.name(),
             c.pending(),
             c.ready,
             c.in_flight,
-            c.scheduled,
             c.dead_lettered
         );
     }
     out
-}
-
-/// The start-up text: what is real, what is embedded, and where to go.
-struct Banner<'a> {
-    app_root: &'a Path,
-    app_settings: &'a AppSettings,
-    settings: &'a Settings,
-    backends: &'a [(&'static str, String)],
-    host: &'a HostConfig,
-    functions: &'a functions_dir::FunctionSet,
-    router: &'a Router,
-    options: &'a DevOptions,
-    handler: &'a HandlerView,
-    public_addr: SocketAddr,
-}
-
-impl Banner<'_> {
-    fn render(&self) -> String {
-        let base = format!("http://{}", self.public_addr);
-        let tag = |real: bool| if real { "[real]    " } else { "[embedded]" };
-        let is_set = |name: &str| {
-            self.app_settings
-                .get(name)
-                .is_some_and(|v| !v.trim().is_empty())
-        };
-        let mut out = String::new();
-        let mut line = |text: String| {
-            out.push_str(&text);
-            out.push('\n');
-        };
-        line("handler dev: the Functions host, locally (a stand-in for `func start`)".to_owned());
-        line(format!("  app root   {}", self.app_root.display()));
-        line(match self.app_settings.local_file() {
-            Some((path, n)) => format!(
-                "  settings   {} ({n} value(s); environment variables win)",
-                path.display()
-            ),
-            None => "  settings   environment only (no local.settings.json)".to_owned(),
-        });
-        for (part, description) in self.backends {
-            let real = match *part {
-                "store" => self.settings.redis.is_some(),
-                "mail" => self.settings.smtp.is_some(),
-                _ => true,
-            };
-            line(format!("  {part:<10} {} {description}", tag(real)));
-        }
-        line(if self.settings.jwt.generated {
-            format!(
-                "  tokens     {} a random key made for this run: tokens end with the run (set JWT_SECRET to keep them)",
-                tag(false)
-            )
-        } else {
-            format!("  tokens     {} signed with JWT_SECRET", tag(true))
-        });
-        line(if is_set("MAIL_FROM") {
-            format!("  sender     {} {}", tag(true), self.settings.mail_from)
-        } else {
-            format!(
-                "  sender     {} {} (a local sender; set MAIL_FROM for yours)",
-                tag(false),
-                self.settings.mail_from
-            )
-        });
-        let queues = queue_names(&self.functions.functions);
-        if !queues.is_empty() {
-            let mut unique: Vec<String> = Vec::new();
-            for q in queues {
-                if !unique.iter().any(|u| u.eq_ignore_ascii_case(&q)) {
-                    unique.push(q);
-                }
-            }
-            line(format!(
-                "  queues     {} in-process Service Bus: {} (first retry after {} ms, doubling up to {} ms; dead-letter after {} deliveries)",
-                tag(false),
-                unique.join(", "),
-                self.options.retry_base_ms,
-                self.options.retry_cap_ms,
-                self.options.max_delivery_count
-            ));
-        }
-        let status = *self.handler.status.borrow();
-        line(if self.handler.in_process {
-            format!(
-                "  handler    in this process at http://{} (POST /<function>, as from the host)",
-                self.handler.addr
-            )
-        } else {
-            format!(
-                "  handler    process pid {} at http://{} (POST /<function>, as from the host); \
-                 restarted when it exits, as the host does",
-                status.pid.map_or_else(|| "-".to_owned(), |p| p.to_string()),
-                self.handler.addr
-            )
-        });
-        line("  functions".to_owned());
-        let width = self
-            .functions
-            .functions
-            .iter()
-            .map(|f| f.name.len())
-            .max()
-            .unwrap_or(0);
-        for function in &self.functions.functions {
-            let text = match &function.trigger {
-                Trigger::Http { methods, .. } => {
-                    let path = self
-                        .router
-                        .routes()
-                        .iter()
-                        .find(|r| r.function == function.name)
-                        .map(|r| r.template.display_path())
-                        .unwrap_or_default();
-                    let methods = methods
-                        .as_ref()
-                        .map_or_else(|| "ANY".to_owned(), |m| m.join(","));
-                    format!("{methods:<10} {base}{path}")
-                }
-                Trigger::ServiceBus { queue, .. } => format!(
-                    "serviceBusTrigger on queue {queue} ({} at a time)",
-                    self.host.max_concurrent_calls
-                ),
-            };
-            line(format!("    {:<width$}  {text}", function.name));
-        }
-        for (name, why) in &self.functions.skipped {
-            line(format!("    {name:<width$}  skipped: {why}"));
-        }
-        line(String::new());
-        line(format!("Listening on {base}"));
-        let sign_up = self.functions.functions.iter().find_map(|f| {
-            if !f.name.eq_ignore_ascii_case("createUser") {
-                return None;
-            }
-            self.router
-                .routes()
-                .iter()
-                .find(|r| r.function == f.name)
-                .map(|r| r.template.display_path())
-        });
-        if let Some(path) = sign_up {
-            line(format!("  sign up    {base}{path}"));
-        }
-        line(format!("  queues     {base}{}queues", public::DEV_PATH));
-        line(format!("  handler    {base}{}handler", public::DEV_PATH));
-        line("Press Ctrl-C to stop.".to_owned());
-        out
-    }
 }
 
 #[cfg(test)]

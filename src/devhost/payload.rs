@@ -17,8 +17,9 @@ const DOTNET_UTC: &[BorrowedFormatItem<'static>] =
 /// How Service Bus dates reach the handler's Metadata: to the second, no zone (PROTOCOL.md).
 const TO_THE_SECOND: &[BorrowedFormatItem<'static>] =
     format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]");
-/// Content type the Service Bus output binding gives a message made from a JSON object.
-pub const JSON_CONTENT_TYPE: &str = "application/json";
+/// Content type the Service Bus output binding gives a message made from a JSON object: the
+/// object is written as indented text, and sent as such.
+pub const OBJECT_CONTENT_TYPE: &str = "text/plain";
 /// What a Service Bus output string that happens to be valid base64 turns into (PROTOCOL.md).
 pub const BYTE_ARRAY_TEXT: &str = "System.Byte[]";
 
@@ -118,10 +119,19 @@ impl IncomingRequest {
         headers
     }
 
-    /// `Body` as the host sends it: absent without a body, base64 for octet-stream and
+    /// The request's `Content-Length`, when it declared one.
+    fn content_length(&self) -> Option<u64> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+            .and_then(|(_, v)| v.trim().parse().ok())
+    }
+
+    /// `Body` as the host sends it: present only when the request declared a `Content-Length`
+    /// above 0 (a chunked request gets none, whatever it carried), base64 for octet-stream and
     /// multipart bodies (and, here, any body that is not UTF-8), else the text itself.
     pub fn body_value(&self) -> Option<Value> {
-        if self.body.is_empty() {
+        if self.body.is_empty() || self.content_length().is_none_or(|n| n == 0) {
             return None;
         }
         let binary_type = self.content_type().is_some_and(|ct| {
@@ -300,12 +310,19 @@ pub fn service_bus_envelope(trigger: &str, message: &Message, sys: &Sys) -> Valu
 }
 
 /// The messages a Service Bus output value becomes, as the host reads it: an object is one
-/// message (re-serialized), an array one per element, a string that is valid base64 is decoded
-/// to bytes (and so arrives as the text `System.Byte[]`), any other string is sent as it is.
+/// message (indented JSON, content type text/plain), an array one per element, a string that
+/// holds a JSON array one per element too, a string that is valid base64 is decoded to bytes
+/// (and so arrives as the text `System.Byte[]`), any other string is sent as it is.
 pub fn messages_from_output(binding: &str, value: &Value) -> Vec<NewMessage> {
     match value {
         Value::Null => Vec::new(),
         Value::Array(items) => items.iter().filter_map(element_message).collect(),
+        Value::String(text) if text.trim_start().starts_with('[') => {
+            match serde_json::from_str::<Vec<Value>>(text) {
+                Ok(items) => items.iter().filter_map(element_message).collect(),
+                Err(_) => vec![NewMessage::text(text)],
+            }
+        }
         Value::String(text) if is_dotnet_base64(text) => {
             tracing::warn!(
                 binding,
@@ -323,8 +340,8 @@ fn element_message(value: &Value) -> Option<NewMessage> {
         Value::Null => None,
         Value::String(text) => Some(NewMessage::text(text)),
         Value::Object(_) | Value::Array(_) => Some(NewMessage {
-            body: value.to_string(),
-            content_type: Some(JSON_CONTENT_TYPE.to_owned()),
+            body: serde_json::to_string_pretty(value).unwrap_or_default(),
+            content_type: Some(OBJECT_CONTENT_TYPE.to_owned()),
         }),
         scalar => Some(NewMessage::text(scalar.to_string())),
     }
@@ -381,9 +398,30 @@ mod tests {
             headers: headers
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
+                .chain(
+                    (!body.is_empty()).then(|| ("content-length".into(), body.len().to_string())),
+                )
                 .collect(),
             body: body.as_bytes().to_vec(),
         }
+    }
+
+    #[test]
+    fn a_chunked_request_gets_no_body_and_a_declared_one_does() {
+        let mut r = request("POST", "", &[("transfer-encoding", "chunked")], "");
+        r.body = b"{\"a\":1}".to_vec();
+        let envelope = http_envelope("req", &r, &vec![], &sys());
+        assert!(envelope["Data"]["req"].get("Body").is_none());
+        r.headers.push(("Content-Length".into(), "7".into()));
+        let envelope = http_envelope("req", &r, &vec![], &sys());
+        assert_eq!(envelope["Data"]["req"]["Body"], json!("{\"a\":1}"));
+        r.headers.pop();
+        r.headers.push(("content-length".into(), "0".into()));
+        assert!(
+            http_envelope("req", &r, &vec![], &sys())["Data"]["req"]
+                .get("Body")
+                .is_none()
+        );
     }
 
     #[test]
@@ -457,10 +495,12 @@ mod tests {
             "",
         );
         r.body = vec![0, 1, 2, 255];
+        r.headers.push(("content-length".into(), "4".into()));
         let envelope = http_envelope("req", &r, &vec![], &sys());
         assert_eq!(envelope["Data"]["req"]["Body"], json!("AAEC/w=="));
         let mut r = request("POST", "", &[("content-type", "text/plain")], "");
         r.body = vec![0xff, 0xfe];
+        r.headers.push(("content-length".into(), "2".into()));
         assert_eq!(
             http_envelope("req", &r, &vec![], &sys())["Data"]["req"]["Body"],
             json!("//4=")
@@ -517,7 +557,7 @@ mod tests {
             message_id: "9c0d2a3e1b7f4a518d0e2f1a3c4b5d6e".into(),
             sequence_number: 42,
             body: body.into(),
-            content_type: Some(JSON_CONTENT_TYPE.into()),
+            content_type: Some("application/json".into()),
             enqueued_at: datetime!(2024-10-24 17:00:01.5 UTC),
             expires_at: datetime!(2024-11-07 17:00:01.5 UTC),
             delivery_count: 1,
@@ -571,21 +611,35 @@ mod tests {
     }
 
     #[test]
-    fn an_object_output_is_one_json_message() {
+    fn an_object_output_is_one_indented_json_message_as_text_plain() {
         let messages = messages_from_output("o", &json!({"type": "user.created", "version": 1}));
         assert_eq!(messages.len(), 1);
         assert_eq!(
-            serde_json::from_str::<Value>(&messages[0].body).unwrap(),
-            json!({"type": "user.created", "version": 1})
+            messages[0].body,
+            "{\n  \"type\": \"user.created\",\n  \"version\": 1\n}"
         );
-        assert_eq!(messages[0].content_type.as_deref(), Some(JSON_CONTENT_TYPE));
+        assert_eq!(
+            messages[0].content_type.as_deref(),
+            Some(OBJECT_CONTENT_TYPE)
+        );
     }
 
     #[test]
     fn an_array_output_is_one_message_per_element() {
         let messages = messages_from_output("o", &json!([{"a": 1}, "plain text", 3, null]));
         let bodies: Vec<&str> = messages.iter().map(|m| m.body.as_str()).collect();
-        assert_eq!(bodies, vec![r#"{"a":1}"#, "plain text", "3"]);
+        assert_eq!(bodies, vec!["{\n  \"a\": 1\n}", "plain text", "3"]);
+    }
+
+    #[test]
+    fn a_json_array_string_output_is_one_message_per_element() {
+        let messages = messages_from_output("o", &json!(r#"[{"a":1},"two"]"#));
+        let bodies: Vec<&str> = messages.iter().map(|m| m.body.as_str()).collect();
+        assert_eq!(bodies, vec!["{\n  \"a\": 1\n}", "two"]);
+        assert_eq!(
+            messages_from_output("o", &json!("[not json"))[0].body,
+            "[not json"
+        );
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The public HTTP side of the dev host: one catch-all warp filter that routes by the functions'
 //! templates, turns each request into the host's invocation, and maps the handler's answer back
-//! as the host does. Also `/_dev/queues`, to look into the in-process bus, and `/_dev/handler`,
-//! to see which handler process is serving.
+//! as the host does. Also `/_dev/queues`, to look into the in-process bus, `/_dev/handler`,
+//! to see which handler is serving, and `/_dev/faults`, to make output-binding sends fail.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -11,12 +11,13 @@ use bytes::{Bytes, BytesMut};
 use futures_util::{Stream, StreamExt as _};
 use serde_json::{Value, json};
 use warp::Filter;
-use warp::http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode};
+use warp::http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
 
-use super::functions_dir::{FunctionDef, OutputKind, Trigger};
-use super::invoke::{Answer, Invoker};
+use super::functions_dir::{FunctionDef, Trigger};
+use super::http_output::empty;
+use super::invoke::Invoker;
+use super::lifecycle::HandlerStatus;
 use super::payload::{self, IncomingRequest, Sys};
-use super::process::ProcessStatus;
 use super::queue::{Bus, NewMessage};
 use super::routes::{RouteMatch, Router};
 
@@ -24,8 +25,6 @@ use super::routes::{RouteMatch, Router};
 pub const MAX_REQUEST_BODY: usize = 104_857_600;
 /// Path under which the dev host serves its own endpoints, before any function route.
 pub const DEV_PATH: &str = "/_dev/";
-/// Content type of a response body the handler gave without one, as the host sends it.
-const DEFAULT_CONTENT_TYPE: &str = "text/plain; charset=utf-8";
 
 /// Everything the public side needs to answer a request.
 pub struct PublicState {
@@ -43,18 +42,19 @@ pub struct HandlerView {
     /// True when the handler runs inside the dev host (then `pid` is the dev host's own).
     pub in_process: bool,
     pub addr: SocketAddr,
-    pub status: tokio::sync::watch::Receiver<ProcessStatus>,
+    pub status: tokio::sync::watch::Receiver<HandlerStatus>,
 }
 
 impl HandlerView {
-    /// `{"mode", "pid", "restarts", "ready", "url"}`.
+    /// `{"mode", "pid", "restarts", "ready", "state", "url"}`.
     pub fn snapshot(&self) -> Value {
         let status = *self.status.borrow();
         json!({
             "mode": if self.in_process { "in-process" } else { "process" },
             "pid": status.pid,
             "restarts": status.restarts,
-            "ready": status.ready,
+            "ready": status.state == super::lifecycle::HandlerState::Ready,
+            "state": status.state.as_str(),
             "url": format!("http://{}", self.addr),
         })
     }
@@ -114,12 +114,6 @@ where
         }
     }
     Ok(collected.freeze())
-}
-
-fn empty(status: StatusCode) -> Response<Bytes> {
-    let mut response = Response::new(Bytes::new());
-    *response.status_mut() = status;
-    response
 }
 
 fn json_response(status: StatusCode, value: &Value) -> Response<Bytes> {
@@ -196,13 +190,7 @@ async fn handle(
     let reason =
         format!("This function was programmatically called via the host APIs ({method} {path})");
     match state.invoker.invoke(function, &envelope, &reason).await {
-        Ok(answer) => http_response(function, &answer).unwrap_or_else(|why| {
-            tracing::error!(
-                "{}: the HTTP output cannot be sent ({why}); the client gets an empty 500",
-                function.name
-            );
-            empty(StatusCode::INTERNAL_SERVER_ERROR)
-        }),
+        Ok(invocation) => invocation.http.unwrap_or_else(|| empty(StatusCode::OK)),
         // Any failed invocation is an empty 500 for the client: the host discards the body.
         Err(_) => empty(StatusCode::INTERNAL_SERVER_ERROR),
     }
@@ -222,93 +210,11 @@ fn original_url(headers: &HeaderMap, local: SocketAddr, path: &str, query: &str)
     }
 }
 
-/// Maps the function's HTTP output to the client's response, as the host does: `statusCode`
-/// (number or numeric string, default 200), string headers, the body's exact bytes, and
-/// text/plain when no Content-Type was given. No HTTP output at all is an empty 200.
-pub fn http_response(function: &FunctionDef, answer: &Answer) -> Result<Response<Bytes>, String> {
-    let value = function
-        .outputs
-        .iter()
-        .find(|o| o.kind == OutputKind::Http)
-        .and_then(|o| answer.output(&o.name));
-    let res = match value {
-        None | Some(Value::Null) => return Ok(empty(StatusCode::OK)),
-        Some(Value::Object(map)) => map.clone(),
-        // The host parses the output's text: a string holding a JSON object works too.
-        Some(Value::String(text)) => match serde_json::from_str::<Value>(text) {
-            Ok(Value::Object(map)) => map,
-            _ => return Err("the HTTP output is a string that is not a JSON object".to_owned()),
-        },
-        Some(other) => return Err(format!("the HTTP output is not an object: {other}")),
-    };
-    let field = |name: &str| {
-        res.iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v)
-            .filter(|v| !v.is_null())
-    };
-    let status = match field("statusCode") {
-        None => 200,
-        Some(Value::Number(n)) => n
-            .as_u64()
-            .ok_or(format!("statusCode {n} is not a status"))?,
-        Some(Value::String(s)) => s
-            .trim()
-            .parse::<u64>()
-            .map_err(|_| format!("statusCode {s:?} is not a number"))?,
-        Some(other) => return Err(format!("statusCode {other} is not a number")),
-    };
-    let status = u16::try_from(status)
-        .ok()
-        .and_then(|s| StatusCode::from_u16(s).ok())
-        .ok_or(format!("statusCode {status} is not an HTTP status"))?;
-    let (body, json_body) = match field("body") {
-        None => (Bytes::new(), false),
-        Some(Value::String(s)) => (Bytes::from(s.clone()), false),
-        Some(other @ (Value::Object(_) | Value::Array(_))) => {
-            (Bytes::from(other.to_string()), true)
-        }
-        Some(other) => (Bytes::from(other.to_string()), false),
-    };
-    let mut response = Response::new(body);
-    *response.status_mut() = status;
-    if let Some(headers) = field("headers") {
-        let Value::Object(headers) = headers else {
-            return Err("headers is not an object".to_owned());
-        };
-        for (name, value) in headers {
-            let text = match value {
-                Value::Null => continue,
-                Value::String(s) => s.clone(),
-                other => other.to_string(),
-            };
-            let name = HeaderName::from_bytes(name.as_bytes())
-                .map_err(|_| format!("{name:?} is not a valid header name"))?;
-            let value = HeaderValue::from_str(&text)
-                .map_err(|_| format!("the value of header {name} is not valid"))?;
-            response.headers_mut().append(name, value);
-        }
-    }
-    let has_content_type = response
-        .headers()
-        .contains_key(warp::http::header::CONTENT_TYPE);
-    if !has_content_type && !response.body().is_empty() {
-        let default = if json_body {
-            "application/json; charset=utf-8"
-        } else {
-            DEFAULT_CONTENT_TYPE
-        };
-        response.headers_mut().insert(
-            warp::http::header::CONTENT_TYPE,
-            HeaderValue::from_static(default),
-        );
-    }
-    Ok(response)
-}
-
 /// `GET /_dev/queues`: every queue's counts and dead letters. `POST /_dev/queues/<queue>/messages`:
 /// sends the request body as a message (to try a consumer with a hand-made message).
 /// `GET /_dev/handler`: the handler's mode, process id, restarts and readiness.
+/// `GET /_dev/faults`: `{"queueSends": "ok"|"fail"}`; `PUT /_dev/faults` with that body
+/// switches output-binding sends to failing (or back).
 fn dev_endpoint(
     state: &PublicState,
     method: &Method,
@@ -323,6 +229,28 @@ fn dev_endpoint(
     match (method.as_str(), rest.as_slice()) {
         ("GET", ["queues"]) => json_response(StatusCode::OK, &state.bus.snapshot()),
         ("GET", ["handler"]) => json_response(StatusCode::OK, &state.handler.snapshot()),
+        ("GET", ["faults"]) => json_response(StatusCode::OK, &faults(&state.bus)),
+        ("PUT", ["faults"]) => {
+            let wanted = body
+                .ok()
+                .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+                .and_then(|v| {
+                    v.get("queueSends")
+                        .and_then(Value::as_str)
+                        .map(str::to_owned)
+                });
+            match wanted.as_deref() {
+                Some(mode @ ("ok" | "fail")) => {
+                    state.bus.set_sends_fail(mode == "fail");
+                    tracing::warn!("{DEV_PATH}faults: output-binding queue sends now {mode}");
+                    json_response(StatusCode::OK, &faults(&state.bus))
+                }
+                _ => json_response(
+                    StatusCode::BAD_REQUEST,
+                    &json!({"error": "expected {\"queueSends\": \"ok\" | \"fail\"}"}),
+                ),
+            }
+        }
         ("POST", ["queues", queue, "messages"]) => {
             let Ok(queue) = state.bus.queue(queue) else {
                 return json_response(
@@ -359,43 +287,29 @@ fn dev_endpoint(
                 &json!({"messageId": sent.message_id, "sequenceNumber": sent.sequence_number}),
             )
         }
-        (_, ["queues" | "handler"]) | (_, ["queues", _, "messages"]) => {
+        (_, ["queues" | "handler" | "faults"]) | (_, ["queues", _, "messages"]) => {
             empty(StatusCode::METHOD_NOT_ALLOWED)
         }
         _ => empty(StatusCode::NOT_FOUND),
     }
 }
 
+/// `{"queueSends": "ok"|"fail"}`.
+fn faults(bus: &Bus) -> Value {
+    json!({"queueSends": if bus.sends_fail() { "fail" } else { "ok" }})
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::devhost::functions_dir::OutputBinding;
-
-    fn function() -> FunctionDef {
-        FunctionDef {
-            name: "createUser".into(),
-            trigger: Trigger::Http {
-                binding: "req".into(),
-                methods: None,
-                route: "createUser".into(),
-            },
-            outputs: vec![OutputBinding {
-                name: "res".into(),
-                kind: OutputKind::Http,
-            }],
-        }
-    }
-
-    fn answer(res: Value) -> Answer {
-        Answer::from_slice(json!({"Outputs": {"res": res}}).to_string().as_bytes()).unwrap()
-    }
 
     #[test]
     fn the_handler_view_shows_mode_pid_restarts_and_readiness() {
-        let (_tx, status) = tokio::sync::watch::channel(ProcessStatus {
+        let (_tx, status) = tokio::sync::watch::channel(HandlerStatus {
             pid: None,
             restarts: 2,
-            ready: false,
+            state: crate::devhost::lifecycle::HandlerState::Starting,
+            generation: 3,
         });
         let view = HandlerView {
             in_process: false,
@@ -405,49 +319,8 @@ mod tests {
         assert_eq!(
             view.snapshot(),
             json!({"mode": "process", "pid": null, "restarts": 2, "ready": false,
-                   "url": "http://127.0.0.1:4321"})
+                   "state": "starting", "url": "http://127.0.0.1:4321"})
         );
-    }
-
-    #[test]
-    fn status_headers_and_exact_body_are_mapped() {
-        let r = http_response(
-            &function(),
-            &answer(
-                json!({"statusCode": 302, "headers": {"Location": "/createUser"}, "body": "moved"}),
-            ),
-        )
-        .unwrap();
-        assert_eq!(r.status(), 302);
-        assert_eq!(r.headers()["location"], "/createUser");
-        assert_eq!(r.headers()["content-type"], DEFAULT_CONTENT_TYPE);
-        assert_eq!(r.body().as_ref(), b"moved");
-    }
-
-    #[test]
-    fn a_numeric_string_status_works_and_status_is_ignored() {
-        let r = http_response(&function(), &answer(json!({"statusCode": "201", "status": 500, "body": "{}", "headers": {"Content-Type": "application/json"}}))).unwrap();
-        assert_eq!(r.status(), 201);
-        assert_eq!(r.headers()["content-type"], "application/json");
-    }
-
-    #[test]
-    fn no_http_output_is_an_empty_200() {
-        let none = Answer::from_slice(br#"{"Outputs": {}}"#).unwrap();
-        let r = http_response(&function(), &none).unwrap();
-        assert_eq!(r.status(), 200);
-        assert!(r.body().is_empty());
-        assert!(r.headers().get("content-type").is_none());
-    }
-
-    #[test]
-    fn a_broken_http_output_is_an_error() {
-        assert!(http_response(&function(), &answer(json!({"statusCode": "abc"}))).is_err());
-        assert!(http_response(&function(), &answer(json!({"statusCode": 99999}))).is_err());
-        assert!(
-            http_response(&function(), &answer(json!({"headers": {"Bad Name": "x"}}))).is_err()
-        );
-        assert!(http_response(&function(), &answer(json!("not json"))).is_err());
     }
 
     #[test]

@@ -1,64 +1,69 @@
-//! An in-process stand-in for Service Bus queues with the semantics the handler relies on:
-//! at-least-once delivery, `DeliveryCount`, redelivery after a growing backoff on failure,
-//! dead-lettering after the max delivery count, and counts one can inspect while it runs.
+//! An in-process stand-in for Service Bus queues with the semantics the handler meets on Azure
+//! (PROTOCOL.md, "Service Bus settlement"): PeekLock deliveries with `DeliveryCount`, a failed
+//! delivery abandoned and delivered again at once (no backoff), dead-lettering with
+//! `MaxDeliveryCountExceeded` after the max delivery count, a lock lost once an invocation outlives
+//! host.json's `maxAutoLockRenewalDuration`, and counts one can inspect while it runs. The
+//! consumer that drives a function from a queue is in `consumer.rs`.
 
-use std::collections::{BTreeMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use serde_json::{Value, json};
 use time::OffsetDateTime;
-use tokio::sync::{Notify, Semaphore, watch};
-use tokio::task::JoinSet;
-use tokio::time::Instant;
+use tokio::sync::Notify;
 use uuid::Uuid;
+
+pub use super::consumer::{Deliver, consume};
 
 /// Deliveries before a message is dead-lettered: Service Bus's default `MaxDeliveryCount`.
 pub const DEFAULT_MAX_DELIVERY_COUNT: u32 = 10;
-/// First redelivery delay; it doubles with each failed delivery.
-pub const DEFAULT_RETRY_BASE: Duration = Duration::from_secs(1);
-/// Longest redelivery delay.
-pub const RETRY_CAP: Duration = Duration::from_secs(30);
 /// Message time-to-live shown in `ExpiresAtUtc` (the portal's default for a new queue).
 pub const TIME_TO_LIVE: Duration = Duration::from_secs(14 * 24 * 3600);
 /// The reason Service Bus records when it dead-letters after too many deliveries.
 pub const MAX_DELIVERY_COUNT_EXCEEDED: &str = "MaxDeliveryCountExceeded";
+/// What Service Bus calls settling a message whose lock has already gone.
+pub const MESSAGE_LOCK_LOST: &str = "MessageLockLost";
 
 /// Why a message could not be sent.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum QueueError {
     #[error("no queue named {0:?} (queues come from the function.json files)")]
     UnknownQueue(String),
+    /// Sends were made to fail (`--fail-queue-sends`, `PUT /_dev/faults`), as a missing
+    /// permission, a deleted queue or throttling would on Azure.
+    #[error("sending to queue {0:?} failed (handler dev is making queue sends fail)")]
+    SendsFailing(String),
 }
 
-/// How the in-process bus treats failures.
+/// A settlement came too late: the delivery's lock was lost (the invocation outlived
+/// `maxAutoLockRenewalDuration`), so the message was already given to another consumer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{MESSAGE_LOCK_LOST}: the lock on message {message_id} (delivery {delivery_count}) was lost"
+)]
+pub struct LockLost {
+    pub message_id: String,
+    pub delivery_count: u32,
+}
+
+/// How the in-process bus treats deliveries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QueueOptions {
+    /// Deliveries before dead-lettering (the queue's `MaxDeliveryCount`).
     pub max_delivery_count: u32,
-    /// Delay before the second delivery; doubled per further failure, capped at `retry_cap`.
-    pub retry_base: Duration,
-    pub retry_cap: Duration,
+    /// How long the host keeps renewing a delivery's lock (host.json
+    /// `extensions.serviceBus.maxAutoLockRenewalDuration`); an invocation running longer loses it.
+    pub max_lock_renewal: Duration,
 }
 
 impl Default for QueueOptions {
     fn default() -> Self {
         Self {
             max_delivery_count: DEFAULT_MAX_DELIVERY_COUNT,
-            retry_base: DEFAULT_RETRY_BASE,
-            retry_cap: RETRY_CAP,
+            max_lock_renewal: super::functions_dir::DEFAULT_MAX_AUTO_LOCK_RENEWAL,
         }
-    }
-}
-
-impl QueueOptions {
-    /// The wait after the `delivery_count`-th delivery failed: base, 2·base, 4·base … ≤ cap.
-    pub fn backoff(&self, delivery_count: u32) -> Duration {
-        let doublings = delivery_count.saturating_sub(1).min(31);
-        self.retry_base
-            .checked_mul(1u32 << doublings)
-            .unwrap_or(self.retry_cap)
-            .min(self.retry_cap)
     }
 }
 
@@ -105,11 +110,11 @@ pub struct DeadLetter {
     pub dead_lettered_at: OffsetDateTime,
 }
 
-/// What happened to a message whose delivery failed.
+/// What happened to a message whose delivery failed or whose lock was lost.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Disposition {
-    /// It comes back after this delay.
-    Redeliver(Duration),
+    /// It is available again at once, for its next delivery.
+    Redeliver,
     DeadLettered,
 }
 
@@ -118,45 +123,54 @@ pub enum Disposition {
 pub struct Counts {
     /// Waiting for a consumer.
     pub ready: usize,
-    /// Delivered and not yet settled (locked, in Service Bus terms).
+    /// Delivered and locked (not yet settled, lock not lost).
     pub in_flight: usize,
-    /// Waiting out a retry backoff.
-    pub scheduled: usize,
     pub completed: u64,
     pub dead_lettered: usize,
+    /// Deliveries whose lock was lost while their invocation ran (since the start).
+    pub locks_lost: u64,
 }
 
 impl Counts {
     /// Messages that would be lost if the process stopped now.
     pub fn pending(&self) -> usize {
-        self.ready + self.in_flight + self.scheduled
+        self.ready + self.in_flight
     }
 }
 
 #[derive(Debug, Default)]
 struct State {
+    /// In sequence-number order: an abandoned message goes back to its place.
     ready: VecDeque<Message>,
-    scheduled: Vec<(Instant, Message)>,
-    in_flight: usize,
+    /// Delivered messages by lock token.
+    locked: HashMap<Uuid, Message>,
     completed: u64,
+    locks_lost: u64,
     dead_letter: Vec<DeadLetter>,
 }
 
 impl State {
-    fn promote_due(&mut self, now: Instant) {
-        let mut index = 0;
-        while index < self.scheduled.len() {
-            if self.scheduled[index].0 <= now {
-                let (_, message) = self.scheduled.swap_remove(index);
-                self.ready.push_back(message);
-            } else {
-                index += 1;
-            }
+    /// Makes a message available again, or dead-letters it after its last allowed delivery.
+    fn release(&mut self, message: Message, max: u32, why: &str) -> Disposition {
+        if message.delivery_count >= max {
+            let description = format!(
+                "Message could not be consumed after {} delivery attempts. Last failure: {why}",
+                message.delivery_count
+            );
+            self.dead_letter.push(DeadLetter {
+                message,
+                reason: MAX_DELIVERY_COUNT_EXCEEDED.to_owned(),
+                description,
+                dead_lettered_at: OffsetDateTime::now_utc(),
+            });
+            Disposition::DeadLettered
+        } else {
+            let at = self
+                .ready
+                .partition_point(|m| m.sequence_number < message.sequence_number);
+            self.ready.insert(at, message);
+            Disposition::Redeliver
         }
-        // Keep delivery order stable when several become due together.
-        self.ready
-            .make_contiguous()
-            .sort_by_key(|m| m.sequence_number);
     }
 }
 
@@ -187,6 +201,11 @@ impl Queue {
         &self.name
     }
 
+    /// The queue's delivery rules.
+    pub fn options(&self) -> QueueOptions {
+        self.options
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock leaves consistent data (every update is one step).
         self.state.lock().unwrap_or_else(|p| p.into_inner())
@@ -211,69 +230,77 @@ impl Queue {
         message
     }
 
-    /// Waits for the next message and locks it: its delivery count goes up by one. Cancel-safe.
+    /// Waits for the next message and locks it: its delivery count goes up by one and it gets a
+    /// new lock token. Cancel-safe.
     pub async fn receive(&self) -> Message {
         loop {
             let notified = self.notify.notified();
             tokio::pin!(notified);
             // Registered before looking, so a send between the look and the wait is not missed.
             notified.as_mut().enable();
-            let wake_at = {
+            {
                 let mut state = self.lock();
-                state.promote_due(Instant::now());
                 if let Some(mut message) = state.ready.pop_front() {
                     message.delivery_count += 1;
                     message.lock_token = Uuid::new_v4();
-                    state.in_flight += 1;
+                    state.locked.insert(message.lock_token, message.clone());
                     return message;
                 }
-                state.scheduled.iter().map(|(at, _)| *at).min()
-            };
-            match wake_at {
-                Some(at) => {
-                    tokio::select! {
-                        () = &mut notified => {}
-                        () = tokio::time::sleep_until(at) => {}
-                    }
-                }
-                None => notified.await,
             }
+            notified.await;
         }
     }
 
-    /// Settles a delivered message as done.
-    pub fn complete(&self, _message: &Message) {
-        let mut state = self.lock();
-        state.in_flight = state.in_flight.saturating_sub(1);
-        state.completed += 1;
+    fn lock_lost(message: &Message) -> LockLost {
+        LockLost {
+            message_id: message.message_id.clone(),
+            delivery_count: message.delivery_count,
+        }
     }
 
-    /// Gives a delivered message back after a failure: redelivered after a backoff, or
-    /// dead-lettered once it has been delivered `max_delivery_count` times.
-    pub fn abandon(&self, message: Message, error: &str) -> Disposition {
+    /// Settles a delivered message as done; fails when its lock was lost meanwhile.
+    pub fn complete(&self, message: &Message) -> Result<(), LockLost> {
+        let mut state = self.lock();
+        state
+            .locked
+            .remove(&message.lock_token)
+            .ok_or_else(|| Self::lock_lost(message))?;
+        state.completed += 1;
+        Ok(())
+    }
+
+    /// Gives a delivered message back after a failure: available again at once, or
+    /// dead-lettered once it has been delivered `max_delivery_count` times. Fails when its lock
+    /// was lost meanwhile (the message is already someone else's).
+    pub fn abandon(&self, message: &Message, error: &str) -> Result<Disposition, LockLost> {
         let disposition = {
             let mut state = self.lock();
-            state.in_flight = state.in_flight.saturating_sub(1);
-            if message.delivery_count >= self.options.max_delivery_count {
-                let description = format!(
-                    "Message could not be consumed after {} delivery attempts. Last failure: {error}",
-                    message.delivery_count
-                );
-                state.dead_letter.push(DeadLetter {
-                    message,
-                    reason: MAX_DELIVERY_COUNT_EXCEEDED.to_owned(),
-                    description,
-                    dead_lettered_at: OffsetDateTime::now_utc(),
-                });
-                Disposition::DeadLettered
-            } else {
-                let delay = self.options.backoff(message.delivery_count);
-                state.scheduled.push((Instant::now() + delay, message));
-                Disposition::Redeliver(delay)
-            }
+            let locked = state
+                .locked
+                .remove(&message.lock_token)
+                .ok_or_else(|| Self::lock_lost(message))?;
+            state.release(locked, self.options.max_delivery_count, error)
         };
         self.notify.notify_waiters();
-        disposition
+        Ok(disposition)
+    }
+
+    /// Ends a delivery's lock while its invocation still runs (the renewal limit passed): the
+    /// message is available again at once, or dead-lettered after its last allowed delivery.
+    /// `None` when the delivery was settled already.
+    pub fn expire_lock(&self, message: &Message) -> Option<Disposition> {
+        let disposition = {
+            let mut state = self.lock();
+            let locked = state.locked.remove(&message.lock_token)?;
+            state.locks_lost += 1;
+            let why = format!(
+                "{MESSAGE_LOCK_LOST}: the invocation ran past maxAutoLockRenewalDuration ({} s)",
+                self.options.max_lock_renewal.as_secs_f64()
+            );
+            state.release(locked, self.options.max_delivery_count, &why)
+        };
+        self.notify.notify_waiters();
+        Some(disposition)
     }
 
     /// Where the messages are now.
@@ -281,10 +308,10 @@ impl Queue {
         let state = self.lock();
         Counts {
             ready: state.ready.len(),
-            in_flight: state.in_flight,
-            scheduled: state.scheduled.len(),
+            in_flight: state.locked.len(),
             completed: state.completed,
             dead_lettered: state.dead_letter.len(),
+            locks_lost: state.locks_lost,
         }
     }
 
@@ -316,18 +343,19 @@ impl Queue {
             // Like Service Bus's active count: waiting plus locked.
             "active": counts.ready + counts.in_flight,
             "inFlight": counts.in_flight,
-            "scheduled": counts.scheduled,
             "completed": counts.completed,
+            "locksLost": counts.locks_lost,
             "deadLetter": dead,
         })
     }
 }
 
 /// Every queue the function.json files mention, by name (compared case-insensitively, as
-/// Service Bus entity names are).
+/// Service Bus entity names are), and the switch that makes output-binding sends fail.
 #[derive(Debug, Default)]
 pub struct Bus {
     queues: BTreeMap<String, Arc<Queue>>,
+    sends_fail: AtomicBool,
 }
 
 impl Bus {
@@ -339,7 +367,10 @@ impl Bus {
                 .entry(name.to_ascii_lowercase())
                 .or_insert_with(|| Arc::new(Queue::new(name, options)));
         }
-        Self { queues }
+        Self {
+            queues,
+            sends_fail: AtomicBool::new(false),
+        }
     }
 
     /// A queue by name.
@@ -350,12 +381,31 @@ impl Bus {
             .ok_or_else(|| QueueError::UnknownQueue(name.to_owned()))
     }
 
+    /// Sends an output binding's message, unless sends are made to fail.
+    pub fn send(&self, queue: &str, message: NewMessage) -> Result<Message, QueueError> {
+        let queue = self.queue(queue)?;
+        if self.sends_fail() {
+            return Err(QueueError::SendsFailing(queue.name().to_owned()));
+        }
+        Ok(queue.send(message))
+    }
+
+    /// Makes output-binding sends fail (true) or work again (false).
+    pub fn set_sends_fail(&self, fail: bool) {
+        self.sends_fail.store(fail, Ordering::SeqCst);
+    }
+
+    /// Whether output-binding sends are made to fail.
+    pub fn sends_fail(&self) -> bool {
+        self.sends_fail.load(Ordering::SeqCst)
+    }
+
     /// Every queue, by name.
     pub fn queues(&self) -> impl Iterator<Item = &Arc<Queue>> {
         self.queues.values()
     }
 
-    /// `{"<queue>": {active, inFlight, scheduled, completed, deadLetter: […]}, …}`.
+    /// `{"<queue>": {active, inFlight, completed, locksLost, deadLetter: […]}, …}`.
     pub fn snapshot(&self) -> Value {
         Value::Object(
             self.queues
@@ -363,313 +413,5 @@ impl Bus {
                 .map(|q| (q.name().to_owned(), q.snapshot()))
                 .collect(),
         )
-    }
-}
-
-/// Hands one message to a function; `Err` (why) abandons it.
-#[async_trait::async_trait]
-pub trait Deliver: Send + Sync {
-    async fn deliver(&self, message: &Message) -> Result<(), String>;
-}
-
-/// Delivers a queue's messages to one function, at most `max_concurrent` at a time, until
-/// `shutdown` turns true; then waits up to `drain` for deliveries in flight. Returns how many
-/// deliveries were still running when the drain time ran out.
-pub async fn consume(
-    queue: Arc<Queue>,
-    function: String,
-    deliverer: Arc<dyn Deliver>,
-    max_concurrent: usize,
-    mut shutdown: watch::Receiver<bool>,
-    drain: Duration,
-) -> usize {
-    let permits = Arc::new(Semaphore::new(max_concurrent.max(1)));
-    let mut deliveries = JoinSet::new();
-    loop {
-        // Reap finished deliveries so the set does not grow without bound.
-        while deliveries.try_join_next().is_some() {}
-        // `wait_for` also returns when the sender is gone: that too means stop.
-        let permit = tokio::select! {
-            biased;
-            _ = shutdown.wait_for(|stop| *stop) => break,
-            permit = permits.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => break,
-            },
-        };
-        let message = tokio::select! {
-            biased;
-            _ = shutdown.wait_for(|stop| *stop) => break,
-            message = queue.receive() => message,
-        };
-        let (queue, deliverer, function) = (queue.clone(), deliverer.clone(), function.clone());
-        deliveries.spawn(async move {
-            let result = deliverer.deliver(&message).await;
-            settle(&queue, &function, message, result);
-            drop(permit);
-        });
-    }
-    let finished = tokio::time::timeout(drain, async {
-        while deliveries.join_next().await.is_some() {}
-    })
-    .await;
-    if finished.is_err() {
-        let left = deliveries.len();
-        deliveries.abort_all();
-        return left;
-    }
-    0
-}
-
-fn settle(queue: &Queue, function: &str, message: Message, result: Result<(), String>) {
-    match result {
-        Ok(()) => {
-            tracing::debug!(
-                queue = queue.name(),
-                message_id = %message.message_id,
-                delivery_count = message.delivery_count,
-                "{function} completed the message"
-            );
-            queue.complete(&message);
-        }
-        Err(error) => {
-            let (id, count) = (message.message_id.clone(), message.delivery_count);
-            match queue.abandon(message, &error) {
-                Disposition::Redeliver(delay) => tracing::warn!(
-                    queue = queue.name(),
-                    "delivery {count} of message {id} to {function} failed ({error}); \
-                     redelivering in {} ms",
-                    delay.as_millis()
-                ),
-                Disposition::DeadLettered => tracing::error!(
-                    queue = queue.name(),
-                    "message {id} dead-lettered ({MAX_DELIVERY_COUNT_EXCEEDED}): {function} failed \
-                     all {count} deliveries; last failure: {error}"
-                ),
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::sync::atomic::AtomicUsize;
-
-    /// Fails the first `failures` deliveries, recording each delivery's count and time.
-    struct Flaky {
-        failures: u32,
-        seen: Mutex<Vec<(u32, Instant)>>,
-    }
-
-    #[async_trait::async_trait]
-    impl Deliver for Flaky {
-        async fn deliver(&self, message: &Message) -> Result<(), String> {
-            let mut seen = self.seen.lock().unwrap();
-            seen.push((message.delivery_count, Instant::now()));
-            if seen.len() as u32 <= self.failures {
-                Err("handler answered 503".to_owned())
-            } else {
-                Ok(())
-            }
-        }
-    }
-
-    fn options(max: u32) -> QueueOptions {
-        QueueOptions {
-            max_delivery_count: max,
-            retry_base: Duration::from_secs(1),
-            retry_cap: Duration::from_secs(30),
-        }
-    }
-
-    async fn run_until<F: Fn(&Counts) -> bool>(
-        queue: &Arc<Queue>,
-        deliverer: Arc<dyn Deliver>,
-        done: F,
-    ) {
-        let (tx, rx) = watch::channel(false);
-        let consumer = tokio::spawn(consume(
-            queue.clone(),
-            "f".into(),
-            deliverer,
-            4,
-            rx,
-            Duration::from_secs(5),
-        ));
-        tokio::time::timeout(Duration::from_secs(3600), async {
-            while !done(&queue.counts()) {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        })
-        .await
-        .expect("the queue never settled");
-        tx.send(true).unwrap();
-        consumer.await.unwrap();
-    }
-
-    #[test]
-    fn backoff_doubles_from_the_base_up_to_the_cap() {
-        let o = QueueOptions {
-            max_delivery_count: 10,
-            retry_base: Duration::from_secs(1),
-            retry_cap: Duration::from_secs(30),
-        };
-        let delays: Vec<u64> = (1..=7).map(|n| o.backoff(n).as_secs()).collect();
-        assert_eq!(delays, vec![1, 2, 4, 8, 16, 30, 30]);
-        assert_eq!(o.backoff(1000), Duration::from_secs(30));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_failed_delivery_comes_back_with_a_higher_delivery_count() {
-        let queue = Arc::new(Queue::new("q", options(10)));
-        queue.send(NewMessage::text("{}"));
-        let flaky = Arc::new(Flaky {
-            failures: 2,
-            seen: Mutex::new(Vec::new()),
-        });
-        run_until(&queue, flaky.clone(), |c| c.completed == 1).await;
-        let counts: Vec<u32> = flaky.seen.lock().unwrap().iter().map(|(c, _)| *c).collect();
-        assert_eq!(counts, vec![1, 2, 3]);
-        assert_eq!(queue.counts().pending(), 0);
-        assert!(queue.dead_letters().is_empty());
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn redeliveries_wait_longer_each_time() {
-        let queue = Arc::new(Queue::new("q", options(10)));
-        queue.send(NewMessage::text("{}"));
-        let flaky = Arc::new(Flaky {
-            failures: 7,
-            seen: Mutex::new(Vec::new()),
-        });
-        run_until(&queue, flaky.clone(), |c| c.completed == 1).await;
-        let seen = flaky.seen.lock().unwrap();
-        let gaps: Vec<u64> = seen
-            .windows(2)
-            .map(|w| (w[1].1 - w[0].1).as_secs())
-            .collect();
-        assert_eq!(gaps, vec![1, 2, 4, 8, 16, 30, 30]);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_message_is_dead_lettered_after_the_max_delivery_count() {
-        let queue = Arc::new(Queue::new("q", options(10)));
-        let sent = queue.send(NewMessage::text(r#"{"userId":"u1"}"#));
-        let always = Arc::new(Flaky {
-            failures: u32::MAX,
-            seen: Mutex::new(Vec::new()),
-        });
-        run_until(&queue, always.clone(), |c| c.dead_lettered == 1).await;
-        let counts: Vec<u32> = always
-            .seen
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(c, _)| *c)
-            .collect();
-        assert_eq!(counts, (1..=10).collect::<Vec<_>>());
-        let dead = queue.dead_letters();
-        assert_eq!(dead[0].message.message_id, sent.message_id);
-        assert_eq!(dead[0].message.delivery_count, 10);
-        assert_eq!(dead[0].reason, MAX_DELIVERY_COUNT_EXCEEDED);
-        assert!(dead[0].description.contains("handler answered 503"));
-        assert_eq!(queue.counts().pending(), 0);
-        let snapshot = queue.snapshot();
-        assert_eq!(snapshot["deadLetter"][0]["deliveryCount"], 10);
-        assert_eq!(snapshot["deadLetter"][0]["body"], r#"{"userId":"u1"}"#);
-    }
-
-    /// Holds every delivery until released, counting how many run at once.
-    struct Gate {
-        running: AtomicUsize,
-        peak: AtomicUsize,
-        release: Notify,
-    }
-
-    #[async_trait::async_trait]
-    impl Deliver for Gate {
-        async fn deliver(&self, _message: &Message) -> Result<(), String> {
-            let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
-            self.peak.fetch_max(now, Ordering::SeqCst);
-            let released = self.release.notified();
-            released.await;
-            self.running.fetch_sub(1, Ordering::SeqCst);
-            Ok(())
-        }
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn no_more_than_max_concurrent_deliveries_run_at_once() {
-        let queue = Arc::new(Queue::new("q", options(10)));
-        for _ in 0..5 {
-            queue.send(NewMessage::text("{}"));
-        }
-        let gate = Arc::new(Gate {
-            running: AtomicUsize::new(0),
-            peak: AtomicUsize::new(0),
-            release: Notify::new(),
-        });
-        let (tx, rx) = watch::channel(false);
-        let consumer = tokio::spawn(consume(
-            queue.clone(),
-            "f".into(),
-            gate.clone(),
-            2,
-            rx,
-            Duration::from_secs(5),
-        ));
-        while queue.counts().completed < 5 {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-            assert!(queue.counts().in_flight <= 2);
-            gate.release.notify_waiters();
-        }
-        assert_eq!(gate.peak.load(Ordering::SeqCst), 2);
-        tx.send(true).unwrap();
-        assert_eq!(consumer.await.unwrap(), 0);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn shutdown_lets_deliveries_in_flight_finish_within_the_drain_time() {
-        let queue = Arc::new(Queue::new("q", options(10)));
-        queue.send(NewMessage::text("{}"));
-        queue.send(NewMessage::text("{}"));
-        let gate = Arc::new(Gate {
-            running: AtomicUsize::new(0),
-            peak: AtomicUsize::new(0),
-            release: Notify::new(),
-        });
-        let (tx, rx) = watch::channel(false);
-        let consumer = tokio::spawn(consume(
-            queue.clone(),
-            "f".into(),
-            gate.clone(),
-            1,
-            rx,
-            Duration::from_secs(5),
-        ));
-        while queue.counts().in_flight == 0 {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-        tx.send(true).unwrap();
-        // The one in flight never finishes: the drain gives up after 5 s and reports it.
-        assert_eq!(consumer.await.unwrap(), 1);
-        let counts = queue.counts();
-        assert_eq!((counts.ready, counts.in_flight), (1, 1));
-        assert_eq!(counts.pending(), 2);
-    }
-
-    #[test]
-    fn the_bus_finds_queues_whatever_the_case() {
-        let bus = Bus::new(["Onboarding".to_owned()], QueueOptions::default());
-        assert_eq!(bus.queue("onboarding").unwrap().name(), "Onboarding");
-        assert!(matches!(
-            bus.queue("other"),
-            Err(QueueError::UnknownQueue(_))
-        ));
-        let sent = bus.queue("ONBOARDING").unwrap().send(NewMessage::text("x"));
-        assert_eq!(sent.message_id.len(), 32);
-        assert_eq!(sent.sequence_number, 1);
-        assert_eq!(bus.snapshot()["Onboarding"]["active"], 1);
     }
 }

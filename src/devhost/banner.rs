@@ -1,0 +1,164 @@
+//! The dev host's start-up banner: what is real, what is embedded, and where to go.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use super::functions_dir::{self, AppSettings, HostConfig, Trigger};
+use super::public::{self, HandlerView};
+use super::routes::Router;
+use super::{DevOptions, queue_names};
+use crate::config::Settings;
+
+/// The start-up text: what is real, what is embedded, and where to go.
+pub(super) struct Banner<'a> {
+    pub app_root: &'a Path,
+    pub app_settings: &'a AppSettings,
+    pub settings: &'a Settings,
+    pub backends: &'a [(&'static str, String)],
+    pub host: &'a HostConfig,
+    pub functions: &'a functions_dir::FunctionSet,
+    pub router: &'a Router,
+    pub options: &'a DevOptions,
+    pub handler: &'a HandlerView,
+    pub public_addr: SocketAddr,
+}
+
+impl Banner<'_> {
+    /// The banner text, one line per part.
+    pub fn render(&self) -> String {
+        let base = format!("http://{}", self.public_addr);
+        let tag = |real: bool| if real { "[real]    " } else { "[embedded]" };
+        let is_set = |name: &str| {
+            self.app_settings
+                .get(name)
+                .is_some_and(|v| !v.trim().is_empty())
+        };
+        let mut out = String::new();
+        let mut line = |text: String| {
+            out.push_str(&text);
+            out.push('\n');
+        };
+        line("handler dev: the Functions host, locally (a stand-in for `func start`)".to_owned());
+        line(format!("  app root   {}", self.app_root.display()));
+        line(match self.app_settings.local_file() {
+            Some((path, n)) => format!(
+                "  settings   {} ({n} value(s); environment variables win)",
+                path.display()
+            ),
+            None => "  settings   environment only (no local.settings.json)".to_owned(),
+        });
+        for (part, description) in self.backends {
+            let real = match *part {
+                "store" => self.settings.redis.is_some(),
+                "mail" => self.settings.smtp.is_some(),
+                _ => true,
+            };
+            line(format!("  {part:<10} {} {description}", tag(real)));
+        }
+        line(if self.settings.jwt.generated {
+            format!(
+                "  tokens     {} a random key made for this run: tokens end with the run (set JWT_SECRET to keep them)",
+                tag(false)
+            )
+        } else {
+            format!("  tokens     {} signed with JWT_SECRET", tag(true))
+        });
+        line(if is_set("MAIL_FROM") {
+            format!("  sender     {} {}", tag(true), self.settings.mail_from)
+        } else {
+            format!(
+                "  sender     {} {} (a local sender; set MAIL_FROM for yours)",
+                tag(false),
+                self.settings.mail_from
+            )
+        });
+        let queues = queue_names(&self.functions.functions);
+        if !queues.is_empty() {
+            let mut unique: Vec<String> = Vec::new();
+            for q in queues {
+                if !unique.iter().any(|u| u.eq_ignore_ascii_case(&q)) {
+                    unique.push(q);
+                }
+            }
+            line(format!(
+                "  queues     {} in-process Service Bus: {} (a failed delivery comes back at once; \
+                 dead-letter after {} deliveries; locks renewed for {} s){}",
+                tag(false),
+                unique.join(", "),
+                self.options.max_delivery_count,
+                self.host.max_auto_lock_renewal.as_secs_f64(),
+                if self.options.fail_queue_sends {
+                    "; output sends FAIL (--fail-queue-sends)"
+                } else {
+                    ""
+                }
+            ));
+        }
+        let status = *self.handler.status.borrow();
+        line(if self.handler.in_process {
+            format!(
+                "  handler    in this process at http://{} (POST /<function>, as from the host)",
+                self.handler.addr
+            )
+        } else {
+            format!(
+                "  handler    process pid {} at http://{} (POST /<function>, as from the host); \
+                 restarted as the host restarts its worker",
+                status.pid.map_or_else(|| "-".to_owned(), |p| p.to_string()),
+                self.handler.addr
+            )
+        });
+        line("  functions".to_owned());
+        let width = self
+            .functions
+            .functions
+            .iter()
+            .map(|f| f.name.len())
+            .max()
+            .unwrap_or(0);
+        for function in &self.functions.functions {
+            let text = match &function.trigger {
+                Trigger::Http { methods, .. } => {
+                    let path = self
+                        .router
+                        .routes()
+                        .iter()
+                        .find(|r| r.function == function.name)
+                        .map(|r| r.template.display_path())
+                        .unwrap_or_default();
+                    let methods = methods
+                        .as_ref()
+                        .map_or_else(|| "ANY".to_owned(), |m| m.join(","));
+                    format!("{methods:<10} {base}{path}")
+                }
+                Trigger::ServiceBus { queue, .. } => format!(
+                    "serviceBusTrigger on queue {queue} ({} at a time)",
+                    self.host.max_concurrent_calls
+                ),
+            };
+            line(format!("    {:<width$}  {text}", function.name));
+        }
+        for (name, why) in &self.functions.skipped {
+            line(format!("    {name:<width$}  skipped: {why}"));
+        }
+        line(String::new());
+        line(format!("Listening on {base}"));
+        let sign_up = self.functions.functions.iter().find_map(|f| {
+            if !f.name.eq_ignore_ascii_case("createUser") {
+                return None;
+            }
+            self.router
+                .routes()
+                .iter()
+                .find(|r| r.function == f.name)
+                .map(|r| r.template.display_path())
+        });
+        if let Some(path) = sign_up {
+            line(format!("  sign up    {base}{path}"));
+        }
+        line(format!("  queues     {base}{}queues", public::DEV_PATH));
+        line(format!("  handler    {base}{}handler", public::DEV_PATH));
+        line("Press Ctrl-C to stop.".to_owned());
+        out
+    }
+}
