@@ -18,6 +18,8 @@ mod dev_host;
 mod durable_redis;
 #[path = "faults/load.rs"]
 mod load;
+#[path = "faults/mail.rs"]
+mod mail;
 #[path = "faults/report.rs"]
 mod report;
 #[path = "faults/smtp.rs"]
@@ -111,6 +113,16 @@ struct Rig {
     redis: DurableRedis,
 }
 
+/// How a scenario wants its rig: the SMTP server's behaviour, settings on top of
+/// [`settings`], `handler dev` arguments, and credentials for the SMTP URL.
+#[derive(Default)]
+struct RigOptions {
+    modes: smtp::Modes,
+    env: Vec<(&'static str, String)>,
+    args: Vec<&'static str>,
+    smtp_credentials: Option<(&'static str, &'static str)>,
+}
+
 impl Rig {
     fn start(extra_args: &[&str]) -> Self {
         let redis = DurableRedis::start();
@@ -118,6 +130,25 @@ impl Rig {
         let mut args = QUEUE_ARGS.to_vec();
         args.extend_from_slice(extra_args);
         let dev = DevHost::start(&settings(&redis, &smtp), &args);
+        Self { dev, smtp, redis }
+    }
+
+    fn start_with(options: RigOptions) -> Self {
+        let redis = DurableRedis::start();
+        let smtp = SmtpSink::start_with(&options.modes);
+        let mut env = settings(&redis, &smtp);
+        if let Some((user, password)) = options.smtp_credentials {
+            let url = smtp
+                .url()
+                .replacen("smtp://", &format!("smtp://{user}:{password}@"), 1);
+            env.retain(|(name, _)| *name != "SMTP_URL");
+            env.push(("SMTP_URL", url));
+        }
+        for (name, value) in options.env {
+            env.retain(|(n, _)| *n != name);
+            env.push((name, value));
+        }
+        let dev = DevHost::start(&env, &options.args);
         Self { dev, smtp, redis }
     }
 }

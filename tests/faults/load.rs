@@ -125,6 +125,14 @@ impl Load {
         }
     }
 
+    /// Waits until every client has sent all its requests.
+    pub async fn finish(mut self) -> Vec<Answer> {
+        while let Some(done) = self.clients.join_next().await {
+            done.expect("a load client panicked");
+        }
+        self.answers()
+    }
+
     /// Stops sending and waits for the requests in flight (each bounded by its timeout).
     pub async fn stop(mut self) -> Vec<Answer> {
         let _ = self.stop_tx.send(true);
