@@ -8,3 +8,4 @@ mod lifecycle;
 mod protocol;
 mod root;
 mod send_onboarding;
+mod send_onboarding_faults;
