@@ -201,37 +201,21 @@ impl Settings {
             },
             None => DEFAULT_SMTP_TIMEOUT,
         };
-        let send_window = match get("SMTP_SEND_WINDOW_SECONDS", &mut problems) {
-            Some(raw) => match raw.trim().parse::<u64>() {
-                Ok(secs) if SEND_WINDOW_SECONDS.contains(&secs) => Duration::from_secs(secs),
-                _ => {
-                    problems.push(format!(
-                        "SMTP_SEND_WINDOW_SECONDS must be a whole number of seconds from {} to {} \
-                         (keep it below the Service Bus lock renewal limit and functionTimeout, \
-                         5 minutes by default), got {raw:?}",
-                        SEND_WINDOW_SECONDS.start(),
-                        SEND_WINDOW_SECONDS.end()
-                    ));
-                    DEFAULT_SEND_WINDOW
-                }
-            },
-            None => DEFAULT_SEND_WINDOW,
-        };
-        let max_per_minute = match get("SMTP_MAX_PER_MINUTE", &mut problems) {
-            Some(raw) => match raw.trim().parse::<u32>() {
-                Ok(n) if MAX_PER_MINUTE.contains(&n) => NonZeroU32::new(n),
-                _ => {
-                    problems.push(format!(
-                        "SMTP_MAX_PER_MINUTE must be a whole number from {} to {} (emails a \
-                         minute across all instances), got {raw:?}",
-                        MAX_PER_MINUTE.start(),
-                        MAX_PER_MINUTE.end()
-                    ));
-                    None
-                }
-            },
-            None => None,
-        };
+        let send_window = get("SMTP_SEND_WINDOW_SECONDS", &mut problems)
+            .map(|raw| parse_send_window(&raw))
+            .transpose()
+            .unwrap_or_else(|why| {
+                problems.push(why);
+                None
+            })
+            .unwrap_or(DEFAULT_SEND_WINDOW);
+        let max_per_minute = get("SMTP_MAX_PER_MINUTE", &mut problems)
+            .map(|raw| parse_max_per_minute(&raw))
+            .transpose()
+            .unwrap_or_else(|why| {
+                problems.push(why);
+                None
+            });
         let smtp = match get("SMTP_URL", &mut problems) {
             Some(raw) => match parse_smtp_url(&raw, smtp_timeout) {
                 Ok(settings) => Some(settings),
@@ -360,6 +344,37 @@ impl Settings {
             _ => Err(ConfigError { problems }),
         }
     }
+}
+
+/// `SMTP_SEND_WINDOW_SECONDS`: whole seconds within [`SEND_WINDOW_SECONDS`].
+fn parse_send_window(raw: &str) -> Result<Duration, String> {
+    match raw.trim().parse::<u64>() {
+        Ok(secs) if SEND_WINDOW_SECONDS.contains(&secs) => Ok(Duration::from_secs(secs)),
+        _ => Err(format!(
+            "SMTP_SEND_WINDOW_SECONDS must be a whole number of seconds from {} to {} (keep it \
+             below the Service Bus lock renewal limit and functionTimeout, 5 minutes by \
+             default), got {raw:?}",
+            SEND_WINDOW_SECONDS.start(),
+            SEND_WINDOW_SECONDS.end()
+        )),
+    }
+}
+
+/// `SMTP_MAX_PER_MINUTE`: a whole number within [`MAX_PER_MINUTE`].
+fn parse_max_per_minute(raw: &str) -> Result<NonZeroU32, String> {
+    raw.trim()
+        .parse::<u32>()
+        .ok()
+        .filter(|n| MAX_PER_MINUTE.contains(n))
+        .and_then(NonZeroU32::new)
+        .ok_or_else(|| {
+            format!(
+                "SMTP_MAX_PER_MINUTE must be a whole number from {} to {} (emails a minute \
+                 across all instances), got {raw:?}",
+                MAX_PER_MINUTE.start(),
+                MAX_PER_MINUTE.end()
+            )
+        })
 }
 
 /// Accepts `redis://`, `rediss://` and the Azure portal's connection string

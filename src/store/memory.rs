@@ -255,4 +255,67 @@ mod tests {
             .unwrap();
         assert!(matches!(found, Some((_, Claim::AlreadySent))));
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_renewal_extends_our_claim_and_takes_back_a_lapsed_one_nobody_took() {
+        let store = MemoryStore::new();
+        let user = user();
+        store.insert_user(&user).await.unwrap();
+        assert_eq!(
+            store.claim_onboarding(user.id, "a", LEASE).await.unwrap(),
+            Claim::Claimed
+        );
+        tokio::time::advance(LEASE - Duration::from_secs(1)).await;
+        assert_eq!(
+            store.renew_onboarding(user.id, "a", LEASE).await.unwrap(),
+            Claim::Claimed
+        );
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert_eq!(
+            store.claim_onboarding(user.id, "b", LEASE).await.unwrap(),
+            Claim::InProgress,
+            "the renewed claim still stands"
+        );
+        tokio::time::advance(LEASE).await;
+        assert_eq!(
+            store.renew_onboarding(user.id, "a", LEASE).await.unwrap(),
+            Claim::Claimed
+        );
+    }
+
+    #[tokio::test]
+    async fn an_undeliverable_email_is_settled_for_every_later_delivery() {
+        let store = MemoryStore::new();
+        let user = user();
+        store.insert_user(&user).await.unwrap();
+        let refusal = Refusal::new(Some(550), "5.1.1 unknown");
+        store.mark_undeliverable(user.id, &refusal).await.unwrap();
+        assert_eq!(
+            store.claim_onboarding(user.id, "a", LEASE).await.unwrap(),
+            Claim::Undeliverable
+        );
+        assert_eq!(
+            store.onboarding_status(user.id).await.unwrap(),
+            OnboardingStatus::Undeliverable
+        );
+        let (_, onboarding) = store.find_user(user.id).await.unwrap().unwrap();
+        assert_eq!(onboarding, Onboarding::Undeliverable(refusal));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn send_slots_are_spaced_by_the_limit() {
+        let store = MemoryStore::new();
+        let limit = NonZeroU32::new(120).unwrap();
+        let far = Duration::from_secs(60);
+        let waits: Vec<_> =
+            futures_util::future::join_all((0..3).map(|_| store.reserve_send_slot(limit, far)))
+                .await
+                .into_iter()
+                .map(Result::unwrap)
+                .collect();
+        let ms = |m| SendSlot::Reserved {
+            wait: Duration::from_millis(m),
+        };
+        assert_eq!(waits, vec![ms(0), ms(500), ms(1000)]);
+    }
 }

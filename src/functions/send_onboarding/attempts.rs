@@ -51,7 +51,7 @@ pub(super) async fn deliver(
     let mut last = "the SMTP server stayed unavailable (held back by the breaker)".to_owned();
     let mut operator_told = false;
     loop {
-        let step = attempt(app, email, held, window, &mut backoff, &mut operator_told).await;
+        let step = attempt(app, email, held, window, &mut operator_told).await;
         match step {
             Step::Done(delivery) => return delivery,
             Step::Spent => return Delivery::Spent(last),
@@ -78,13 +78,12 @@ async fn attempt(
     email: &lettre::Message,
     held: &mut HeldClaim<'_>,
     window: &Window,
-    backoff: &mut Backoff,
     operator_told: &mut bool,
 ) -> Step {
     let Some(pass) = app.breaker.admit(window.end).await else {
         return Step::Spent;
     };
-    let reserved_at = match wait_for_slot(app, window, backoff).await {
+    let reserved_at = match wait_for_slot(app, window).await {
         Ok(at) => at,
         Err(SlotError::Spent) => return Step::Spent,
         Err(SlotError::Store(e)) => return Step::Again(e),
@@ -173,11 +172,7 @@ enum SlotError {
 /// `SMTP_MAX_PER_MINUTE` is set, else from the process's pacer. Never reserves a slot the
 /// window could not use; waits for one to come within reach instead. Returns when the slot was
 /// reserved.
-async fn wait_for_slot(
-    app: &App,
-    window: &Window,
-    backoff: &mut Backoff,
-) -> Result<Instant, SlotError> {
+async fn wait_for_slot(app: &App, window: &Window) -> Result<Instant, SlotError> {
     loop {
         let max_wait = window.remaining().saturating_sub(MIN_ATTEMPT);
         let reserved_at = Instant::now();
@@ -185,12 +180,7 @@ async fn wait_for_slot(
             Some(limit) => match app.store.reserve_send_slot(limit, max_wait).await {
                 Ok(SendSlot::Reserved { wait }) => Turn::After(wait),
                 Ok(SendSlot::TooFar { wait }) => Turn::TooFar(wait.saturating_sub(max_wait)),
-                Err(e) => {
-                    if !window.pause(backoff.next_pause()).await {
-                        return Err(SlotError::Spent);
-                    }
-                    return Err(SlotError::Store(format!("reserving a send slot: {e}")));
-                }
+                Err(e) => return Err(SlotError::Store(format!("reserving a send slot: {e}"))),
             },
             None => app.pacer.reserve(max_wait),
         };
