@@ -1,5 +1,6 @@
 //! Everything a function needs, built once at start: the store, the mailer, the hasher, the keys.
 
+use std::num::NonZeroU32;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,7 +11,7 @@ use url::Url;
 
 use crate::auth::{PasswordHasher, TokenKeys};
 use crate::config::Settings;
-use crate::mail::{Mailer, OutboxMailer, SmtpMailer};
+use crate::mail::{Breaker, Mailer, OutboxMailer, Pacer, SmtpMailer};
 use crate::store::{MemoryStore, RedisStore, UserStore};
 
 /// Extra time an onboarding claim outlives the send deadline (the send itself is cut at the
@@ -28,6 +29,16 @@ pub struct App {
     pub public_url: Option<Url>,
     /// How long a delivery holds the right to send one user's email.
     pub claim_lease: Duration,
+    /// The bound on one send attempt (`SMTP_TIMEOUT_SECONDS`).
+    pub send_deadline: Duration,
+    /// How long one delivery rides out failures that may heal (`SMTP_SEND_WINDOW_SECONDS`).
+    pub send_window: Duration,
+    /// The provider's limit shared through the store (`SMTP_MAX_PER_MINUTE`), if set.
+    pub max_per_minute: Option<NonZeroU32>,
+    /// Holds sends back while the SMTP server is down (one per process).
+    pub breaker: Breaker,
+    /// Spaces sends out after throttle replies when no limit is set (one per process).
+    pub pacer: Pacer,
 }
 
 impl App {
@@ -71,6 +82,11 @@ impl App {
             mail_from: settings.mail_from.clone(),
             public_url: settings.public_url.clone(),
             claim_lease: send_deadline + CLAIM_MARGIN,
+            send_deadline,
+            send_window: settings.send_window,
+            max_per_minute: settings.max_per_minute,
+            breaker: Breaker::new(),
+            pacer: Pacer::new(),
         }
     }
 

@@ -2,6 +2,7 @@
 //! reports every problem at once.
 
 use std::fmt;
+use std::num::NonZeroU32;
 use std::time::Duration;
 
 use lettre::message::Mailbox;
@@ -17,6 +18,17 @@ pub const MIN_JWT_SECRET_BYTES: usize = 32;
 pub const DEFAULT_JWT_TTL: Duration = Duration::from_secs(3600);
 /// Overall bound on one email send when `SMTP_TIMEOUT_SECONDS` is not set.
 pub const DEFAULT_SMTP_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long one sendOnboarding invocation rides out failures that may heal before it answers
+/// non-2xx, when `SMTP_SEND_WINDOW_SECONDS` is not set. Service Bus redelivers a failed message
+/// at once, with no backoff (Azure/azure-service-bus#454, Azure/azure-webjobs-sdk#2955), so the
+/// waiting has to happen inside the invocation; 240 s stays clear of the host's lock renewal
+/// limit (`maxAutoLockRenewalDuration`, 5 min by default) and of our 5 min `functionTimeout`.
+pub const DEFAULT_SEND_WINDOW: Duration = Duration::from_secs(240);
+/// Accepted `SMTP_SEND_WINDOW_SECONDS` values.
+pub const SEND_WINDOW_SECONDS: std::ops::RangeInclusive<u64> = 1..=3600;
+/// Accepted `SMTP_MAX_PER_MINUTE` values (Azure Communication Services allows 30 a minute by
+/// default with a custom domain, 5 with an Azure-managed one).
+pub const MAX_PER_MINUTE: std::ops::RangeInclusive<u32> = 1..=60_000;
 /// Store key prefix when `REDIS_KEY_PREFIX` is not set.
 pub const DEFAULT_KEY_PREFIX: &str = "onboarding:";
 /// Sender used by `handler dev` when `MAIL_FROM` is not set.
@@ -89,6 +101,11 @@ pub struct Settings {
     pub mail_from: Mailbox,
     pub public_url: Option<Url>,
     pub key_prefix: String,
+    /// `SMTP_SEND_WINDOW_SECONDS`: how long one delivery rides out failures that may heal.
+    pub send_window: Duration,
+    /// `SMTP_MAX_PER_MINUTE`: the provider's limit, shared by every instance through the store;
+    /// `None` paces adaptively on the provider's throttle replies instead.
+    pub max_per_minute: Option<NonZeroU32>,
 }
 
 impl Settings {
@@ -184,6 +201,21 @@ impl Settings {
             },
             None => DEFAULT_SMTP_TIMEOUT,
         };
+        let send_window = get("SMTP_SEND_WINDOW_SECONDS", &mut problems)
+            .map(|raw| parse_send_window(&raw))
+            .transpose()
+            .unwrap_or_else(|why| {
+                problems.push(why);
+                None
+            })
+            .unwrap_or(DEFAULT_SEND_WINDOW);
+        let max_per_minute = get("SMTP_MAX_PER_MINUTE", &mut problems)
+            .map(|raw| parse_max_per_minute(&raw))
+            .transpose()
+            .unwrap_or_else(|why| {
+                problems.push(why);
+                None
+            });
         let smtp = match get("SMTP_URL", &mut problems) {
             Some(raw) => match parse_smtp_url(&raw, smtp_timeout) {
                 Ok(settings) => Some(settings),
@@ -306,10 +338,43 @@ impl Settings {
                 mail_from,
                 public_url,
                 key_prefix,
+                send_window,
+                max_per_minute,
             }),
             _ => Err(ConfigError { problems }),
         }
     }
+}
+
+/// `SMTP_SEND_WINDOW_SECONDS`: whole seconds within [`SEND_WINDOW_SECONDS`].
+fn parse_send_window(raw: &str) -> Result<Duration, String> {
+    match raw.trim().parse::<u64>() {
+        Ok(secs) if SEND_WINDOW_SECONDS.contains(&secs) => Ok(Duration::from_secs(secs)),
+        _ => Err(format!(
+            "SMTP_SEND_WINDOW_SECONDS must be a whole number of seconds from {} to {} (keep it \
+             below the Service Bus lock renewal limit and functionTimeout, 5 minutes by \
+             default), got {raw:?}",
+            SEND_WINDOW_SECONDS.start(),
+            SEND_WINDOW_SECONDS.end()
+        )),
+    }
+}
+
+/// `SMTP_MAX_PER_MINUTE`: a whole number within [`MAX_PER_MINUTE`].
+fn parse_max_per_minute(raw: &str) -> Result<NonZeroU32, String> {
+    raw.trim()
+        .parse::<u32>()
+        .ok()
+        .filter(|n| MAX_PER_MINUTE.contains(n))
+        .and_then(NonZeroU32::new)
+        .ok_or_else(|| {
+            format!(
+                "SMTP_MAX_PER_MINUTE must be a whole number from {} to {} (emails a minute \
+                 across all instances), got {raw:?}",
+                MAX_PER_MINUTE.start(),
+                MAX_PER_MINUTE.end()
+            )
+        })
 }
 
 /// Accepts `redis://`, `rediss://` and the Azure portal's connection string
@@ -543,6 +608,38 @@ mod tests {
         assert!(settings.redis.is_none() && settings.smtp.is_none());
         assert!(settings.jwt.generated);
         assert_eq!(settings.mail_from.email.domain(), "localhost");
+    }
+
+    #[test]
+    fn the_send_settings_default_to_a_240_s_window_and_adaptive_pacing() {
+        let settings = Settings::from_lookup(Mode::Serve, lookup(&complete())).unwrap();
+        assert_eq!(settings.send_window, Duration::from_secs(240));
+        assert_eq!(settings.max_per_minute, None);
+        let mut pairs = complete();
+        pairs.push(("SMTP_SEND_WINDOW_SECONDS", "30"));
+        pairs.push(("SMTP_MAX_PER_MINUTE", "30"));
+        let settings = Settings::from_lookup(Mode::Serve, lookup(&pairs)).unwrap();
+        assert_eq!(settings.send_window, Duration::from_secs(30));
+        assert_eq!(settings.max_per_minute, NonZeroU32::new(30));
+    }
+
+    #[test]
+    fn bad_send_settings_are_reported_together() {
+        let mut pairs = complete();
+        pairs.push(("SMTP_SEND_WINDOW_SECONDS", "0"));
+        pairs.push(("SMTP_MAX_PER_MINUTE", "1.5"));
+        let err = Settings::from_lookup(Mode::Serve, lookup(&pairs)).unwrap_err();
+        assert_eq!(err.problems.len(), 2, "{err}");
+        let text = err.to_string();
+        assert!(text.contains("SMTP_SEND_WINDOW_SECONDS") && text.contains("SMTP_MAX_PER_MINUTE"));
+        for too_big in [
+            ("SMTP_SEND_WINDOW_SECONDS", "3601"),
+            ("SMTP_MAX_PER_MINUTE", "0"),
+        ] {
+            let mut pairs = complete();
+            pairs.push(too_big);
+            assert!(Settings::from_lookup(Mode::Serve, lookup(&pairs)).is_err());
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Types that can only hold valid values: what the rest of the code may take for granted.
 
 mod message;
+mod onboarding;
 mod password;
 mod sign_up;
 mod user;
@@ -8,8 +9,9 @@ mod user_email;
 mod user_name;
 
 pub use message::{MessageError, OnboardingMessage, ValidMessage};
+pub use onboarding::{Onboarding, OnboardingStatus, Refusal};
 pub use password::{MAX_PASSWORD_CHARS, MIN_PASSWORD_CHARS, Password, PasswordError};
 pub use sign_up::{FieldError, FieldProblem, RawField, SignUp, SignUpRejection};
-pub use user::{OnboardingStatus, User, UserId, rfc3339};
+pub use user::{User, UserId, rfc3339};
 pub use user_email::{EmailError, MAX_EMAIL_LEN, UserEmail};
 pub use user_name::{MAX_NAME_CHARS, NameError, UserName};

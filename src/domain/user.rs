@@ -42,14 +42,6 @@ impl fmt::Display for UserId {
     }
 }
 
-/// Whether the onboarding email has been delivered to the SMTP server yet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum OnboardingStatus {
-    Pending,
-    Sent,
-}
-
 /// A registered user. The password hash is an argon2id PHC string; the password itself is never
 /// kept.
 #[derive(Debug, Clone)]

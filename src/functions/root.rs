@@ -6,7 +6,7 @@ use serde::Serialize;
 use super::declaration::HTTP_REQUEST;
 use super::{InvocationError, Outputs, http, session};
 use crate::app::App;
-use crate::domain::{OnboardingStatus, User, UserId};
+use crate::domain::{Onboarding, OnboardingStatus, Refusal, User, UserId};
 use crate::pages;
 use crate::protocol::{HttpRequest, HttpResponse, Invocation};
 
@@ -32,9 +32,9 @@ pub async fn run(app: &App, invocation: &Invocation) -> Result<Outputs, Invocati
     };
     let response = match app.store.find_user(user_id).await {
         Ok(Some((user, onboarding))) if pages::prefers_html(&request) => {
-            pages::welcome_page(&user, onboarding)
+            pages::welcome_page(&user, &onboarding)
         }
-        Ok(Some((user, onboarding))) => http::json(200, &Profile::of(&user, onboarding)),
+        Ok(Some((user, onboarding))) => http::json(200, &Profile::of(&user, &onboarding)),
         Ok(None) => {
             tracing::info!(%user_id, "token names a user that no longer exists");
             rejected(&request, from_cookie)
@@ -56,16 +56,21 @@ struct Profile<'a> {
     email: &'a str,
     created_at: String,
     onboarding: OnboardingStatus,
+    /// Only when `undeliverable`: the receiving server's reply code and text, so the person (or
+    /// support) can see why, e.g. `550` `5.1.1 mailbox unknown`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    onboarding_detail: Option<&'a Refusal>,
 }
 
 impl<'a> Profile<'a> {
-    fn of(user: &'a User, onboarding: OnboardingStatus) -> Self {
+    fn of(user: &'a User, onboarding: &'a Onboarding) -> Self {
         Self {
             id: user.id,
             name: user.name.as_str(),
             email: user.email.as_str(),
             created_at: user.created_at_rfc3339(),
-            onboarding,
+            onboarding: onboarding.status(),
+            onboarding_detail: onboarding.refusal(),
         }
     }
 }

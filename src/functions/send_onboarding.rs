@@ -1,5 +1,15 @@
 //! sendOnboarding: the queue consumer that sends each new user one welcome email, exactly once
 //! under redelivery and concurrent deliveries.
+//!
+//! Service Bus redelivers a failed message at once, with no backoff, and dead-letters it after
+//! 10 deliveries (Azure/azure-service-bus#454, Azure/azure-webjobs-sdk#2955): answering non-2xx
+//! on the first failure would dead-letter every email in flight during a 45 s SMTP outage. So
+//! each invocation rides out what may heal (SMTP or Redis down, a provider's 4xx throttle) for up
+//! to `SMTP_SEND_WINDOW_SECONDS`, and only then answers non-2xx; a recipient refused for good is
+//! recorded as `undeliverable` and acknowledged.
+
+mod attempts;
+mod claim;
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,15 +21,11 @@ use tokio::time::Instant;
 use super::declaration::QUEUE_MESSAGE;
 use super::{InvocationError, Outputs};
 use crate::app::App;
-use crate::domain::OnboardingMessage;
-use crate::mail::{OnboardingEmail, compose};
+use crate::domain::{OnboardingMessage, Refusal, User};
+use crate::mail::{OnboardingEmail, Verdict, compose};
 use crate::protocol::Invocation;
-use crate::store::Claim;
-
-/// First pause between two looks at a claim someone else holds, or two tries at recording a
-/// sent email; it doubles up to [`MAX_PAUSE`].
-const FIRST_PAUSE: Duration = Duration::from_millis(50);
-const MAX_PAUSE: Duration = Duration::from_secs(1);
+use attempts::Delivery;
+use claim::{Record, Turn};
 
 /// A claim token unique to one delivery across every handler process: a random prefix drawn
 /// once per process, then a counter. Cheaper than a fresh UUID per message, which costs a
@@ -31,11 +37,49 @@ fn claim_token() -> String {
     format!("{prefix}.{}", NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
-/// Sends the email. Answers non-2xx (so Service Bus redelivers) when Redis or SMTP fails; fails a
-/// malformed message toward the dead-letter queue; acknowledges a message for a user who no longer
-/// exists. A delivery that finds another one sending waits for its outcome instead of failing at
-/// once: Service Bus redelivers without delay, so ten quick failures while a crashed delivery's
-/// claim runs out would dead-letter an email that was never sent.
+/// The time one invocation may spend riding out failures, from its start.
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    length: Duration,
+    end: Instant,
+}
+
+impl Window {
+    fn starting_now(length: Duration) -> Self {
+        Self {
+            length,
+            end: Instant::now() + length,
+        }
+    }
+
+    fn remaining(&self) -> Duration {
+        self.end.saturating_duration_since(Instant::now())
+    }
+
+    /// Sleeps `pause` and returns true, or returns false at once when the window would be over
+    /// by then (nothing could be tried after it).
+    async fn pause(&self, pause: Duration) -> bool {
+        if Instant::now() + pause >= self.end {
+            return false;
+        }
+        tokio::time::sleep(pause).await;
+        true
+    }
+
+    /// The error that ends an invocation whose window ran out.
+    fn spent(&self, last_failure: &str) -> InvocationError {
+        InvocationError::Retry(anyhow!(
+            "the onboarding email could not be sent within the {} s send window \
+             (SMTP_SEND_WINDOW_SECONDS); last failure: {last_failure}",
+            self.length.as_secs()
+        ))
+    }
+}
+
+/// Sends the email. Acknowledges a message for a user who no longer exists, an email already
+/// sent or already refused for good, and a recipient refused now (recorded as undeliverable);
+/// fails a malformed message toward the dead-letter queue; answers non-2xx (so Service Bus
+/// redelivers) only when what may heal did not heal within the send window.
 pub async fn run(app: &App, invocation: &Invocation) -> Result<Outputs, InvocationError> {
     let delivery = invocation
         .metadata_text("DeliveryCount")
@@ -47,97 +91,105 @@ pub async fn run(app: &App, invocation: &Invocation) -> Result<Outputs, Invocati
     // this one is for debugging.
     tracing::debug!(%user_id, delivery = %delivery, "onboarding message received");
 
+    let window = Window::starting_now(app.send_window);
     // The claim token is unique to this delivery, so only we can release our own claim.
     let token = claim_token();
-    let claimed_at = Instant::now();
-    let give_up_waiting = claimed_at + app.claim_lease;
-    // The lookup and the first claim attempt share one store round trip.
-    let (user, mut claim) = match app
-        .store
-        .find_user_and_claim_onboarding(user_id, &token, app.claim_lease)
-        .await
-    {
-        Ok(Some(found)) => found,
-        Ok(None) => {
-            tracing::warn!(%user_id, delivery = %delivery, "user no longer exists; message acknowledged without an email");
+    let Some((user, first_claim)) = claim::look_up(app, user_id, &token, &window).await? else {
+        tracing::warn!(%user_id, delivery = %delivery, "user no longer exists; message acknowledged without an email");
+        return Ok(Outputs::default());
+    };
+    let mut held = match claim::wait_for_turn(app, user_id, &token, first_claim, &window).await? {
+        Turn::Ours(held) => held,
+        Turn::Settled(claim) => {
+            tracing::info!(%user_id, delivery = %delivery, outcome = ?claim, "onboarding already settled; delivery acknowledged");
             return Ok(Outputs::default());
         }
-        Err(e) => {
-            return Err(InvocationError::Retry(
-                anyhow!(e).context("looking up the user and claiming the send"),
-            ));
-        }
     };
-    let mut pause = FIRST_PAUSE;
-    loop {
-        match claim {
-            Claim::Claimed => break,
-            Claim::AlreadySent => {
-                tracing::info!(%user_id, delivery = %delivery, "email already sent; delivery acknowledged");
-                return Ok(Outputs::default());
-            }
-            // The other delivery confirms, releases, or crashes and lets its lease run out:
-            // each of these ends the wait within one lease.
-            Claim::InProgress if Instant::now() < give_up_waiting => {
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(MAX_PAUSE);
-            }
-            Claim::InProgress => {
-                return Err(InvocationError::Retry(anyhow!(
-                    "another delivery is still sending this email after {:?}",
-                    app.claim_lease
-                )));
-            }
-        }
-        claim = app
-            .store
-            .claim_onboarding(user_id, &token, app.claim_lease)
-            .await
-            .map_err(|e| InvocationError::Retry(anyhow!(e).context("claiming the send")))?;
-    }
-    let claimed_at = Instant::now();
 
-    // The stored user is the authority on where the email goes, not the message.
-    let email = compose(&OnboardingEmail {
+    let outcome = match compose_for(app, &user) {
+        Ok(email) => attempts::deliver(app, &email, &mut held, &window).await,
+        Err(refusal) => Delivery::Refused(refusal),
+    };
+    match outcome {
+        Delivery::Sent => {
+            held.record(app, Record::Sent).await;
+            tracing::info!(%user_id, delivery = %delivery, "onboarding email sent");
+        }
+        Delivery::Refused(refusal) => {
+            let refusal = Refusal::new(refusal.code, &without_address(&refusal.reply, &user));
+            tracing::warn!(%user_id, delivery = %delivery, code = ?refusal.code, reply = %refusal.reply,
+                "the recipient's mail server refused the onboarding email for good; recorded as undeliverable, not retried");
+            held.record(app, Record::Undeliverable(&refusal)).await;
+        }
+        Delivery::Settled(claim) => {
+            tracing::info!(%user_id, delivery = %delivery, outcome = ?claim, "another delivery settled the email meanwhile; acknowledged");
+        }
+        Delivery::Spent(last_failure) => {
+            held.release(app).await;
+            return Err(window.spent(&last_failure));
+        }
+    }
+    Ok(Outputs::default())
+}
+
+/// The email for this user (the stored user is the authority on where it goes, not the
+/// message), or why it can never be written.
+fn compose_for(app: &App, user: &User) -> Result<lettre::Message, Refusal> {
+    compose(&OnboardingEmail {
         from: &app.mail_from,
         name: &user.name,
         email: &user.email,
         link: app.public_url.as_ref(),
-    });
-    let sent = match email {
-        Ok(email) => app.mailer.send(&email).await,
-        Err(e) => Err(e),
-    };
-    if let Err(e) = sent {
-        if let Err(release) = app.store.release_onboarding(user_id, &token).await {
-            // The claim then simply expires after its lease.
-            tracing::warn!(%user_id, error = %release, "could not release the send claim");
-        }
-        return Err(InvocationError::Retry(
-            anyhow!(e).context("sending the onboarding email"),
-        ));
+    })
+    .map_err(|e| match e.verdict() {
+        Verdict::Undeliverable(refusal) => refusal,
+        _ => Refusal::new(None, &e.to_string()),
+    })
+}
+
+/// The reply text with the user's address replaced (servers often echo it), so the warning
+/// logs no email address (STYLE: no emails in log fields).
+fn without_address(reply: &str, user: &User) -> String {
+    let address = user.email.as_str().to_ascii_lowercase();
+    let lower = reply.to_ascii_lowercase();
+    let mut out = String::with_capacity(reply.len());
+    let mut rest = 0;
+    while let Some(found) = lower[rest..].find(&address) {
+        out.push_str(&reply[rest..rest + found]);
+        out.push_str("the recipient");
+        rest += found + address.len();
+    }
+    out.push_str(&reply[rest..]);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use time::OffsetDateTime;
+
+    use super::*;
+    use crate::domain::{UserEmail, UserId, UserName};
+
+    #[test]
+    fn the_users_address_is_taken_out_of_a_reply_whatever_its_case() {
+        let user = User {
+            id: UserId::new(),
+            name: UserName::parse("Bo").unwrap(),
+            email: UserEmail::parse("Bo@Example.com").unwrap(),
+            created_at: OffsetDateTime::now_utc(),
+            password_hash: String::new(),
+        };
+        assert_eq!(
+            without_address("5.1.1 <bo@example.com>: unknown; BO@EXAMPLE.COM", &user),
+            "5.1.1 <the recipient>: unknown; the recipient"
+        );
     }
 
-    // The email is out. Recording it may fail while Redis is down; keep trying while our claim
-    // still stands (after that, a redelivery could send again anyway).
-    let record_by = claimed_at + app.claim_lease.saturating_sub(Duration::from_secs(1));
-    let mut pause = FIRST_PAUSE;
-    loop {
-        match app.store.confirm_onboarding(user_id).await {
-            Ok(()) => break,
-            Err(e) if Instant::now() + pause < record_by => {
-                tracing::warn!(%user_id, error = %e, "recording the sent email failed; retrying");
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(MAX_PAUSE);
-            }
-            Err(e) => {
-                // Acknowledging avoids a second email now; the claim lapses, so the profile shows
-                // `pending`, and a repeated sign-up may queue the email again.
-                tracing::error!(%user_id, error = %e, "email sent but not recorded");
-                break;
-            }
-        }
+    #[tokio::test(start_paused = true)]
+    async fn a_window_refuses_a_pause_that_would_outlast_it() {
+        let window = Window::starting_now(Duration::from_secs(2));
+        assert!(window.pause(Duration::from_secs(1)).await);
+        assert!(!window.pause(Duration::from_secs(1)).await);
+        assert_eq!(window.remaining(), Duration::from_secs(1));
     }
-    tracing::info!(%user_id, delivery = %delivery, "onboarding email sent");
-    Ok(Outputs::default())
 }

@@ -10,6 +10,11 @@
 //! open the TCP connection with `TCP_NODELAY` set and let lettre do EHLO, STARTTLS and AUTH on it.
 //! Implicit TLS (`smtps://`) needs lettre to wrap the socket before EHLO, which it only does on
 //! sockets it opens, so `smtps://` keeps lettre's own pooled transport.
+//!
+//! On our own connections the envelope and message go out command by command (`MAIL FROM`,
+//! `RCPT TO`, `DATA`, the message: the same four round trips as lettre's `send`), so a refusal
+//! is known to answer the recipient or our sender (see `outcome.rs`). lettre's transport only
+//! reports the reply code, so `smtps://` classifies by code and enhanced status code alone.
 
 use std::io;
 use std::net::SocketAddr;
@@ -22,7 +27,8 @@ use async_trait::async_trait;
 use lettre::transport::smtp::PoolConfig;
 use lettre::transport::smtp::authentication::{Credentials, DEFAULT_MECHANISMS};
 use lettre::transport::smtp::client::{AsyncSmtpConnection, AsyncTokioStream, TlsParameters};
-use lettre::transport::smtp::extension::ClientId;
+use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
+use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
@@ -30,6 +36,7 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use url::Url;
 
+use super::outcome::{self, FailureKind, SmtpFailure, Stage};
 use super::{MailError, Mailer};
 use crate::config::{SmtpSettings, expose};
 
@@ -207,14 +214,13 @@ impl Pool {
     }
 
     /// Opens a session: TCP with TCP_NODELAY, EHLO, STARTTLS and AUTH as the URL asks.
-    async fn connect(&self) -> Result<AsyncSmtpConnection, MailError> {
+    async fn connect(&self) -> Result<AsyncSmtpConnection, SmtpFailure> {
         let endpoint = &self.endpoint;
-        let smtp = |e: lettre::transport::smtp::Error| MailError::Smtp(e.to_string());
-        let io = |e: std::io::Error| {
-            MailError::Smtp(format!(
-                "connecting to {}:{}: {e}",
-                endpoint.host, endpoint.port
-            ))
+        let at = |stage| move |e: lettre::transport::smtp::Error| outcome::from_lettre(stage, &e);
+        let io = |e: std::io::Error| SmtpFailure {
+            stage: Stage::Connect,
+            kind: FailureKind::Network,
+            detail: format!("connecting to {}:{}: {e}", endpoint.host, endpoint.port),
         };
         let tcp = TcpStream::connect((endpoint.host.as_str(), endpoint.port))
             .await
@@ -225,61 +231,120 @@ impl Pool {
             &endpoint.hello,
         )
         .await
-        .map_err(smtp)?;
+        .map_err(at(Stage::Connect))?;
         // `required` asks lettre for STARTTLS even when the server does not offer it, so lettre
         // ends the session (before AUTH) instead of sending in clear text.
         if endpoint.start_tls != StartTls::Never
             && (connection.can_starttls() || endpoint.start_tls == StartTls::Required)
         {
-            let parameters = endpoint.tls_parameters().map_err(smtp)?;
+            let parameters = endpoint.tls_parameters().map_err(at(Stage::StartTls))?;
             connection
                 .starttls(parameters, &endpoint.hello)
                 .await
-                .map_err(smtp)?;
+                .map_err(at(Stage::StartTls))?;
         }
         if let Some(credentials) = &endpoint.credentials {
             connection
                 .auth(DEFAULT_MECHANISMS, credentials)
                 .await
-                .map_err(smtp)?;
+                .map_err(at(Stage::Auth))?;
         }
         Ok(connection)
     }
 
-    async fn send(&self, message: &lettre::Message) -> Result<(), MailError> {
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| MailError::Smtp("the SMTP pool is closed".to_owned()))?;
+    async fn send(&self, message: &lettre::Message) -> Result<(), SmtpFailure> {
+        let _permit = self.permits.acquire().await.map_err(|_| SmtpFailure {
+            stage: Stage::Connect,
+            kind: FailureKind::Client,
+            detail: "the SMTP pool is closed".to_owned(),
+        })?;
         let envelope = message.envelope();
         let body = message.formatted();
-        // A pooled session may have been closed by the server since its last use; one fresh
-        // connection is tried before the send counts as failed.
+        // A pooled session may have been closed by the server since its last use (the socket
+        // fails, or the server says 421 and closes); one fresh connection is tried before the
+        // send counts as failed. Any other reply is the server's answer to this email.
         if let Some(mut connection) = self.take_idle() {
-            match connection.send(envelope, &body).await {
-                Ok(_) => {
+            match deliver(&mut connection, envelope, &body).await {
+                Ok(()) => {
                     self.put_idle(connection);
                     return Ok(());
                 }
                 Err(e) => {
-                    tracing::debug!(error = %e, "pooled SMTP session failed; reconnecting");
                     connection.abort().await;
+                    if !matches!(e.kind, FailureKind::Network | FailureKind::Reply(421)) {
+                        return Err(e);
+                    }
+                    tracing::debug!(error = %e, "pooled SMTP session failed; reconnecting");
                 }
             }
         }
         let mut connection = self.connect().await?;
-        match connection.send(envelope, &body).await {
-            Ok(_) => {
+        match deliver(&mut connection, envelope, &body).await {
+            Ok(()) => {
                 self.put_idle(connection);
                 Ok(())
             }
             Err(e) => {
                 connection.abort().await;
-                Err(MailError::Smtp(e.to_string()))
+                Err(e)
             }
         }
     }
+}
+
+/// One email on an open session, command by command (what lettre's `send` does, with each
+/// failure tagged with the command it answered).
+async fn deliver(
+    connection: &mut AsyncSmtpConnection,
+    envelope: &lettre::address::Envelope,
+    body: &[u8],
+) -> Result<(), SmtpFailure> {
+    let at = |stage| move |e: lettre::transport::smtp::Error| outcome::from_lettre(stage, &e);
+    let refuse = |stage, why: &str| SmtpFailure {
+        stage,
+        kind: FailureKind::Client,
+        detail: why.to_owned(),
+    };
+    let server = connection.server_info();
+    let mut options = Vec::new();
+    // RFC 6531 and 6152, as lettre checks them: no non-ASCII address without SMTPUTF8, no
+    // 8-bit body without 8BITMIME.
+    let non_ascii = envelope
+        .from()
+        .into_iter()
+        .chain(envelope.to())
+        .any(|address| !AsRef::<str>::as_ref(address).is_ascii());
+    if non_ascii {
+        if !server.supports_feature(Extension::SmtpUtfEight) {
+            return Err(refuse(
+                Stage::Recipient,
+                "the address is not ASCII and the server does not support SMTPUTF8",
+            ));
+        }
+        options.push(MailParameter::SmtpUtfEight);
+    }
+    if !body.is_ascii() {
+        if !server.supports_feature(Extension::EightBitMime) {
+            return Err(refuse(
+                Stage::Message,
+                "the message is not ASCII and the server does not support 8BITMIME",
+            ));
+        }
+        options.push(MailParameter::Body(MailBodyParameter::EightBitMime));
+    }
+    connection
+        .command(Mail::new(envelope.from().cloned(), options))
+        .await
+        .map_err(at(Stage::MailFrom))?;
+    for to in envelope.to() {
+        connection
+            .command(Rcpt::new(to.clone(), Vec::new()))
+            .await
+            .map_err(at(Stage::Recipient))?;
+    }
+    connection.command(Data).await.map_err(at(Stage::Data))?;
+    connection.message(body).await.map_err(at(Stage::Message))?;
+    Ok(())
 }
 
 /// Written bytes wait here until lettre next reads.
@@ -394,13 +459,13 @@ impl Mailer for SmtpMailer {
     async fn send(&self, message: &lettre::Message) -> Result<(), MailError> {
         let send = async {
             match &self.route {
-                Route::Pooled(pool) => pool.send(message).await,
+                Route::Pooled(pool) => pool.send(message).await.map_err(MailError::Smtp),
                 // lettre's errors name the server and the SMTP reply, never the credentials.
                 Route::Lettre(transport) => transport
                     .send(message.clone())
                     .await
                     .map(drop)
-                    .map_err(|e| MailError::Smtp(e.to_string())),
+                    .map_err(|e| MailError::Smtp(outcome::from_lettre(Stage::Unknown, &e))),
             }
         };
         match tokio::time::timeout(self.deadline, send).await {

@@ -33,7 +33,7 @@ button{margin-top:24px;width:100%;font:inherit;font-weight:600;color:#fff;backgr
 dl{display:grid;grid-template-columns:max-content 1fr;gap:8px 16px;margin:20px 0 0}\
 dt{color:var(--muted)}dd{margin:0;overflow-wrap:anywhere}\
 .status{display:inline-block;border-radius:999px;padding:0 10px;font-size:14px;font-weight:600}\
-.status.pending{background:#fff4e5;color:#93370d}.status.sent{background:#ecfdf3;color:#05603a}\
+.status.pending{background:#fff4e5;color:#93370d}.status.sent{background:#ecfdf3;color:#05603a}.status.undeliverable{background:#fef3f2;color:var(--bad)}\
 ";
 
 static CONTENT_SECURITY_POLICY: LazyLock<String> = LazyLock::new(|| {

@@ -1,22 +1,39 @@
 //! The welcome page a signed-in person sees at `/`.
 
 use super::{escape, page};
-use crate::domain::{OnboardingStatus, User};
+use crate::domain::{Onboarding, User};
 use crate::protocol::HttpResponse;
 
-/// Renders the profile: name, email, join date and whether the welcome email went out.
-pub fn welcome_page(user: &User, onboarding: OnboardingStatus) -> HttpResponse {
+/// Renders the profile: name, email, join date and whether the welcome email went out; when it
+/// never can, a sentence saying so and what to do, with the receiving server's own words.
+pub fn welcome_page(user: &User, onboarding: &Onboarding) -> HttpResponse {
     let (status_class, status_text) = match onboarding {
-        OnboardingStatus::Pending => ("pending", "pending: on its way"),
-        OnboardingStatus::Sent => ("sent", "sent"),
+        Onboarding::Pending => ("pending", "pending: on its way"),
+        Onboarding::Sent => ("sent", "sent"),
+        Onboarding::Undeliverable(_) => ("undeliverable", "could not be delivered"),
     };
+    let explanation = onboarding
+        .refusal()
+        .map(|refusal| {
+            let said = match refusal.code {
+                Some(code) => format!(" It answered: {code} {}", escape(&refusal.reply)),
+                None => format!(" ({})", escape(&refusal.reply)),
+            };
+            format!(
+                "<p id=\"onboarding-detail\" class=\"hint\">We could not deliver your welcome \
+                 email: the mail server for {email} refused it.{said} Check that the address is \
+                 right; your account works all the same.</p>\n",
+                email = escape(user.email.as_str()),
+            )
+        })
+        .unwrap_or_default();
     let body = format!(
         "<h1>Welcome, {name}</h1>\n\
          <p class=\"lead\">Your account is ready.</p>\n\
          <dl>\n<dt>Name</dt><dd id=\"name\">{name}</dd>\n\
          <dt>Email</dt><dd id=\"email\">{email}</dd>\n\
          <dt>Joined</dt><dd><time datetime=\"{joined}\">{joined_text}</time></dd>\n\
-         <dt>Welcome email</dt><dd><span id=\"onboarding\" class=\"status {status_class}\">{status_text}</span></dd>\n</dl>\n",
+         <dt>Welcome email</dt><dd><span id=\"onboarding\" class=\"status {status_class}\">{status_text}</span></dd>\n</dl>\n{explanation}",
         name = escape(user.name.as_str()),
         email = escape(user.email.as_str()),
         joined = user.created_at_rfc3339(),

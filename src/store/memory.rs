@@ -1,19 +1,22 @@
 //! The in-memory store for `handler dev` without Redis: the same rules, gone when the process ends.
 
 use std::collections::HashMap;
+use std::num::NonZeroU32;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::time::Instant;
 
+use super::send_rate::{self, SendSlot};
 use super::{Claim, Insert, StoreError, UserStore};
-use crate::domain::{OnboardingStatus, User, UserEmail, UserId};
+use crate::domain::{Onboarding, OnboardingStatus, Refusal, User, UserEmail, UserId};
 
 #[derive(Debug)]
 enum Marker {
     Sending { token: String, until: Instant },
     Sent,
+    Undeliverable(Refusal),
 }
 
 #[derive(Debug, Default)]
@@ -21,6 +24,8 @@ struct State {
     users: HashMap<UserId, User>,
     by_email: HashMap<String, UserId>,
     markers: HashMap<UserId, Marker>,
+    /// The shared send rate's next free slot (GCRA), for `SMTP_MAX_PER_MINUTE`.
+    send_rate: Option<Instant>,
 }
 
 /// Users in a map behind a std mutex: every operation is short and never awaits while holding it.
@@ -50,7 +55,10 @@ fn claim(state: &mut State, id: UserId, token: &str, lease: Duration) -> Claim {
     let now = Instant::now();
     match state.markers.get(&id) {
         Some(Marker::Sent) => return Claim::AlreadySent,
-        Some(Marker::Sending { until, .. }) if *until > now => return Claim::InProgress,
+        Some(Marker::Undeliverable(_)) => return Claim::Undeliverable,
+        Some(Marker::Sending { token: held, until }) if *until > now && held != token => {
+            return Claim::InProgress;
+        }
         _ => {}
     }
     state.markers.insert(
@@ -63,10 +71,11 @@ fn claim(state: &mut State, id: UserId, token: &str, lease: Duration) -> Claim {
     Claim::Claimed
 }
 
-fn status_of(marker: Option<&Marker>) -> OnboardingStatus {
+fn onboarding_of(marker: Option<&Marker>) -> Onboarding {
     match marker {
-        Some(Marker::Sent) => OnboardingStatus::Sent,
-        _ => OnboardingStatus::Pending,
+        Some(Marker::Sent) => Onboarding::Sent,
+        Some(Marker::Undeliverable(refusal)) => Onboarding::Undeliverable(refusal.clone()),
+        _ => Onboarding::Pending,
     }
 }
 
@@ -95,12 +104,12 @@ impl UserStore for MemoryStore {
         Ok(Insert::Created)
     }
 
-    async fn find_user(&self, id: UserId) -> Result<Option<(User, OnboardingStatus)>, StoreError> {
+    async fn find_user(&self, id: UserId) -> Result<Option<(User, Onboarding)>, StoreError> {
         let state = self.lock();
         Ok(state
             .users
             .get(&id)
-            .map(|user| (user.clone(), status_of(state.markers.get(&id)))))
+            .map(|user| (user.clone(), onboarding_of(state.markers.get(&id)))))
     }
 
     async fn find_user_and_claim_onboarding(
@@ -119,7 +128,7 @@ impl UserStore for MemoryStore {
     }
 
     async fn onboarding_status(&self, id: UserId) -> Result<OnboardingStatus, StoreError> {
-        Ok(status_of(self.lock().markers.get(&id)))
+        Ok(onboarding_of(self.lock().markers.get(&id)).status())
     }
 
     async fn claim_onboarding(
@@ -131,9 +140,41 @@ impl UserStore for MemoryStore {
         Ok(claim(&mut self.lock(), id, token, lease))
     }
 
+    async fn renew_onboarding(
+        &self,
+        id: UserId,
+        token: &str,
+        lease: Duration,
+    ) -> Result<Claim, StoreError> {
+        // `claim` extends a claim the same token holds, as Redis's renewal script does.
+        Ok(claim(&mut self.lock(), id, token, lease))
+    }
+
     async fn confirm_onboarding(&self, id: UserId) -> Result<(), StoreError> {
         self.lock().markers.insert(id, Marker::Sent);
         Ok(())
+    }
+
+    async fn mark_undeliverable(&self, id: UserId, refusal: &Refusal) -> Result<(), StoreError> {
+        self.lock()
+            .markers
+            .insert(id, Marker::Undeliverable(refusal.clone()));
+        Ok(())
+    }
+
+    async fn reserve_send_slot(
+        &self,
+        per_minute: NonZeroU32,
+        max_wait: Duration,
+    ) -> Result<SendSlot, StoreError> {
+        let mut state = self.lock();
+        let interval = send_rate::interval(per_minute);
+        Ok(send_rate::reserve(
+            &mut state.send_rate,
+            Instant::now(),
+            interval,
+            max_wait,
+        ))
     }
 
     async fn release_onboarding(&self, id: UserId, token: &str) -> Result<(), StoreError> {
@@ -213,5 +254,68 @@ mod tests {
             .await
             .unwrap();
         assert!(matches!(found, Some((_, Claim::AlreadySent))));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_renewal_extends_our_claim_and_takes_back_a_lapsed_one_nobody_took() {
+        let store = MemoryStore::new();
+        let user = user();
+        store.insert_user(&user).await.unwrap();
+        assert_eq!(
+            store.claim_onboarding(user.id, "a", LEASE).await.unwrap(),
+            Claim::Claimed
+        );
+        tokio::time::advance(LEASE - Duration::from_secs(1)).await;
+        assert_eq!(
+            store.renew_onboarding(user.id, "a", LEASE).await.unwrap(),
+            Claim::Claimed
+        );
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert_eq!(
+            store.claim_onboarding(user.id, "b", LEASE).await.unwrap(),
+            Claim::InProgress,
+            "the renewed claim still stands"
+        );
+        tokio::time::advance(LEASE).await;
+        assert_eq!(
+            store.renew_onboarding(user.id, "a", LEASE).await.unwrap(),
+            Claim::Claimed
+        );
+    }
+
+    #[tokio::test]
+    async fn an_undeliverable_email_is_settled_for_every_later_delivery() {
+        let store = MemoryStore::new();
+        let user = user();
+        store.insert_user(&user).await.unwrap();
+        let refusal = Refusal::new(Some(550), "5.1.1 unknown");
+        store.mark_undeliverable(user.id, &refusal).await.unwrap();
+        assert_eq!(
+            store.claim_onboarding(user.id, "a", LEASE).await.unwrap(),
+            Claim::Undeliverable
+        );
+        assert_eq!(
+            store.onboarding_status(user.id).await.unwrap(),
+            OnboardingStatus::Undeliverable
+        );
+        let (_, onboarding) = store.find_user(user.id).await.unwrap().unwrap();
+        assert_eq!(onboarding, Onboarding::Undeliverable(refusal));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn send_slots_are_spaced_by_the_limit() {
+        let store = MemoryStore::new();
+        let limit = NonZeroU32::new(120).unwrap();
+        let far = Duration::from_secs(60);
+        let waits: Vec<_> =
+            futures_util::future::join_all((0..3).map(|_| store.reserve_send_slot(limit, far)))
+                .await
+                .into_iter()
+                .map(Result::unwrap)
+                .collect();
+        let ms = |m| SendSlot::Reserved {
+            wait: Duration::from_millis(m),
+        };
+        assert_eq!(waits, vec![ms(0), ms(500), ms(1000)]);
     }
 }

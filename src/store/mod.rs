@@ -1,17 +1,21 @@
 //! Where users and onboarding markers live. One interface, two homes: Redis for real runs and an
 //! in-memory map for `handler dev` without Redis.
 
+mod marker;
 mod memory;
 mod redis;
+mod send_rate;
 
+use std::num::NonZeroU32;
 use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::domain::{OnboardingStatus, User, UserEmail, UserId};
+use crate::domain::{Onboarding, OnboardingStatus, Refusal, User, UserEmail, UserId};
 
 pub use self::memory::MemoryStore;
 pub use self::redis::RedisStore;
+pub use self::send_rate::SendSlot;
 
 /// How long an email claim lives before the user record is written and the claim made permanent
 /// (three commands, each bounded to 2 s): a crash in between frees the address after this, so
@@ -46,6 +50,8 @@ pub enum Claim {
     Claimed,
     /// The email went out already: nothing to do.
     AlreadySent,
+    /// The email was refused for good (recorded as undeliverable): nothing to do either.
+    Undeliverable,
     /// Another delivery holds the claim right now: try again later.
     InProgress,
 }
@@ -65,8 +71,8 @@ pub trait UserStore: Send + Sync {
     /// Registers a user unless the email (case-insensitively) is already registered.
     async fn insert_user(&self, user: &User) -> Result<Insert, StoreError>;
 
-    /// Finds a user by id, with their onboarding status.
-    async fn find_user(&self, id: UserId) -> Result<Option<(User, OnboardingStatus)>, StoreError>;
+    /// Finds a user by id, with where their onboarding email stands.
+    async fn find_user(&self, id: UserId) -> Result<Option<(User, Onboarding)>, StoreError>;
 
     /// Looks a user up and, if they exist, makes the first attempt at claiming the sending of
     /// their onboarding email, as [`claim_onboarding`](Self::claim_onboarding) does. Both in one
@@ -93,8 +99,31 @@ pub trait UserStore: Send + Sync {
         lease: Duration,
     ) -> Result<Claim, StoreError>;
 
+    /// Extends this delivery's claim to `lease` from now, or takes the claim again if it lapsed
+    /// and nobody else took it. A delivery that waited (backoff, a rate slot) renews before it
+    /// sends, so it never sends on a claim that may have run out; it also never holds a claim
+    /// longer than one send needs, so a crashed delivery blocks others for one lease at most.
+    async fn renew_onboarding(
+        &self,
+        id: UserId,
+        token: &str,
+        lease: Duration,
+    ) -> Result<Claim, StoreError>;
+
     /// Records that the email went out; permanent.
     async fn confirm_onboarding(&self, id: UserId) -> Result<(), StoreError>;
+
+    /// Records that the receiving server refused the email for good; permanent, like a sent
+    /// email: redeliveries are acknowledged and a repeated sign-up queues nothing.
+    async fn mark_undeliverable(&self, id: UserId, refusal: &Refusal) -> Result<(), StoreError>;
+
+    /// Reserves the next send slot under a limit of `per_minute` emails shared by every handler
+    /// instance that uses this store, unless that slot lies more than `max_wait` ahead.
+    async fn reserve_send_slot(
+        &self,
+        per_minute: NonZeroU32,
+        max_wait: Duration,
+    ) -> Result<SendSlot, StoreError>;
 
     /// Gives a claim up after a failed send, if this delivery still holds it.
     async fn release_onboarding(&self, id: UserId, token: &str) -> Result<(), StoreError>;

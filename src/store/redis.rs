@@ -4,13 +4,16 @@
 //! - `email:<lower-cased email>` → user id: the uniqueness claim, taken with `SET NX` under a lease
 //!   and made permanent once the record exists, so a crash in between frees the address.
 //! - `user:{<id>}` → the user record as JSON.
-//! - `user:{<id>}:onboarding` → `sending:<token>` (a leased claim) or `sent:<time>`.
+//! - `user:{<id>}:onboarding` → `sending:<token>` (a leased claim), `sent:<time>` or
+//!   `undeliverable:<JSON>` (see `marker.rs`).
+//! - `send-rate` → the shared send rate's state (see `send_rate.rs`), when a limit is set.
 //!
 //! The braces are a hash tag: a user's record and marker share a cluster slot, so both can be
 //! read in one pipeline.
 
 use std::borrow::Cow;
 use std::future::Future;
+use std::num::NonZeroU32;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -18,17 +21,16 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use super::marker;
+use super::send_rate::{self, GCRA_SCRIPT, SendSlot};
 use super::{Claim, EMAIL_CLAIM_LEASE, Insert, StoreError, UserStore};
 use crate::config::{RedisSettings, expose};
-use crate::domain::{OnboardingStatus, User, UserEmail, UserId, UserName};
+use crate::domain::{Onboarding, OnboardingStatus, Refusal, User, UserEmail, UserId, UserName};
 
 /// Bound on one store operation, reconnection included: a request answers 503 rather than hang.
 const OPERATION_TIMEOUT: Duration = Duration::from_secs(2);
 /// Bound on opening a connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
-
-const SENT_PREFIX: &str = "sent:";
-const SENDING_PREFIX: &str = "sending:";
 
 /// Deletes a key only if it still holds the given value (releasing a claim we own, not one a
 /// later delivery took after ours expired). One key, so cluster-safe.
@@ -39,6 +41,18 @@ end
 return 0
 ";
 
+/// Extends a claim this delivery holds, or takes a lapsed one back; otherwise returns whoever
+/// holds the marker. KEYS[1] the marker, ARGV[1] our `sending:` value, ARGV[2] the lease in ms.
+/// Returns 1 when the claim is ours, else the marker's value.
+const RENEW_CLAIM: &str = r"
+local held = redis.call('GET', KEYS[1])
+if held == ARGV[1] or not held then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return held
+";
+
 /// The user store on Redis.
 #[derive(Clone)]
 pub struct RedisStore {
@@ -46,6 +60,8 @@ pub struct RedisStore {
     prefix: String,
     display: String,
     compare_and_delete: redis::Script,
+    renew_claim: redis::Script,
+    gcra: redis::Script,
 }
 
 /// The user record as stored in Redis. Its text fields borrow from the reply (or, when writing,
@@ -108,6 +124,8 @@ impl RedisStore {
             prefix: prefix.to_owned(),
             display: settings.display.clone(),
             compare_and_delete: redis::Script::new(COMPARE_AND_DELETE),
+            renew_claim: redis::Script::new(RENEW_CLAIM),
+            gcra: redis::Script::new(GCRA_SCRIPT),
         })
     }
 
@@ -121,6 +139,10 @@ impl RedisStore {
 
     fn marker_key(&self, id: UserId) -> String {
         format!("{}user:{{{id}}}:onboarding", self.prefix)
+    }
+
+    fn send_rate_key(&self) -> String {
+        format!("{}send-rate", self.prefix)
     }
 
     /// Bounds one round trip in time, reconnection included, and maps its error.
@@ -187,7 +209,7 @@ impl ClaimAttempt {
     fn new(store: &RedisStore, id: UserId, token: &str, lease: Duration) -> Self {
         Self {
             key: store.marker_key(id),
-            value: sending_marker(token),
+            value: marker::sending(token),
             lease_ms: lease.as_millis().max(1) as u64,
         }
     }
@@ -209,11 +231,7 @@ impl ClaimAttempt {
         if set.is_some() {
             return Some(Claim::Claimed);
         }
-        match marker {
-            Some(m) if m.starts_with(SENT_PREFIX) => Some(Claim::AlreadySent),
-            Some(_) => Some(Claim::InProgress),
-            None => None,
-        }
+        marker.map(|m| marker::claim_of_other(&m))
     }
 
     /// Gives this attempt's claim back, if it still holds the marker.
@@ -234,18 +252,6 @@ fn parse_user(json: &str) -> Result<User, StoreError> {
     serde_json::from_str::<StoredUser>(json)
         .map_err(|e| StoreError::Corrupt(format!("a user record is not valid JSON: {e}")))?
         .into_user()
-}
-
-/// The marker value of a claim held by `token`.
-fn sending_marker(token: &str) -> String {
-    format!("{SENDING_PREFIX}{token}")
-}
-
-fn status_of(marker: Option<&str>) -> OnboardingStatus {
-    match marker {
-        Some(m) if m.starts_with(SENT_PREFIX) => OnboardingStatus::Sent,
-        _ => OnboardingStatus::Pending,
-    }
 }
 
 #[async_trait]
@@ -322,20 +328,24 @@ impl UserStore for RedisStore {
         ))
     }
 
-    async fn find_user(&self, id: UserId) -> Result<Option<(User, OnboardingStatus)>, StoreError> {
+    async fn find_user(&self, id: UserId) -> Result<Option<(User, Onboarding)>, StoreError> {
         let (user_key, marker_key) = (self.user_key(id), self.marker_key(id));
         // Same hash tag, same slot: one round trip, still one key per command.
         let (record, marker): (Option<String>, Option<String>) = self
             .query_pipeline(redis::pipe().get(&user_key).get(&marker_key))
             .await?;
         match record {
-            Some(json) => Ok(Some((parse_user(&json)?, status_of(marker.as_deref())))),
+            Some(json) => Ok(Some((
+                parse_user(&json)?,
+                marker::onboarding_of(marker.as_deref()),
+            ))),
             None => Ok(None),
         }
     }
 
     async fn onboarding_status(&self, id: UserId) -> Result<OnboardingStatus, StoreError> {
-        Ok(status_of(self.get(&self.marker_key(id)).await?.as_deref()))
+        let marker = self.get(&self.marker_key(id)).await?;
+        Ok(marker::onboarding_of(marker.as_deref()).status())
     }
 
     async fn find_user_and_claim_onboarding(
@@ -397,18 +407,62 @@ impl UserStore for RedisStore {
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(user_id = %id))]
+    async fn renew_onboarding(
+        &self,
+        id: UserId,
+        token: &str,
+        lease: Duration,
+    ) -> Result<Claim, StoreError> {
+        let mut connection = self.connection.clone();
+        let mut invocation = self.renew_claim.key(self.marker_key(id));
+        invocation
+            .arg(marker::sending(token))
+            .arg(lease.as_millis().max(1) as u64);
+        let held: redis::Value = self
+            .bounded(invocation.invoke_async(&mut connection))
+            .await?;
+        Ok(match held {
+            redis::Value::Int(1) => Claim::Claimed,
+            other => match redis::from_redis_value::<String>(other) {
+                Ok(marker) => marker::claim_of_other(&marker),
+                Err(_) => Claim::InProgress,
+            },
+        })
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(user_id = %id))]
     async fn confirm_onboarding(&self, id: UserId) -> Result<(), StoreError> {
         let key = self.marker_key(id);
-        let value = format!(
-            "{SENT_PREFIX}{}",
-            crate::domain::rfc3339(OffsetDateTime::now_utc())
-        );
+        let value = marker::sent(OffsetDateTime::now_utc());
         self.query(redis::cmd("SET").arg(&key).arg(&value)).await
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(user_id = %id))]
+    async fn mark_undeliverable(&self, id: UserId, refusal: &Refusal) -> Result<(), StoreError> {
+        let key = self.marker_key(id);
+        let value = marker::undeliverable(refusal, OffsetDateTime::now_utc());
+        self.query(redis::cmd("SET").arg(&key).arg(&value)).await
+    }
+
+    async fn reserve_send_slot(
+        &self,
+        per_minute: NonZeroU32,
+        max_wait: Duration,
+    ) -> Result<SendSlot, StoreError> {
+        let mut connection = self.connection.clone();
+        let mut invocation = self.gcra.key(self.send_rate_key());
+        invocation
+            .arg(send_rate::interval(per_minute).as_micros() as u64)
+            .arg(max_wait.as_micros() as u64);
+        let (reserved, wait_us): (i64, i64) = self
+            .bounded(invocation.invoke_async(&mut connection))
+            .await?;
+        Ok(send_rate::from_script_reply(reserved, wait_us))
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(user_id = %id))]
     async fn release_onboarding(&self, id: UserId, token: &str) -> Result<(), StoreError> {
-        self.delete_if(&self.marker_key(id), &sending_marker(token))
+        self.delete_if(&self.marker_key(id), &marker::sending(token))
             .await
     }
 

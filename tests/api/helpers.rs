@@ -1,6 +1,7 @@
 //! Test support: real servers (Redis, an SMTP sink, the `handler` binary) and the Functions
 //! host's side of the wire protocol, so every test speaks to the handler as the host does.
 
+mod auth_refusing_smtp;
 mod envelope;
 mod mime;
 mod redis_server;
@@ -10,6 +11,7 @@ mod tokens;
 
 use std::net::TcpListener;
 
+pub use auth_refusing_smtp::AuthRefusingSmtp;
 pub use envelope::{
     InvocationAnswer, http_invocation, post_chunked_over_raw_tcp, service_bus_invocation_of_text,
 };

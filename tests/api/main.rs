@@ -6,5 +6,7 @@ mod health;
 mod helpers;
 mod lifecycle;
 mod protocol;
+mod redis_markers;
 mod root;
 mod send_onboarding;
+mod send_onboarding_faults;

@@ -1,5 +1,7 @@
-//! A real SMTP server that keeps every message it receives.
+//! A real SMTP server that keeps every message it receives, and can behave like a provider
+//! that refuses some mailboxes for good (550 at RCPT) or throttles past a rate (451 4.7.0).
 
+use std::collections::VecDeque;
 use std::io;
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
@@ -18,6 +20,8 @@ pub struct ReceivedMail {
     pub to: Vec<String>,
     /// The message as sent after `DATA` (headers and body), dot-unstuffed.
     pub data: String,
+    /// When the sink accepted the message.
+    pub received_at: Instant,
 }
 
 impl ReceivedMail {
@@ -42,20 +46,55 @@ impl ReceivedMail {
 
 type Mailbox = Arc<Mutex<Vec<ReceivedMail>>>;
 
+/// How the sink answers, shared by every connection.
+#[derive(Default)]
+struct Rules {
+    /// Recipients (lower case) refused with `550 5.1.1` at RCPT.
+    refused: Vec<String>,
+    /// At most this many recipients accepted in any `per` window; past it, `451 4.7.0`.
+    rate: Option<(usize, Duration)>,
+    /// When recipients were accepted, oldest first (for the rate).
+    accepted: VecDeque<Instant>,
+    /// How many RCPTs were answered 451 for the rate.
+    throttled: usize,
+}
+
 /// mailin's per-connection callbacks: it clones this for each connection, so `current` is
 /// per connection while `received` is shared.
 #[derive(Clone)]
 struct Recorder {
     received: Mailbox,
+    rules: Arc<Mutex<Rules>>,
     current: Option<ReceivedMail>,
 }
 
 impl Handler for Recorder {
+    fn rcpt(&mut self, to: &str) -> Response {
+        let to = strip_angle_brackets(to).to_ascii_lowercase();
+        let mut rules = self.rules.lock().expect("rules lock");
+        if rules.refused.contains(&to) {
+            return Response::custom(550, format!("5.1.1 <{to}>: Recipient address rejected"));
+        }
+        if let Some((limit, per)) = rules.rate {
+            let now = Instant::now();
+            while rules.accepted.front().is_some_and(|t| now - *t >= per) {
+                rules.accepted.pop_front();
+            }
+            if rules.accepted.len() >= limit {
+                rules.throttled += 1;
+                return Response::custom(451, "4.7.0 Too many messages, slow down".to_owned());
+            }
+            rules.accepted.push_back(now);
+        }
+        response::OK
+    }
+
     fn data_start(&mut self, _domain: &str, from: &str, _is8bit: bool, to: &[String]) -> Response {
         self.current = Some(ReceivedMail {
             from: strip_angle_brackets(from),
             to: to.iter().map(|r| strip_angle_brackets(r)).collect(),
             data: String::new(),
+            received_at: Instant::now(),
         });
         response::OK
     }
@@ -68,7 +107,8 @@ impl Handler for Recorder {
     }
 
     fn data_end(&mut self) -> Response {
-        if let Some(mail) = self.current.take() {
+        if let Some(mut mail) = self.current.take() {
+            mail.received_at = Instant::now();
             self.received.lock().expect("mailbox lock").push(mail);
         }
         response::OK
@@ -89,6 +129,7 @@ fn strip_angle_brackets(address: &str) -> String {
 pub struct SmtpSink {
     port: u16,
     received: Mailbox,
+    rules: Arc<Mutex<Rules>>,
 }
 
 impl SmtpSink {
@@ -113,8 +154,10 @@ impl SmtpSink {
     fn serve(listener: TcpListener) -> Self {
         let port = listener.local_addr().expect("SMTP sink address").port();
         let received = Mailbox::default();
+        let rules = Arc::new(Mutex::new(Rules::default()));
         let recorder = Recorder {
             received: Arc::clone(&received),
+            rules: Arc::clone(&rules),
             current: None,
         };
         let mut server = Server::new(recorder);
@@ -127,7 +170,28 @@ impl SmtpSink {
                 eprintln!("SMTP sink stopped: {e}");
             }
         });
-        Self { port, received }
+        Self {
+            port,
+            received,
+            rules,
+        }
+    }
+
+    /// Refuses this recipient for good from now on: `550 5.1.1` at RCPT.
+    pub fn refuse_mailbox(&self, address: &str) {
+        let mut rules = self.rules.lock().expect("rules lock");
+        rules.refused.push(address.to_ascii_lowercase());
+    }
+
+    /// Accepts at most `limit` recipients in any `per` window, answering `451 4.7.0` past it,
+    /// as a provider's throttle does.
+    pub fn throttle_past(&self, limit: usize, per: Duration) {
+        self.rules.lock().expect("rules lock").rate = Some((limit, per));
+    }
+
+    /// How many recipients were refused with 451 for the rate so far.
+    pub fn throttled(&self) -> usize {
+        self.rules.lock().expect("rules lock").throttled
     }
 
     /// `smtp://127.0.0.1:<port>` (plain SMTP, no TLS, no auth).

@@ -1,0 +1,97 @@
+//! The Redis store's onboarding markers and shared send rate, against a real `redis-server`:
+//! the renewal script, the undeliverable marker, and the GCRA script timed by Redis's clock.
+
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use onboarding::config::RedisSettings;
+use onboarding::domain::{Onboarding, Refusal, User, UserEmail, UserId, UserName};
+use onboarding::store::{Claim, RedisStore, SendSlot, UserStore};
+
+use crate::helpers::{RedisServer, unique_email};
+
+const LEASE: Duration = Duration::from_secs(10);
+
+fn store(redis: &RedisServer) -> RedisStore {
+    let settings = RedisSettings {
+        url: redis.url().into(),
+        display: redis.url(),
+    };
+    let prefix = format!("markers-{}:", uuid::Uuid::new_v4().simple());
+    RedisStore::new(&settings, &prefix).expect("a Redis store")
+}
+
+async fn stored_user(store: &RedisStore) -> User {
+    let user = User {
+        id: UserId::new(),
+        name: UserName::parse("Ada").expect("a name"),
+        email: UserEmail::parse(&unique_email()).expect("an email"),
+        created_at: time::OffsetDateTime::now_utc(),
+        password_hash: String::new(),
+    };
+    store.insert_user(&user).await.expect("insert the user");
+    user
+}
+
+/// A renewal keeps our claim ours and never takes another delivery's; once the email is
+/// refused for good, every later claim or renewal says so and the profile carries the reply.
+#[tokio::test]
+async fn renewals_respect_other_claims_and_an_undeliverable_marker_settles_the_email() {
+    let redis = RedisServer::start();
+    let store = store(&redis);
+    let user = stored_user(&store).await;
+    let claim = |token: &'static str| store.claim_onboarding(user.id, token, LEASE);
+
+    assert_eq!(claim("a").await.unwrap(), Claim::Claimed);
+    let renew = |token: &'static str| store.renew_onboarding(user.id, token, LEASE);
+    assert_eq!(renew("a").await.unwrap(), Claim::Claimed);
+    assert_eq!(renew("b").await.unwrap(), Claim::InProgress);
+    store.release_onboarding(user.id, "a").await.unwrap();
+    assert_eq!(
+        renew("b").await.unwrap(),
+        Claim::Claimed,
+        "a free claim is taken"
+    );
+
+    let refusal = Refusal::new(Some(550), "5.1.1 unknown");
+    store.mark_undeliverable(user.id, &refusal).await.unwrap();
+    assert_eq!(renew("b").await.unwrap(), Claim::Undeliverable);
+    assert_eq!(claim("c").await.unwrap(), Claim::Undeliverable);
+    let (_, onboarding) = store.find_user(user.id).await.unwrap().expect("the user");
+    assert_eq!(onboarding, Onboarding::Undeliverable(refusal));
+}
+
+/// Two stores sharing one Redis (two instances) get slots spaced by the limit, in Redis's time;
+/// a slot further ahead than the caller may wait is not reserved.
+#[tokio::test]
+async fn two_stores_share_one_send_rate() {
+    let redis = RedisServer::start();
+    let settings = RedisSettings {
+        url: redis.url().into(),
+        display: redis.url(),
+    };
+    let prefix = format!("rate-{}:", uuid::Uuid::new_v4().simple());
+    let (a, b) = (
+        RedisStore::new(&settings, &prefix).unwrap(),
+        RedisStore::new(&settings, &prefix).unwrap(),
+    );
+    let limit = NonZeroU32::new(60).unwrap();
+    let far = Duration::from_secs(60);
+    let mut waits = Vec::new();
+    for store in [&a, &b, &a, &b] {
+        match store.reserve_send_slot(limit, far).await.unwrap() {
+            SendSlot::Reserved { wait } => waits.push(wait),
+            other => panic!("expected a slot, got {other:?}"),
+        }
+    }
+    for (i, wait) in waits.iter().enumerate() {
+        let expected = Duration::from_secs(i as u64);
+        let off = wait.abs_diff(expected);
+        assert!(off < Duration::from_millis(100), "slot {i}: {waits:?}");
+    }
+    let too_far = b
+        .reserve_send_slot(limit, Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert!(matches!(too_far, SendSlot::TooFar { .. }), "{too_far:?}");
+}
