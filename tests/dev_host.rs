@@ -399,15 +399,19 @@ async fn with_redis_and_smtp_set_the_real_servers_are_used() {
     assert_eq!(health.status(), 200);
 }
 
-/// SMTP down: the message is redelivered at once with a growing DeliveryCount and dead-lettered
-/// after 10 deliveries (visible in /_dev/queues); once SMTP is back, the next user's email goes
-/// out.
+/// SMTP down for longer than ten send windows (1 s each here): each delivery rides the outage
+/// out for its window, then answers non-2xx; the message comes back at once with a growing
+/// DeliveryCount and is dead-lettered after 10 deliveries (visible in /_dev/queues); once SMTP is
+/// back, the next user's email goes out.
 #[tokio::test]
 async fn a_failing_mail_server_leads_to_redelivery_then_dead_letter_then_recovery() {
     let smtp_port = free_port();
     let dev = DevHost::start(
         app_root(),
-        &[("SMTP_URL", format!("smtp://127.0.0.1:{smtp_port}"))],
+        &[
+            ("SMTP_URL", format!("smtp://127.0.0.1:{smtp_port}")),
+            ("SMTP_SEND_WINDOW_SECONDS", "1".to_owned()),
+        ],
         &[],
     );
     let first = unique_email("first");

@@ -1183,17 +1183,20 @@ impl Drop for HandlerProcess {
 /// `POST /createUser` through the host protocol; returns the email and the onboarding message
 /// the output binding would have sent.
 async fn sign_up(client: &HandlerClient, email: &str) -> (String, Message) {
+    let body = json!({"name": "Race Runner", "email": email, "password": load::PASSWORD})
+        .to_string()
+        .into_bytes();
+    // The host passes `Body` on only when the client sent a Content-Length above 0.
     let request = IncomingRequest {
         method: "POST".to_owned(),
         url: "https://app.example.net/createUser".to_owned(),
         raw_query: String::new(),
         headers: vec![
             ("Content-Type".to_owned(), "application/json".to_owned()),
+            ("Content-Length".to_owned(), body.len().to_string()),
             ("Host".to_owned(), "app.example.net".to_owned()),
         ],
-        body: json!({"name": "Race Runner", "email": email, "password": load::PASSWORD})
-            .to_string()
-            .into_bytes(),
+        body,
     };
     let envelope = payload::http_envelope("req", &request, &Vec::new(), &Sys::now("createUser"));
     let answer = client
