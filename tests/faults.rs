@@ -58,7 +58,7 @@ const PER_CLIENT: usize = 2000;
 /// Least time between the start of the load and the first kill, and between kills.
 const KILL_SPACING: Duration = Duration::from_secs(2);
 /// host.json's `extensions.serviceBus.maxConcurrentCalls`: deliveries in flight at most.
-const MAX_CONCURRENT_CALLS: usize = 16;
+const MAX_CONCURRENT_CALLS: usize = 2;
 /// No scenario may run longer, whatever hangs.
 const TEST_TIMEOUT: Duration = Duration::from_secs(150);
 /// Longest wait, after the load, for every acknowledged user's email and every message to be
