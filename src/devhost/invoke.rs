@@ -22,6 +22,9 @@ pub const HOST_VERSION: &str = "4.1036.1.23224";
 pub const READINESS_POLL: Duration = Duration::from_millis(25);
 /// How long the host waits for the first answer before giving up on the handler.
 pub const READINESS_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest wait, after a call could not reach the handler, for the supervisor to notice the
+/// handler is gone (it looks every 25 ms): see `HandlerControl::notice_lost`.
+const LOSS_NOTICE: Duration = Duration::from_millis(200);
 /// Most of a handler's failing answer quoted in our log (the host discards it).
 const ERROR_PREVIEW_CHARS: usize = 300;
 /// How much longer than `functionTimeout` the host's HTTP client waits for the handler
@@ -360,6 +363,9 @@ impl Invoker {
                         );
                     }
                     self.handler.restart_after_timeout(generation);
+                }
+                if matches!(error, InvokeError::Transport(_)) {
+                    self.handler.notice_lost(generation, LOSS_NOTICE).await;
                 }
                 return Err(error);
             }

@@ -144,6 +144,21 @@ impl HandlerControl {
         }
     }
 
+    /// After a call to `generation` could not reach the handler, waits (at most `within`) for the
+    /// supervisor to notice that this run ended. The host learns of a worker's exit from the
+    /// process-exit event at once (`WorkerProcess.OnProcessExited`), before Service Bus could
+    /// hand the failed message back; the supervisor here looks every 25 ms. Without this wait an
+    /// in-process redelivery, which takes microseconds, would meet the dead port ten times and be
+    /// dead-lettered, where Azure holds it for the restarted handler.
+    pub async fn notice_lost(&self, generation: u64, within: Duration) {
+        let mut status = self.status.clone();
+        let _ = tokio::time::timeout(
+            within,
+            status.wait_for(|s| s.generation != generation || s.state != HandlerState::Ready),
+        )
+        .await;
+    }
+
     /// Kills and restarts the handler after a function timeout, unless `generation` is gone
     /// already (another timed-out invocation had it killed).
     pub fn restart_after_timeout(&self, generation: u64) {

@@ -313,9 +313,10 @@ mod tests {
                 .into_iter()
                 .map(Result::unwrap)
                 .collect();
-        let ms = |m| SendSlot::Reserved {
-            wait: Duration::from_millis(m),
+        let after = |n| SendSlot::Reserved {
+            wait: send_rate::interval(limit) * n,
         };
-        assert_eq!(waits, vec![ms(0), ms(500), ms(1000)]);
+        assert_eq!(waits, vec![after(0), after(1), after(2)]);
+        assert_eq!(send_rate::interval(limit), Duration::from_millis(515));
     }
 }

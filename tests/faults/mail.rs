@@ -6,6 +6,8 @@
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 
 use super::load::{self, Load};
 use super::smtp::Modes;
@@ -14,10 +16,10 @@ use super::{Rig, RigOptions, check, figures, http, ms, within};
 /// The password in the SMTP URL of the refused-login scenario: it must appear in no log line.
 const SMTP_PASSWORD: &str = "smtp-Pa55word-never-logged";
 
-/// Each `DeliveryCount=N` of sendOnboarding as the dev host logs it, in order, with when this
-/// poller first saw it.
+/// Each `DeliveryCount=N` of sendOnboarding as the dev host logs it, in order, with the time
+/// stamp of its log line.
 struct DeliveryLog {
-    seen: Vec<(u32, Instant)>,
+    seen: Vec<(u32, OffsetDateTime)>,
     read: usize,
 }
 
@@ -31,19 +33,22 @@ impl DeliveryLog {
 
     /// Reads the new lines of the dev host's output.
     fn poll(&mut self, output: &str) {
-        let now = Instant::now();
         let lines: Vec<&str> = output.lines().collect();
         for line in &lines[self.read.min(lines.len())..] {
             if !line.contains("Executing 'Functions.sendOnboarding'") {
                 continue;
             }
-            if let Some(count) = line
+            let at = line
+                .split_whitespace()
+                .next()
+                .and_then(|stamp| OffsetDateTime::parse(stamp, &Rfc3339).ok());
+            let count = line
                 .split("DeliveryCount=")
                 .nth(1)
                 .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
-                .and_then(|n| n.parse().ok())
-            {
-                self.seen.push((count, now));
+                .and_then(|n| n.parse().ok());
+            if let (Some(count), Some(at)) = (count, at) {
+                self.seen.push((count, at));
             }
         }
         self.read = lines.len();
@@ -382,7 +387,7 @@ async fn an_outage_longer_than_the_window_costs_one_delivery_per_window() {
             "deliveries should count 1, 2, 3, 4…: {counts:?}"
         );
         for pair in deliveries.seen.windows(2).take(3) {
-            let gap = pair[1].1 - pair[0].1;
+            let gap: Duration = (pair[1].1 - pair[0].1).try_into().unwrap_or_default();
             assert!(
                 gap >= WINDOW - Duration::from_millis(300)
                     && gap <= WINDOW + Duration::from_secs(1),
