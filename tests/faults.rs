@@ -228,7 +228,7 @@ async fn check(rig: &Rig, users: &[Acknowledged]) -> Outcome {
         sent_not_recorded: rig
             .dev
             .output()
-            .matches("email sent but not recorded")
+            .matches("onboarding outcome not recorded")
             .count(),
     }
 }
@@ -328,7 +328,7 @@ fn figures(
     };
     f.detail("profiles showing onboarding sent", outcome.profiles_sent);
     f.detail(
-        "sends logged as \"email sent but not recorded\"",
+        "sends logged as \"onboarding outcome not recorded\"",
         outcome.sent_not_recorded,
     );
     f.detail("email claims not permanent", outcome.bad_claims.len());

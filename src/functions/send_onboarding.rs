@@ -112,14 +112,15 @@ pub async fn run(app: &App, invocation: &Invocation) -> Result<Outputs, Invocati
     };
     match outcome {
         Delivery::Sent => {
-            held.record(app, Record::Sent).await;
+            held.record(app, Record::Sent, &window).await;
             tracing::info!(%user_id, delivery = %delivery, "onboarding email sent");
         }
         Delivery::Refused(refusal) => {
             let refusal = Refusal::new(refusal.code, &without_address(&refusal.reply, &user));
             tracing::warn!(%user_id, delivery = %delivery, code = ?refusal.code, reply = %refusal.reply,
                 "the recipient's mail server refused the onboarding email for good; recorded as undeliverable, not retried");
-            held.record(app, Record::Undeliverable(&refusal)).await;
+            held.record(app, Record::Undeliverable(&refusal), &window)
+                .await;
         }
         Delivery::Settled(claim) => {
             tracing::info!(%user_id, delivery = %delivery, outcome = ?claim, "another delivery settled the email meanwhile; acknowledged");

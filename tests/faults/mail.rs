@@ -283,6 +283,11 @@ async fn a_20_second_redis_outage_during_delivery_dead_letters_nothing() {
         f.detail("Redis down", format!("{} ms", ms(redis_up - redis_down)));
         f.publish();
         super::assert_nothing_lost(&outcome, &rig.dev);
+        assert_eq!(
+            outcome.profiles_sent,
+            users.len(),
+            "every sent email must be recorded once Redis is back"
+        );
         assert!(
             outcome.duplicates().is_empty(),
             "{:?}",
