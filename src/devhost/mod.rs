@@ -263,6 +263,7 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
         public_addr,
     };
     print!("{}", banner.render());
+    warn_about_the_send_window(&settings, &host);
     if host.forwarding {
         tracing::warn!(
             "host.json enables customHandler.enableForwardingHttpRequest: handler dev does not \
@@ -372,6 +373,31 @@ fn child_environment(
     }
     env.push((HANDLER_PORT_SETTING.to_owned(), port.to_string()));
     env
+}
+
+/// The send window must end before the invocation is killed (`functionTimeout`) and before
+/// its message's lock is lost (`maxAutoLockRenewalDuration`); otherwise a long outage turns into
+/// a killed handler or a second delivery sending alongside the first. The handler cannot see
+/// host.json, so the dev host, which reads both, says so at start.
+fn warn_about_the_send_window(settings: &Settings, host: &HostConfig) {
+    let window = settings.send_window;
+    let limits = [
+        ("functionTimeout", host.function_timeout),
+        (
+            "extensions.serviceBus.maxAutoLockRenewalDuration",
+            Some(host.max_auto_lock_renewal),
+        ),
+    ];
+    for (name, limit) in limits {
+        if let Some(limit) = limit.filter(|limit| window >= *limit) {
+            tracing::warn!(
+                "SMTP_SEND_WINDOW_SECONDS ({} s) is not below host.json {name} ({} s): a long \
+                 outage would outlast the invocation; keep the window well inside it",
+                window.as_secs(),
+                limit.as_secs()
+            );
+        }
+    }
 }
 
 /// Resolves when the watched flag turns true (or its sender is gone).
