@@ -6,13 +6,15 @@
 //! like-for-like sendOnboarding one: warp, Redis and the product's SMTP client), Redis and
 //! argon2id ceilings; [`mail`]
 //! the SMTP ones; [`sink`] is the SMTP server; [`probe`] times single requests and process starts;
-//! [`procs`] starts and watches processes; [`report`] prints.
+//! [`procs`] starts and watches processes; [`provider`] runs sendOnboarding through `handler dev`
+//! against a rate-limited sink; [`report`] prints.
 
 mod ceilings;
 mod envelope;
 mod mail;
 mod probe;
 mod procs;
+mod provider;
 mod report;
 mod run;
 mod sink;

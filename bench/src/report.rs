@@ -56,13 +56,13 @@ impl Report {
     }
 
     /// A ratio taken round by round (see `Paired`); the median decides.
-    pub fn paired_ratio(&mut self, name: &str, paired: &crate::run::Paired, min: f64) {
+    pub fn paired_ratio(&mut self, name: &str, paired: &crate::run::Paired, min: f64, unit: &str) {
         let ratio = crate::probe::median(&paired.ratios);
         let rounds: Vec<String> = paired.ratios.iter().map(|r| format!("{r:.2}")).collect();
         self.checks.push(Check {
             name: name.to_owned(),
             measured: format!(
-                "{ratio:.2}, the median of {} round{} ({}); median rates {:.0} / {:.0} req/s",
+                "{ratio:.2}, the median of {} round{} ({}); median rates {:.0} / {:.0} {unit}",
                 rounds.len(),
                 if rounds.len() == 1 { "" } else { "s" },
                 rounds.join(", "),
@@ -71,6 +71,48 @@ impl Report {
             ),
             target: format!("≥ {min}"),
             pass: ratio.is_finite() && ratio >= min,
+        });
+    }
+
+    /// A provider-limit mode (see provider.rs): paced (`SMTP_MAX_PER_MINUTE` set) must reach
+    /// `min` × R with no refusal, adaptive `min` × R with no dead letter; either way every user
+    /// gets exactly one email and the queue empties.
+    pub fn provider(
+        &mut self,
+        outcome: &crate::provider::Outcome,
+        setup: &crate::run::ProviderSetup,
+        min: f64,
+    ) {
+        let r = f64::from(setup.per_second);
+        let ratio = outcome.steady_rate / r;
+        let delivered = outcome.all_delivered(setup.messages);
+        let (name, zero, count) = match outcome.max_per_minute {
+            Some(m) => (
+                format!(
+                    "provider limit R = {r}/s, SMTP_MAX_PER_MINUTE = {m}: ≥ {min} × R, 0 refusals"
+                ),
+                "refusals",
+                outcome.refused,
+            ),
+            None => (
+                format!(
+                    "provider limit R = {r}/s, no SMTP_MAX_PER_MINUTE: ≥ {min} × R, 0 dead letters"
+                ),
+                "dead letters",
+                outcome.dead_letters as u64,
+            ),
+        };
+        self.checks.push(Check {
+            name,
+            measured: format!(
+                "{ratio:.2} × R = {:.2} msg/s first to last accepted; {count} {zero}; {}/{} emails{}",
+                outcome.steady_rate,
+                outcome.accepted,
+                setup.messages,
+                if outcome.drained { "" } else { ", queue not empty" },
+            ),
+            target: format!("≥ {min} × R, 0 {zero}, every user one email"),
+            pass: ratio.is_finite() && ratio >= min && count == 0 && delivered,
         });
     }
 

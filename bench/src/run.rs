@@ -14,6 +14,7 @@ use crate::envelope;
 use crate::mail::{self, MailRun, Sample};
 use crate::probe::{self, ProbeRequest};
 use crate::procs::{self, Child, RssWatch};
+use crate::provider;
 use crate::report::{Report, Row};
 use crate::sink::Sink;
 use crate::wrk::{self, Body, Key, Spec};
@@ -61,9 +62,20 @@ pub struct Options {
     /// parallelism (default: the product's rule, one per core).
     #[arg(long)]
     pub hash_threads: Option<usize>,
-    /// Only these phases (comma-separated): store, http, create, mail, memory, dev, readiness.
+    /// Only these phases (comma-separated): store, http, create, mail, memory, dev, readiness,
+    /// provider.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
+    /// The provider-limit phase's sink limit, messages per second.
+    #[arg(long, default_value_t = 10)]
+    pub provider_rate: u32,
+    /// Users signed up (one email each) per run of the provider-limit phase (default 150, smoke 30).
+    #[arg(long)]
+    pub provider_messages: Option<usize>,
+    /// The provider-limit phase's maxConcurrentCalls, written into its copy of host.json
+    /// (default: host.json's own).
+    #[arg(long)]
+    pub provider_concurrent_calls: Option<u64>,
     /// Extra environment for the handler and `handler dev` (NAME=VALUE; repeatable), e.g. RUST_LOG.
     #[arg(long = "handler-env", value_parser = parse_env)]
     pub handler_env: Vec<(String, String)>,
@@ -100,8 +112,26 @@ struct Preflight {
     sample: Sample,
 }
 
+/// The phases `--only` may name.
+const PHASES: [&str; 8] = [
+    "store",
+    "http",
+    "create",
+    "mail",
+    "memory",
+    "dev",
+    "readiness",
+    "provider",
+];
+
 pub async fn run(options: Options) -> anyhow::Result<Report> {
     let started = Instant::now();
+    if let Some(unknown) = options.only.iter().find(|p| !PHASES.contains(&p.as_str())) {
+        bail!(
+            "--only: no phase {unknown:?} (the phases: {})",
+            PHASES.join(", ")
+        );
+    }
     let dir = options.out.clone();
     if dir.exists() {
         std::fs::remove_dir_all(&dir).with_context(|| format!("cannot empty {}", dir.display()))?;
@@ -146,6 +176,7 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
 
     let want =
         |phase: &str| run.options.only.is_empty() || run.options.only.iter().any(|p| p == phase);
+    let want_provider = want("provider");
     let (want_store, want_http, want_create, want_mail, want_memory, want_dev, want_ready) = (
         want("store"),
         want("http"),
@@ -192,6 +223,11 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
     } else {
         None
     };
+    let provider = if want_provider {
+        Some(run.provider(&handler_bin, &redis_url).await?)
+    } else {
+        None
+    };
     let binary_mib = procs::file_size(&handler_bin)? as f64 / MIB;
     run.report.row(Row {
         group: "binary",
@@ -207,8 +243,8 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
     // Targets.
     let r = &mut run.report;
     if let (Some(health), Some(root)) = (health, root) {
-        r.paired_ratio("health ≥ 0.7 × warp + PING", &health, 0.7);
-        r.paired_ratio("root ≥ 0.7 × warp + GET", &root, 0.7);
+        r.paired_ratio("health ≥ 0.7 × warp + PING", &health, 0.7, "req/s");
+        r.paired_ratio("root ≥ 0.7 × warp + GET", &root, 0.7, "req/s");
     }
     if let Some((argon2_rate, create_rate, probe_p99)) = create {
         r.ratio(
@@ -248,6 +284,16 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
             0.7,
             "msg/s",
         );
+        r.paired_ratio(
+            "sendOnboarding ≥ 0.75 × like-for-like diagnostic (warp + its Redis round trips + the product's SMTP client)",
+            &mail.like_for_like,
+            0.75,
+            "msg/s",
+        );
+    }
+    if let Some((paced, adaptive, setup)) = &provider {
+        r.provider(paced, setup, 0.95);
+        r.provider(adaptive, setup, 0.7);
     }
     if let Some(readiness) = readiness {
         r.at_most("readiness median, Redis up", readiness.0, 10.0, "ms");
@@ -1079,6 +1125,11 @@ impl Run {
         let round_rates: Vec<String> = like_rounds.iter().map(|r| format!("{:.0}", r.2)).collect();
         like_rounds.sort_by(|a, b| a.2.total_cmp(&b.2));
         let (like, like_peak, like_rate) = like_rounds.swap_remove(like_rounds.len() / 2);
+        let like_for_like = Paired {
+            product: rate,
+            ceiling: like_rate,
+            ratios: like_ratios.clone(),
+        };
         let like_ratio = probe::median(&like_ratios);
         let like_ratios: Vec<String> = like_ratios.iter().map(|r| format!("{r:.2}")).collect();
         self.load_row(
@@ -1112,6 +1163,7 @@ impl Run {
             product: rate,
             lettre_pooled: pooled.rate(),
             nodelay_pool: nodelay_pool.rate(),
+            like_for_like,
         })
     }
 
@@ -1351,6 +1403,77 @@ impl Run {
         Ok(p99)
     }
 
+    /// The provider-limit phase (see provider.rs): paced (SMTP_MAX_PER_MINUTE = R × 60), then
+    /// adaptive (no setting), each on its own limited sink and its own `handler dev`.
+    async fn provider(
+        &mut self,
+        bin: &Path,
+        redis_url: &str,
+    ) -> anyhow::Result<(provider::Outcome, provider::Outcome, ProviderSetup)> {
+        let app = self.dir.join("app-provider");
+        copy_app(&self.options.app_root, &app)?;
+        let app = std::fs::canonicalize(&app)?;
+        let host_json = app.join("host.json");
+        let mut host: Value = serde_json::from_slice(&std::fs::read(&host_json)?)?;
+        if let Some(calls) = self.options.provider_concurrent_calls {
+            host["extensions"]["serviceBus"]["maxConcurrentCalls"] = calls.into();
+            std::fs::write(&host_json, serde_json::to_vec_pretty(&host)?)?;
+        }
+        let calls = host["extensions"]["serviceBus"]["maxConcurrentCalls"].clone();
+        let logs = self.dir.join("logs");
+        let per_second = self.options.provider_rate;
+        let messages = self
+            .options
+            .provider_messages
+            .unwrap_or(if self.options.smoke { 30 } else { 150 });
+        let setup = provider::Setup {
+            messages,
+            app: &app,
+            logs: &logs,
+        };
+        let mut outcomes = Vec::new();
+        for max_per_minute in [Some(per_second * 60), None] {
+            let sink = Sink::start_limited(per_second)?;
+            let mut command = Command::new(bin);
+            self.handler_env(&mut command, redis_url, sink.port);
+            let outcome =
+                provider::measure(&setup, &sink, command, max_per_minute, &self.http).await?;
+            let name = match max_per_minute {
+                Some(m) => format!(
+                    "sendOnboarding via handler dev, sink limited to {per_second}/s, SMTP_MAX_PER_MINUTE={m}"
+                ),
+                None => format!(
+                    "sendOnboarding via handler dev, sink limited to {per_second}/s, no SMTP_MAX_PER_MINUTE"
+                ),
+            };
+            self.report.row(Row {
+                group: "provider",
+                name,
+                rate: Some(outcome.steady_rate),
+                unit: "msg/s",
+                p50_ms: None,
+                p99_ms: None,
+                peak_rss_mib: Some(outcome.peak_rss_mib),
+                note: format!(
+                    "{:.2} × R; maxConcurrentCalls {calls}; {}",
+                    outcome.steady_rate / f64::from(per_second),
+                    outcome.describe(messages)
+                ),
+            });
+            outcomes.push(outcome);
+        }
+        let adaptive = outcomes.pop().expect("adaptive");
+        let paced = outcomes.pop().expect("paced");
+        Ok((
+            paced,
+            adaptive,
+            ProviderSetup {
+                per_second,
+                messages,
+            },
+        ))
+    }
+
     /// Readiness medians: the handler with Redis up, with Redis down, and a bare warp server.
     fn readiness(
         &mut self,
@@ -1428,6 +1551,12 @@ struct Ceilings {
     pipeline_port: u16,
 }
 
+/// The provider-limit phase's parameters, for its checks.
+pub struct ProviderSetup {
+    pub per_second: u32,
+    pub messages: usize,
+}
+
 /// The warp server with sendOnboarding's Redis round trips and the product's SMTP client.
 struct OnboardingCeiling {
     child: Child,
@@ -1438,6 +1567,8 @@ struct MailResult {
     product: f64,
     lettre_pooled: f64,
     nodelay_pool: f64,
+    /// sendOnboarding against the like-for-like diagnostic, round by round.
+    like_for_like: Paired,
 }
 
 fn probe_note(probe: &probe::ProbeRun) -> String {

@@ -7,7 +7,9 @@
 //! across a boundary). A message is charged at its first accepted `RCPT TO`; past the limit that
 //! `RCPT TO` is answered `451 4.7.0 Too many messages, at most R per second: try again later`
 //! (so no body is accepted and then refused), and counted ([`Sink::throttled`]). The unlimited
-//! sink of [`Sink::start`] has no limiter: its `RCPT TO` is a branch on `None`.
+//! sink of [`Sink::start`] has no limiter: its `RCPT TO` is a branch on `None`. The limited sink
+//! also notes when it accepted each message ([`Sink::accepted_times`]), for the rate over the
+//! steady part of a phase; the unlimited one keeps no times (its ceilings run at 20 000/s).
 
 use std::collections::VecDeque;
 use std::net::TcpListener;
@@ -37,6 +39,8 @@ struct Shared {
 struct Limiter {
     per_second: u32,
     admitted: Mutex<VecDeque<Instant>>,
+    /// When each message was accepted (250 after the end of DATA).
+    accepted_at: Mutex<Vec<Instant>>,
 }
 
 impl Limiter {
@@ -64,6 +68,7 @@ impl Limiter {
 pub struct Sink {
     pub port: u16,
     shared: Arc<Shared>,
+    limiter: Option<Arc<Limiter>>,
 }
 
 impl Sink {
@@ -74,11 +79,11 @@ impl Sink {
 
     /// A sink that accepts at most `per_second` messages in any 1 s and answers `451 4.7.0`
     /// at `RCPT TO` past it (see the module doc).
-    #[allow(dead_code)] // For a throttled-provider phase; run.rs does not have one yet.
     pub fn start_limited(per_second: u32) -> anyhow::Result<Self> {
         Self::serve(Some(Arc::new(Limiter {
             per_second,
             admitted: Mutex::new(VecDeque::with_capacity(per_second as usize)),
+            accepted_at: Mutex::new(Vec::new()),
         })))
     }
 
@@ -86,6 +91,7 @@ impl Sink {
         let listener = TcpListener::bind("127.0.0.1:0")?;
         let port = listener.local_addr()?.port();
         let shared = Arc::new(Shared::default());
+        let limiter_view = limiter.clone();
         let mut server = Server::new(Counter {
             shared: shared.clone(),
             limiter,
@@ -103,7 +109,11 @@ impl Sink {
                     eprintln!("bench: the SMTP sink stopped: {e}");
                 }
             })?;
-        Ok(Self { port, shared })
+        Ok(Self {
+            port,
+            shared,
+            limiter: limiter_view,
+        })
     }
 
     /// Messages accepted (250 after the end of DATA) so far.
@@ -112,9 +122,16 @@ impl Sink {
     }
 
     /// `RCPT TO`s refused with `451 4.7.0` by the rate limit so far (0 when unlimited).
-    #[allow(dead_code)] // For a throttled-provider phase; run.rs does not have one yet.
     pub fn throttled(&self) -> u64 {
         self.shared.throttled.load(Ordering::Relaxed)
+    }
+
+    /// When each message was accepted, in order (the limited sink only; empty otherwise).
+    pub fn accepted_times(&self) -> Vec<Instant> {
+        self.limiter
+            .as_ref()
+            .map(|l| l.accepted_at.lock().unwrap().clone())
+            .unwrap_or_default()
     }
 
     /// Keeps the next message received, whole.
@@ -188,6 +205,9 @@ impl Handler for Counter {
         if let Some(data) = self.data.take() {
             *self.shared.captured.lock().unwrap() = Some(data);
         }
+        if let Some(limiter) = &self.limiter {
+            limiter.accepted_at.lock().unwrap().push(Instant::now());
+        }
         self.shared.accepted.fetch_add(1, Ordering::Relaxed);
         response::OK
     }
@@ -255,6 +275,7 @@ mod tests {
             replies[7]
         );
         assert_eq!((sink.accepted(), sink.throttled()), (1, 1));
+        assert_eq!(sink.accepted_times().len(), 1);
     }
 
     #[test]
