@@ -120,6 +120,8 @@ struct RigOptions {
     env: Vec<(&'static str, String)>,
     args: Vec<&'static str>,
     smtp_credentials: Option<(&'static str, &'static str)>,
+    /// host.json's `extensions.serviceBus.maxConcurrentCalls`, when not the repository's.
+    max_concurrent_calls: Option<u32>,
 }
 
 impl Rig {
@@ -145,7 +147,15 @@ impl Rig {
             env.retain(|(n, _)| *n != name);
             env.push((name, value));
         }
-        let dev = DevHost::start(&env, &options.args);
+        let dev = DevHost::start_with(&env, &options.args, |root| {
+            if let Some(calls) = options.max_concurrent_calls {
+                let path = root.join("host.json");
+                let text = std::fs::read_to_string(&path).expect("read host.json");
+                let mut host: Value = serde_json::from_str(&text).expect("host.json is JSON");
+                host["extensions"]["serviceBus"]["maxConcurrentCalls"] = json!(calls);
+                std::fs::write(&path, host.to_string()).expect("write host.json");
+            }
+        });
         Self { dev, smtp, redis }
     }
 }

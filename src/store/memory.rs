@@ -26,6 +26,8 @@ struct State {
     markers: HashMap<UserId, Marker>,
     /// The shared send rate's next free slot (GCRA), for `SMTP_MAX_PER_MINUTE`.
     send_rate: Option<Instant>,
+    /// Slots reserved for a user's email and not used yet (see `send_rate::SendSlot::TooFar`).
+    send_tickets: HashMap<UserId, Instant>,
 }
 
 /// Users in a map behind a std mutex: every operation is short and never awaits while holding it.
@@ -164,17 +166,24 @@ impl UserStore for MemoryStore {
 
     async fn reserve_send_slot(
         &self,
+        id: UserId,
         per_minute: NonZeroU32,
         max_wait: Duration,
     ) -> Result<SendSlot, StoreError> {
         let mut state = self.lock();
-        let interval = send_rate::interval(per_minute);
-        Ok(send_rate::reserve(
+        let state = &mut *state;
+        let mut ticket = state.send_tickets.remove(&id);
+        let slot = send_rate::reserve(
             &mut state.send_rate,
+            &mut ticket,
             Instant::now(),
-            interval,
+            send_rate::interval(per_minute),
             max_wait,
-        ))
+        );
+        if let Some(kept) = ticket {
+            state.send_tickets.insert(id, kept);
+        }
+        Ok(slot)
     }
 
     async fn release_onboarding(&self, id: UserId, token: &str) -> Result<(), StoreError> {
@@ -307,12 +316,13 @@ mod tests {
         let store = MemoryStore::new();
         let limit = NonZeroU32::new(120).unwrap();
         let far = Duration::from_secs(60);
-        let waits: Vec<_> =
-            futures_util::future::join_all((0..3).map(|_| store.reserve_send_slot(limit, far)))
-                .await
-                .into_iter()
-                .map(Result::unwrap)
-                .collect();
+        let waits: Vec<_> = futures_util::future::join_all(
+            (0..3).map(|_| store.reserve_send_slot(UserId::new(), limit, far)),
+        )
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
         let after = |n| SendSlot::Reserved {
             wait: send_rate::interval(limit) * n,
         };

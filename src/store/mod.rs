@@ -117,10 +117,14 @@ pub trait UserStore: Send + Sync {
     /// email: redeliveries are acknowledged and a repeated sign-up queues nothing.
     async fn mark_undeliverable(&self, id: UserId, refusal: &Refusal) -> Result<(), StoreError>;
 
-    /// Reserves the next send slot under a limit of `per_minute` emails shared by every handler
-    /// instance that uses this store, unless that slot lies more than `max_wait` ahead.
+    /// Gives user `id`'s email a send slot under a limit of `per_minute` emails shared by every
+    /// handler instance that uses this store. A slot reserved earlier and not used (a ticket:
+    /// its delivery ran out of window before the slot came) is handed back first, so a message
+    /// keeps its place in line across deliveries; otherwise the next free slot is reserved, and
+    /// kept as the user's ticket when it lies more than `max_wait` ahead.
     async fn reserve_send_slot(
         &self,
+        id: UserId,
         per_minute: NonZeroU32,
         max_wait: Duration,
     ) -> Result<SendSlot, StoreError>;

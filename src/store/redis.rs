@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use super::marker;
-use super::send_rate::{self, GCRA_SCRIPT, SendSlot};
+use super::send_rate::{self, GCRA_SCRIPT, SendSlot, TICKET_GRACE, TICKET_SCRIPT};
 use super::{Claim, EMAIL_CLAIM_LEASE, Insert, StoreError, UserStore};
 use crate::config::{RedisSettings, expose};
 use crate::domain::{Onboarding, OnboardingStatus, Refusal, User, UserEmail, UserId, UserName};
@@ -62,6 +62,7 @@ pub struct RedisStore {
     compare_and_delete: redis::Script,
     renew_claim: redis::Script,
     gcra: redis::Script,
+    take_ticket: redis::Script,
 }
 
 /// The user record as stored in Redis. Its text fields borrow from the reply (or, when writing,
@@ -126,6 +127,7 @@ impl RedisStore {
             compare_and_delete: redis::Script::new(COMPARE_AND_DELETE),
             renew_claim: redis::Script::new(RENEW_CLAIM),
             gcra: redis::Script::new(GCRA_SCRIPT),
+            take_ticket: redis::Script::new(TICKET_SCRIPT),
         })
     }
 
@@ -139,6 +141,10 @@ impl RedisStore {
 
     fn marker_key(&self, id: UserId) -> String {
         format!("{}user:{{{id}}}:onboarding", self.prefix)
+    }
+
+    fn send_ticket_key(&self, id: UserId) -> String {
+        format!("{}user:{{{id}}}:send-slot", self.prefix)
     }
 
     fn send_rate_key(&self) -> String {
@@ -446,18 +452,42 @@ impl UserStore for RedisStore {
 
     async fn reserve_send_slot(
         &self,
+        id: UserId,
         per_minute: NonZeroU32,
         max_wait: Duration,
     ) -> Result<SendSlot, StoreError> {
+        // Two keys in two slots of a cluster, so two commands: the user's ticket first, then
+        // the shared schedule; a ticket for a slot too far ahead is written last. A crash in
+        // between wastes one slot, nothing more.
+        let interval_us = send_rate::interval(per_minute).as_micros() as u64;
+        let max_wait_us = max_wait.as_micros() as u64;
+        let ticket_key = self.send_ticket_key(id);
         let mut connection = self.connection.clone();
-        let mut invocation = self.gcra.key(self.send_rate_key());
-        invocation
-            .arg(send_rate::interval(per_minute).as_micros() as u64)
-            .arg(max_wait.as_micros() as u64);
-        let (reserved, wait_us): (i64, i64) = self
-            .bounded(invocation.invoke_async(&mut connection))
+        let mut ticket = self.take_ticket.key(&ticket_key);
+        ticket.arg(interval_us).arg(max_wait_us);
+        let (outcome, wait_us): (i64, i64) =
+            self.bounded(ticket.invoke_async(&mut connection)).await?;
+        if let Some(slot) = send_rate::from_script_reply(outcome, wait_us) {
+            return Ok(slot);
+        }
+        let mut gcra = self.gcra.key(self.send_rate_key());
+        gcra.arg(interval_us).arg(max_wait_us);
+        let (outcome, wait_us, slot_us): (i64, i64, String) =
+            self.bounded(gcra.invoke_async(&mut connection)).await?;
+        let slot = send_rate::from_script_reply(outcome, wait_us)
+            .ok_or_else(|| StoreError::Corrupt(format!("the rate script answered {outcome}")))?;
+        if let SendSlot::TooFar { wait } = slot {
+            let keep_ms = (wait + TICKET_GRACE).as_millis() as u64;
+            self.query::<()>(
+                redis::cmd("SET")
+                    .arg(&ticket_key)
+                    .arg(&slot_us)
+                    .arg("PX")
+                    .arg(keep_ms),
+            )
             .await?;
-        Ok(send_rate::from_script_reply(reserved, wait_us))
+        }
+        Ok(slot)
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(user_id = %id))]

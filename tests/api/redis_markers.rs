@@ -76,22 +76,56 @@ async fn two_stores_share_one_send_rate() {
         RedisStore::new(&settings, &prefix).unwrap(),
     );
     let limit = NonZeroU32::new(60).unwrap();
+    // 60 a minute: one a second, spaced 3 % wider (src/store/send_rate.rs).
+    let every = Duration::from_millis(1030);
     let far = Duration::from_secs(60);
     let mut waits = Vec::new();
     for store in [&a, &b, &a, &b] {
-        match store.reserve_send_slot(limit, far).await.unwrap() {
+        match store
+            .reserve_send_slot(UserId::new(), limit, far)
+            .await
+            .unwrap()
+        {
             SendSlot::Reserved { wait } => waits.push(wait),
             other => panic!("expected a slot, got {other:?}"),
         }
     }
     for (i, wait) in waits.iter().enumerate() {
-        let expected = Duration::from_secs(i as u64);
-        let off = wait.abs_diff(expected);
+        let off = wait.abs_diff(every * i as u32);
         assert!(off < Duration::from_millis(100), "slot {i}: {waits:?}");
     }
+
+    // A slot beyond the caller's reach is kept for that user, on either instance: asked again,
+    // it comes back (not a later one), and the others queue behind it.
+    let patient = UserId::new();
     let too_far = b
-        .reserve_send_slot(limit, Duration::from_secs(1))
+        .reserve_send_slot(patient, limit, Duration::from_secs(1))
         .await
         .unwrap();
-    assert!(matches!(too_far, SendSlot::TooFar { .. }), "{too_far:?}");
+    let SendSlot::TooFar { wait: first } = too_far else {
+        panic!("expected a slot too far ahead, got {too_far:?}");
+    };
+    assert!(
+        first.abs_diff(every * 4) < Duration::from_millis(100),
+        "{first:?}"
+    );
+    let again = a.reserve_send_slot(patient, limit, far).await.unwrap();
+    let SendSlot::Reserved { wait: kept } = again else {
+        panic!("expected the kept slot, got {again:?}");
+    };
+    assert!(
+        kept <= first && first - kept < Duration::from_millis(100),
+        "{kept:?}"
+    );
+    let next = a
+        .reserve_send_slot(UserId::new(), limit, far)
+        .await
+        .unwrap();
+    let SendSlot::Reserved { wait: after } = next else {
+        panic!("expected a slot, got {next:?}");
+    };
+    assert!(
+        after.abs_diff(every * 5) < Duration::from_millis(100),
+        "{after:?}"
+    );
 }

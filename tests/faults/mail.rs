@@ -415,3 +415,67 @@ async fn an_outage_longer_than_the_window_costs_one_delivery_per_window() {
     })
     .await;
 }
+
+/// A limit far below the deliveries in flight (16 at once, one send every 3.09 s, a 4 s window):
+/// most deliveries' slots lie beyond their window. Each such slot stays reserved for its message,
+/// so the next delivery waits for the same slot instead of queuing again: the messages go out in
+/// slot order, one per interval, each spending about (its wait ÷ the window) deliveries, and
+/// none is dead-lettered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_a_tight_limit_a_message_keeps_its_send_slot_across_deliveries() {
+    within(async {
+        const WINDOW: Duration = Duration::from_secs(4);
+        const MESSAGES: usize = 8;
+        let rig = Rig::start_with(RigOptions {
+            env: vec![
+                ("SMTP_SEND_WINDOW_SECONDS", WINDOW.as_secs().to_string()),
+                ("SMTP_MAX_PER_MINUTE", "20".to_owned()),
+            ],
+            max_concurrent_calls: Some(16),
+            ..RigOptions::default()
+        });
+        let emails: Vec<String> = (0..MESSAGES)
+            .map(|i| format!("slot-{i}@example.com"))
+            .collect();
+        let mut deliveries = DeliveryLog::new();
+        let users = sign_up_all(&rig, &emails).await;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while rig.smtp.messages().len() < MESSAGES {
+            assert!(
+                Instant::now() < deadline,
+                "not every email went out: {:?}\n{}",
+                rig.smtp.per_recipient(),
+                rig.dev.tail(40)
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        deliveries.poll(&rig.dev.output());
+        let outcome = check(&rig, &users).await;
+        super::assert_nothing_lost(&outcome, &rig.dev);
+        assert!(
+            outcome.duplicates().is_empty(),
+            "{:?}",
+            outcome.duplicates()
+        );
+
+        let mut sent: Vec<Instant> = rig.smtp.messages().iter().map(|m| m.at).collect();
+        sent.sort();
+        let gaps: Vec<u64> = sent.windows(2).map(|w| ms(w[1] - w[0])).collect();
+        assert!(
+            gaps.iter().all(|gap| *gap >= 3_000),
+            "sends must keep the 3.09 s spacing: {gaps:?} ms"
+        );
+        // The last message waits about 7 × 3.09 s = 21.6 s: 6 windows of 4 s.
+        let most = deliveries.counts().into_iter().max().unwrap_or(0);
+        let mut f = figures("tight-limit-send-slots", &[], &users, &outcome);
+        f.detail("gaps between sends (ms)", format!("{gaps:?}"));
+        f.detail("most deliveries of one message", most);
+        f.publish();
+        assert!(
+            most <= 7,
+            "a message kept its slot, so it spends at most ceil(21.6 s / 4 s) + 1 deliveries: {:?}",
+            deliveries.counts()
+        );
+    })
+    .await;
+}

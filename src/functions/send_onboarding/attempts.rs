@@ -9,7 +9,7 @@ use tokio::time::Instant;
 use super::Window;
 use super::claim::HeldClaim;
 use crate::app::App;
-use crate::domain::Refusal;
+use crate::domain::{Refusal, UserId};
 use crate::mail::pacing::Turn;
 use crate::mail::{Backoff, MailError, Pass, Setting, Verdict};
 use crate::store::{Claim, SendSlot};
@@ -83,7 +83,7 @@ async fn attempt(
     let Some(pass) = app.breaker.admit(window.end).await else {
         return Step::Spent;
     };
-    let reserved_at = match wait_for_slot(app, window).await {
+    let reserved_at = match wait_for_slot(app, held.user_id(), window).await {
         Ok(at) => at,
         Err(SlotError::Spent) => return Step::Spent,
         Err(SlotError::Store(e)) => return Step::Again(e),
@@ -169,15 +169,18 @@ enum SlotError {
 }
 
 /// Waits for this attempt's send slot: from the store's shared limit when
-/// `SMTP_MAX_PER_MINUTE` is set, else from the process's pacer. Never reserves a slot the
-/// window could not use; waits for one to come within reach instead. Returns when the slot was
-/// reserved.
-async fn wait_for_slot(app: &App, window: &Window) -> Result<Instant, SlotError> {
+/// `SMTP_MAX_PER_MINUTE` is set, else from the process's pacer. A shared slot beyond the window
+/// stays reserved for this user (the store's ticket): the delivery waits for it while the window
+/// lasts, and when the window runs out first, the message's next delivery picks the same slot
+/// up instead of queuing again behind every delivery that asked meanwhile. So under a tight
+/// limit each message spends about (its wait ÷ the window) deliveries, in order, never more by
+/// bad luck. Returns when the slot is due.
+async fn wait_for_slot(app: &App, user: UserId, window: &Window) -> Result<Instant, SlotError> {
     loop {
         let max_wait = window.remaining().saturating_sub(MIN_ATTEMPT);
         let reserved_at = Instant::now();
         let turn = match app.max_per_minute {
-            Some(limit) => match app.store.reserve_send_slot(limit, max_wait).await {
+            Some(limit) => match app.store.reserve_send_slot(user, limit, max_wait).await {
                 Ok(SendSlot::Reserved { wait }) => Turn::After(wait),
                 Ok(SendSlot::TooFar { wait }) => Turn::TooFar(wait.saturating_sub(max_wait)),
                 Err(e) => return Err(SlotError::Store(format!("reserving a send slot: {e}"))),
