@@ -340,13 +340,21 @@ impl Invoker {
         id: Uuid,
         envelope: &Value,
     ) -> Result<Invocation, InvokeError> {
-        let generation = self
-            .handler
-            .wait_until_available(HOLD_POLL, HOLD_LIMIT)
-            .await?;
+        // The function's clock starts with the invocation, before any hold: time spent waiting
+        // for a restarting handler counts toward functionTimeout, as on the host.
+        let deadline = self
+            .function_timeout
+            .map(|limit| (limit, tokio::time::Instant::now() + limit));
+        let hold = self.handler.wait_until_available(HOLD_POLL, HOLD_LIMIT);
+        let generation = match deadline {
+            Some((limit, at)) => tokio::time::timeout_at(at, hold)
+                .await
+                .map_err(|_| InvokeError::Timeout(limit))??,
+            None => hold.await?,
+        };
         let call = self.client.invoke(&function.name, id, envelope);
-        let answered = match self.function_timeout {
-            Some(limit) => tokio::time::timeout(limit, call)
+        let answered = match deadline {
+            Some((limit, at)) => tokio::time::timeout_at(at, call)
                 .await
                 .unwrap_or(Err(InvokeError::Timeout(limit))),
             None => call.await,

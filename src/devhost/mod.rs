@@ -380,7 +380,8 @@ fn child_environment(
 /// a killed handler or a second delivery sending alongside the first. The handler cannot see
 /// host.json, so the dev host, which reads both, says so at start.
 fn warn_about_the_send_window(settings: &Settings, host: &HostConfig) {
-    let window = settings.send_window;
+    // After its window an invocation may still spend a little time recording the outcome.
+    let window = settings.send_window + crate::functions::SEND_WINDOW_OVERRUN;
     let limits = [
         ("functionTimeout", host.function_timeout),
         (
@@ -391,9 +392,11 @@ fn warn_about_the_send_window(settings: &Settings, host: &HostConfig) {
     for (name, limit) in limits {
         if let Some(limit) = limit.filter(|limit| window >= *limit) {
             tracing::warn!(
-                "SMTP_SEND_WINDOW_SECONDS ({} s) is not below host.json {name} ({} s): a long \
-                 outage would outlast the invocation; keep the window well inside it",
-                window.as_secs(),
+                "SMTP_SEND_WINDOW_SECONDS ({} s, and up to {} s more to record the outcome) is \
+                 not below host.json {name} ({} s): a long outage would outlast the invocation; \
+                 keep the window well inside it",
+                settings.send_window.as_secs(),
+                crate::functions::SEND_WINDOW_OVERRUN.as_secs(),
                 limit.as_secs()
             );
         }

@@ -15,6 +15,12 @@ use crate::app::App;
 use crate::protocol::{EnvelopeError, HttpResponse, Invocation, OutputBindings};
 use declaration::HTTP_RESPONSE;
 
+/// How long a sendOnboarding invocation may run past its send window (recording the outcome
+/// while Redis is down, then one more store call), for checks that the window fits inside the
+/// host's limits.
+pub const SEND_WINDOW_OVERRUN: std::time::Duration =
+    send_onboarding::RECORD_GRACE.saturating_add(std::time::Duration::from_secs(2));
+
 /// Why an invocation must fail at the host (a non-2xx answer, which discards Logs): either the
 /// envelope is unreadable, or a queue message should be redelivered or dead-lettered.
 #[derive(Debug, thiserror::Error)]

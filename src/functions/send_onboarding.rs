@@ -11,6 +11,8 @@
 mod attempts;
 mod claim;
 
+pub use claim::RECORD_GRACE;
+
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -120,7 +122,10 @@ pub async fn run(app: &App, invocation: &Invocation) -> Result<Outputs, Invocati
             tracing::info!(%user_id, delivery = %delivery, "onboarding email sent");
         }
         Delivery::Refused(refusal) => {
-            let refusal = Refusal::new(refusal.code, &without_address(&refusal.reply, &user));
+            let refusal = Refusal::new(
+                refusal.code,
+                &without_address(&refusal.reply, user.email.as_str()),
+            );
             tracing::warn!(%user_id, delivery = %delivery, code = ?refusal.code, reply = %refusal.reply,
                 "the recipient's mail server refused the onboarding email for good; recorded as undeliverable, not retried");
             held.record(app, Record::Undeliverable(&refusal), &window)
@@ -154,8 +159,11 @@ fn compose_for(app: &App, user: &User) -> Result<lettre::Message, Refusal> {
 
 /// The reply text with the user's address replaced (servers often echo it), so the warning
 /// logs no email address (STYLE: no emails in log fields).
-fn without_address(reply: &str, user: &User) -> String {
-    let address = user.email.as_str().to_ascii_lowercase();
+fn without_address(reply: &str, address: &str) -> String {
+    let address = address.to_ascii_lowercase();
+    if address.is_empty() {
+        return reply.to_owned();
+    }
     let lower = reply.to_ascii_lowercase();
     let mut out = String::with_capacity(reply.len());
     let mut rest = 0;
@@ -185,7 +193,10 @@ mod tests {
             password_hash: String::new(),
         };
         assert_eq!(
-            without_address("5.1.1 <bo@example.com>: unknown; BO@EXAMPLE.COM", &user),
+            without_address(
+                "5.1.1 <bo@example.com>: unknown; BO@EXAMPLE.COM",
+                user.email.as_str()
+            ),
             "5.1.1 <the recipient>: unknown; the recipient"
         );
     }

@@ -138,8 +138,23 @@ impl SmtpFailure {
                 Verdict::Misconfigured(Setting::SmtpUrl)
             }
             Stage::MailFrom => Verdict::Misconfigured(Setting::MailFrom),
-            Stage::Recipient | Stage::Data | Stage::Message => self.refusal(Some(code)),
+            Stage::Recipient | Stage::Data | Stage::Message => self.recipient_or_policy(code),
             Stage::Unknown => unknown_stage_verdict(code, &self.detail, self),
+        }
+    }
+
+    /// A 5xx to the recipient or the message is the recipient's, unless its enhanced status code
+    /// (RFC 3463) says policy: `X.7.x` is security or policy (a relay that will not relay for
+    /// us, a sender the provider does not let us use, SPF or DMARC), and Exchange Online's
+    /// `5.2.252` is SendAsDenied. Those refuse every user alike, so they are ours to fix, never
+    /// recorded on a user as undeliverable.
+    fn recipient_or_policy(&self, code: u16) -> Verdict {
+        match enhanced_code(&self.detail) {
+            Some([_, "7", _]) if self.stage == Stage::Recipient => {
+                Verdict::Misconfigured(Setting::SmtpUrl)
+            }
+            Some([_, "7", _] | [_, "2", "252"]) => Verdict::Misconfigured(Setting::MailFrom),
+            _ => self.refusal(Some(code)),
         }
     }
 
@@ -147,12 +162,19 @@ impl SmtpFailure {
         match self.stage {
             // An address the server cannot take (non-ASCII without SMTPUTF8): this recipient.
             Stage::Recipient | Stage::Message => self.refusal(None),
+            // Our sender address, the same for every user.
+            Stage::MailFrom => Verdict::Misconfigured(Setting::MailFrom),
             _ => Verdict::Misconfigured(Setting::SmtpUrl),
         }
     }
 
+    /// The whole reply, not cut to the stored length yet: the caller takes the recipient's
+    /// address out first, so no part of it survives a cut.
     fn refusal(&self, code: Option<u16>) -> Verdict {
-        Verdict::Undeliverable(Refusal::new(code, &self.detail))
+        Verdict::Undeliverable(Refusal {
+            code,
+            reply: self.detail.trim().to_owned(),
+        })
     }
 }
 
@@ -164,12 +186,9 @@ impl SmtpFailure {
 /// The limit: a recipient refused without an enhanced code is retried until Service Bus
 /// dead-letters it, where the `smtp://` route would have recorded it as undeliverable.
 fn unknown_stage_verdict(code: u16, reply: &str, failure: &SmtpFailure) -> Verdict {
-    let enhanced = reply
-        .split_whitespace()
-        .next()
-        .map(|word| word.split('.').collect::<Vec<_>>());
-    let about_recipient = match enhanced.as_deref() {
-        Some(["5", "1", d]) => matches!(*d, "1" | "2" | "3" | "4" | "5" | "6" | "10"),
+    let about_recipient = match enhanced_code(reply) {
+        Some(["5", "1", d]) => matches!(d, "1" | "2" | "3" | "4" | "5" | "6" | "10"),
+        Some(["5", "2", "252"]) => false,
         Some(["5", "2", _]) => true,
         Some(["5", "3", "4"]) => true,
         _ => false,
@@ -179,6 +198,16 @@ fn unknown_stage_verdict(code: u16, reply: &str, failure: &SmtpFailure) -> Verdi
     } else {
         Verdict::Misconfigured(Setting::MailFrom)
     }
+}
+
+/// The enhanced status code (RFC 3463) a reply's text starts with, as its three parts.
+fn enhanced_code(reply: &str) -> Option<[&str; 3]> {
+    let mut parts = reply.split_whitespace().next()?.split('.');
+    let code = [parts.next()?, parts.next()?, parts.next()?];
+    let numeric = code
+        .iter()
+        .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+    (numeric && parts.next().is_none()).then_some(code)
 }
 
 /// Turns lettre's error into a failure at `stage`.
@@ -231,6 +260,57 @@ mod tests {
             reply(Stage::Message, 554, "5.6.0 rejected"),
             Verdict::Undeliverable(_)
         ));
+    }
+
+    #[test]
+    fn a_policy_refusal_is_the_operators_fault_not_the_recipients() {
+        assert_eq!(
+            reply(
+                Stage::Recipient,
+                554,
+                "5.7.1 <bo@example.com>: Relay access denied"
+            ),
+            Verdict::Misconfigured(Setting::SmtpUrl)
+        );
+        assert_eq!(
+            reply(Stage::Message, 550, "5.7.1 DMARC policy violation"),
+            Verdict::Misconfigured(Setting::MailFrom)
+        );
+        assert_eq!(
+            reply(
+                Stage::Message,
+                554,
+                "5.2.252 SendAsDenied; not allowed to send as sender"
+            ),
+            Verdict::Misconfigured(Setting::MailFrom)
+        );
+        assert!(matches!(
+            reply(Stage::Recipient, 550, "5.2.2 mailbox full"),
+            Verdict::Undeliverable(_)
+        ));
+        assert!(matches!(
+            reply(Stage::Recipient, 550, "no enhanced code here"),
+            Verdict::Undeliverable(_)
+        ));
+    }
+
+    #[test]
+    fn a_sender_the_server_cannot_take_is_about_mail_from() {
+        let failure = SmtpFailure {
+            stage: Stage::MailFrom,
+            kind: FailureKind::Client,
+            detail: "the address is not ASCII and the server does not support SMTPUTF8".into(),
+        };
+        assert_eq!(failure.verdict(), Verdict::Misconfigured(Setting::MailFrom));
+    }
+
+    #[test]
+    fn enhanced_codes_are_read_only_when_well_formed() {
+        assert_eq!(enhanced_code("5.1.10 null MX"), Some(["5", "1", "10"]));
+        assert_eq!(enhanced_code("Mailbox 5.1.1 unknown"), None);
+        assert_eq!(enhanced_code("5.1 short"), None);
+        assert_eq!(enhanced_code("5.1.1.1 long"), None);
+        assert_eq!(enhanced_code(""), None);
     }
 
     #[test]

@@ -309,15 +309,19 @@ async fn deliver(
     let mut options = Vec::new();
     // RFC 6531 and 6152, as lettre checks them: no non-ASCII address without SMTPUTF8, no
     // 8-bit body without 8BITMIME.
-    let non_ascii = envelope
-        .from()
-        .into_iter()
-        .chain(envelope.to())
-        .any(|address| !AsRef::<str>::as_ref(address).is_ascii());
-    if non_ascii {
+    // A sender the server cannot take is our MAIL_FROM's fault, a recipient the user's.
+    let not_ascii = |address: &lettre::Address| !AsRef::<str>::as_ref(address).is_ascii();
+    let sender_not_ascii = envelope.from().is_some_and(not_ascii);
+    let recipient_not_ascii = envelope.to().iter().any(not_ascii);
+    if sender_not_ascii || recipient_not_ascii {
         if !server.supports_feature(Extension::SmtpUtfEight) {
+            let stage = if sender_not_ascii {
+                Stage::MailFrom
+            } else {
+                Stage::Recipient
+            };
             return Err(refuse(
-                Stage::Recipient,
+                stage,
                 "the address is not ASCII and the server does not support SMTPUTF8",
             ));
         }

@@ -234,7 +234,10 @@ impl ClaimAttempt {
     /// The claim, from the replies to SET NX and GET; `None` when another claim expired between
     /// the two, so the caller should try again.
     fn outcome(&self, set: Option<String>, marker: Option<String>) -> Option<Claim> {
-        if set.is_some() {
+        // Our own token: an earlier try whose reply timed out after Redis had taken the claim.
+        // It is ours to use (and to renew before sending); waiting for it to lapse would spend
+        // the window, and the delivery, on nothing.
+        if set.is_some() || marker.as_deref() == Some(self.value.as_str()) {
             return Some(Claim::Claimed);
         }
         marker.map(|m| marker::claim_of_other(&m))

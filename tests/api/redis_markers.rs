@@ -33,6 +33,21 @@ async fn stored_user(store: &RedisStore) -> User {
     user
 }
 
+/// A claim the store already holds under our own token (an earlier try whose reply was lost)
+/// is ours, not "in progress": waiting for it to lapse would spend the delivery on nothing.
+#[tokio::test]
+async fn a_claim_under_our_own_token_is_ours() {
+    let redis = RedisServer::start();
+    let store = store(&redis);
+    let user = stored_user(&store).await;
+    let first = store.claim_onboarding(user.id, "t1", LEASE).await.unwrap();
+    assert_eq!(first, Claim::Claimed);
+    let again = store.claim_onboarding(user.id, "t1", LEASE).await.unwrap();
+    assert_eq!(again, Claim::Claimed);
+    let other = store.claim_onboarding(user.id, "t2", LEASE).await.unwrap();
+    assert_eq!(other, Claim::InProgress);
+}
+
 /// A renewal keeps our claim ours and never takes another delivery's; once the email is
 /// refused for good, every later claim or renewal says so and the profile carries the reply.
 #[tokio::test]

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::Window;
 use super::claim::HeldClaim;
+use super::{Window, without_address};
 use crate::app::App;
 use crate::domain::{Refusal, UserId};
 use crate::mail::pacing::Turn;
@@ -46,6 +46,12 @@ pub(super) async fn deliver(
     held: &mut HeldClaim<'_>,
     window: &Window,
 ) -> Delivery {
+    let recipient = email
+        .envelope()
+        .to()
+        .first()
+        .map(ToString::to_string)
+        .unwrap_or_default();
     let mut backoff = Backoff::new();
     let mut failures = 0_u32;
     let mut last = "the SMTP server stayed unavailable (held back by the breaker)".to_owned();
@@ -56,6 +62,8 @@ pub(super) async fn deliver(
             Step::Done(delivery) => return delivery,
             Step::Spent => return Delivery::Spent(last),
             Step::Again(failure) => {
+                // Servers echo the recipient in their replies; logs and errors get none of it.
+                let failure = without_address(&failure, &recipient);
                 failures += 1;
                 // One warning per invocation; the rest at debug, so an outage does not flood.
                 if failures == 1 {

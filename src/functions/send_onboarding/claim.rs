@@ -20,8 +20,15 @@ use crate::store::{Claim, StoreError};
 /// [`MAX_LOOK_PAUSE`].
 const FIRST_LOOK_PAUSE: Duration = Duration::from_millis(50);
 const MAX_LOOK_PAUSE: Duration = Duration::from_secs(1);
-/// A claim is renewed unless it outlasts the attempt's end by this much.
-const RENEW_SLACK: Duration = Duration::from_secs(1);
+/// How long after the window's end a sent (or refused) email may still be recorded while Redis
+/// is down: the invocation then ends at most this much (plus one store call) past its window,
+/// well inside the lock renewal limit and functionTimeout when the window is sized as
+/// documented (4 min of 5).
+pub const RECORD_GRACE: Duration = Duration::from_secs(10);
+/// A claim is renewed unless it outlasts the attempt's end by this much: room for recording the
+/// outcome afterwards (each store call is bounded to 2 s) before anyone else could claim. Below
+/// the lease's 5 s margin over the send deadline, so a fresh claim needs no renewal.
+const RENEW_SLACK: Duration = Duration::from_secs(4);
 
 /// Whether this delivery sends.
 pub(super) enum Turn<'a> {
@@ -175,7 +182,7 @@ impl HeldClaim<'_> {
     /// early would leave a sent email's profile `pending` after any Redis outage longer than the
     /// lease (the fault scenario with Redis down for 20 s showed 2 of 20).
     pub(super) async fn record(&self, app: &App, what: Record<'_>, window: &Window) {
-        let record_by = window.end.max(self.valid_until) - Duration::from_secs(1);
+        let record_by = window.end + RECORD_GRACE;
         let mut pause = FIRST_LOOK_PAUSE;
         loop {
             let recorded = match what {
