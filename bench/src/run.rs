@@ -1048,7 +1048,7 @@ impl Run {
         );
 
         // Users for sendOnboarding, each message for a different one.
-        let per_thread = if self.options.smoke { 10_000 } else { 25_000 };
+        let per_thread = if self.options.smoke { 10_000 } else { 100_000 };
         self.seed_users(redis_url, pre, per_thread).await?;
         // One check that a seeded user works end to end.
         let before = sink.accepted();
