@@ -1,10 +1,13 @@
 //! How fast to send when no shared limit is configured, and how long to wait between two tries.
 //!
 //! [`Pacer`]: one per process. A provider's throttle (a 4xx such as `451 4.7.0`) slows the whole
-//! process down, not just the message it hit: the minimum interval between two sends doubles
-//! (once per round of sends: the throttles of sends already under way are the same news), and
-//! each success shortens it by an eighth, so throughput settles near the provider's rate instead
-//! of every message retrying on its own until Service Bus dead-letters it.
+//! process down, not just the message it hit: the minimum interval between two sends grows by
+//! half (once per round of sends: the throttles of sends already under way, or following within
+//! four intervals while the provider's window still counts the sends before, are the same news),
+//! and each success shortens it by a sixteenth, so throughput settles near the provider's rate
+//! instead of every message retrying on its own until Service Bus dead-letters it. (Against a
+//! provider counting 10 a second in a sliding window, doubling with an eighth's relaxation
+//! reached 0.66 of its rate; these factors, 0.7x and more: docs/BENCHMARKS.md.)
 //!
 //! [`Backoff`]: one per invocation, for retries inside its send window: exponential with jitter,
 //! so invocations that failed together do not retry together.
@@ -20,7 +23,12 @@ pub const THROTTLE_FLOOR: Duration = Duration::from_millis(50);
 /// Services allows 5 a minute by default).
 pub const MAX_INTERVAL: Duration = Duration::from_secs(60);
 /// Each success shortens the interval by this fraction of itself.
-pub const RELAX_DIVISOR: u32 = 8;
+pub const RELAX_DIVISOR: u32 = 16;
+/// A throttle lengthens the interval by this fraction of itself (half).
+pub const RAISE_DIVISOR: u32 = 2;
+/// Throttles within this many intervals of the last raise are the same news: the provider's
+/// window still holds the sends that caused it.
+pub const RAISE_COOLDOWN_INTERVALS: u32 = 4;
 /// Below this the interval is dropped altogether (no pacing at all).
 pub const NO_PACING_BELOW: Duration = Duration::from_millis(5);
 
@@ -95,10 +103,15 @@ impl Pacer {
     pub fn throttled(&self, reserved_at: Instant) {
         let mut state = self.lock();
         let now = Instant::now();
-        if state.raised_at.is_some_and(|raised| reserved_at < raised) {
+        let cooldown = state.interval * RAISE_COOLDOWN_INTERVALS;
+        if state
+            .raised_at
+            .is_some_and(|raised| reserved_at < raised || now < raised + cooldown)
+        {
             return;
         }
-        state.interval = (state.interval * 2).clamp(THROTTLE_FLOOR, MAX_INTERVAL);
+        let raised = state.interval + state.interval / RAISE_DIVISOR;
+        state.interval = raised.clamp(THROTTLE_FLOOR, MAX_INTERVAL);
         state.raised_at = Some(now);
         let pushed = now + state.interval;
         state.next = Some(state.next.map_or(pushed, |next| next.max(pushed)));
@@ -192,9 +205,13 @@ mod tests {
             pacer.throttled(burst);
         }
         assert_eq!(pacer.interval(), THROTTLE_FLOOR);
-        tokio::time::advance(Duration::from_millis(1)).await;
+        // Within four intervals of the raise, the provider's window still holds the burst.
+        tokio::time::advance(THROTTLE_FLOOR * 2).await;
         pacer.throttled(Instant::now());
-        assert_eq!(pacer.interval(), THROTTLE_FLOOR * 2);
+        assert_eq!(pacer.interval(), THROTTLE_FLOOR);
+        tokio::time::advance(THROTTLE_FLOOR * 3).await;
+        pacer.throttled(Instant::now());
+        assert_eq!(pacer.interval(), THROTTLE_FLOOR * 3 / 2);
     }
 
     #[tokio::test(start_paused = true)]
@@ -213,8 +230,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_turn_beyond_the_longest_wait_is_not_reserved() {
         let pacer = Pacer::new();
-        for _ in 0..12 {
-            tokio::time::advance(Duration::from_millis(1)).await;
+        while pacer.interval() < MAX_INTERVAL {
+            tokio::time::advance(pacer.interval() * RAISE_COOLDOWN_INTERVALS).await;
             pacer.throttled(Instant::now());
         }
         assert_eq!(pacer.interval(), MAX_INTERVAL);

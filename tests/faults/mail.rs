@@ -194,6 +194,10 @@ async fn a_provider_limit_of_2_per_second_absorbs_a_burst_of_30_with_and_without
                 &outcome,
             );
             f.detail("throttle replies (451)", rig.smtp.throttled());
+            let mut accepted: Vec<Instant> = rig.smtp.messages().iter().map(|m| m.at).collect();
+            accepted.sort();
+            let gaps: Vec<u64> = accepted.windows(2).map(|w| ms(w[1] - w[0])).collect();
+            f.detail("gaps between accepted emails (ms)", format!("{gaps:?}"));
             f.detail(
                 "burst delivered within",
                 last.map_or("-".to_owned(), |t| format!("{} ms", ms(t - started))),
