@@ -237,7 +237,13 @@ where
             // The host drops the body of a non-2xx answer, Logs included: stderr is where this
             // reason survives (error level goes there).
             tracing::error!("invocation failed: {error}");
-            plain(StatusCode::INTERNAL_SERVER_ERROR, &error.to_string())
+            // A binding the function cannot read is a bad envelope, like an unreadable one; a
+            // failure of the function's own (retry, poison) is a server error.
+            let status = match error {
+                functions::InvocationError::Envelope(_) => StatusCode::BAD_REQUEST,
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            plain(status, &error.to_string())
         }
     }
 }

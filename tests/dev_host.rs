@@ -78,6 +78,8 @@ struct DevHost {
     child: Child,
     base: String,
     output: Arc<Mutex<String>>,
+    /// The threads copying stdout and stderr into `output`; they end with the process's pipes.
+    readers: Vec<std::thread::JoinHandle<()>>,
     root: TempDir,
 }
 
@@ -93,8 +95,10 @@ impl DevHost {
         let output = Arc::new(Mutex::new(String::new()));
         let stdout = child.stdout.take().expect("piped stdout");
         let stderr = child.stderr.take().expect("piped stderr");
-        collect_lines(stdout, output.clone());
-        collect_lines(stderr, output.clone());
+        let readers = vec![
+            collect_lines(stdout, output.clone()),
+            collect_lines(stderr, output.clone()),
+        ];
         let deadline = Instant::now() + START_TIMEOUT;
         let base = loop {
             let text = output.lock().expect("output lock").clone();
@@ -118,6 +122,7 @@ impl DevHost {
             child,
             base,
             output,
+            readers,
             root,
         }
     }
@@ -140,8 +145,10 @@ impl DevHost {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.child.try_wait().expect("wait for handler dev") {
-                // Let the readers take the last lines.
-                std::thread::sleep(Duration::from_millis(100));
+                // The readers end at the pipes' end of file, with the last lines taken.
+                for reader in self.readers.drain(..) {
+                    reader.join().expect("an output reader");
+                }
                 return status;
             }
             assert!(
@@ -225,7 +232,10 @@ fn dev_command(root: &Path, env: &[(&str, String)], args: &[&str]) -> Command {
     command
 }
 
-fn collect_lines(stream: impl Read + Send + 'static, into: Arc<Mutex<String>>) {
+fn collect_lines(
+    stream: impl Read + Send + 'static,
+    into: Arc<Mutex<String>>,
+) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         for line in BufReader::new(stream).lines() {
             let Ok(line) = line else { break };
@@ -233,7 +243,7 @@ fn collect_lines(stream: impl Read + Send + 'static, into: Arc<Mutex<String>>) {
             text.push_str(&line);
             text.push('\n');
         }
-    });
+    })
 }
 
 fn client() -> reqwest::Client {
@@ -727,7 +737,7 @@ impl SmtpSink {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The worker lifecycle and Service Bus settlement, as on Azure (PROTOCOL.md), with the host.json
+// The worker lifecycle and Service Bus settlement, as on Azure (docs/PROTOCOL.md), with the host.json
 // limits scaled down. A fake handler (python3's http.server, started by `--handler-process
 // --handler-executable`) misbehaves on demand: each function's mode is read from a file at each
 // invocation, and each invocation is logged as a JSON line.

@@ -1,4 +1,4 @@
-//! Invocation envelopes shaped as the Functions host sends them (see shared PROTOCOL.md and
+//! Invocation envelopes shaped as the Functions host sends them (see docs/PROTOCOL.md and
 //! tests/api/helpers/envelope.rs): `Data.req` for HTTP triggers, a twice-encoded `Data.message`
 //! for Service Bus, and Metadata with its JSON-encoded scalars.
 

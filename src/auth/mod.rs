@@ -4,4 +4,4 @@ mod password;
 mod token;
 
 pub use password::{HashError, PasswordHasher};
-pub use token::{IssuedToken, TokenError, TokenKeys};
+pub use token::{InvalidToken, IssuedToken, TokenError, TokenKeys};

@@ -28,16 +28,56 @@ const MAX_TOKEN_LEN: usize = 4096;
 const REMEMBERED_TOKENS: usize = 1024;
 
 /// Why a token was refused; all variants look the same to the client.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum TokenError {
     #[error("token is too long")]
     TooLong,
     #[error("token has expired")]
     Expired,
     #[error("token is invalid: {0}")]
-    Invalid(String),
+    Invalid(InvalidToken),
     #[error("token could not be signed: {0}")]
     Signing(String),
+}
+
+/// Why a token was refused, beyond its expiry: each is a reason to send the client back to
+/// sign-up, and each is its own kind so the tests (and a log line) say which rule held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidToken {
+    #[error("its signature matches no key")]
+    Signature,
+    #[error("it is not signed with HS256")]
+    Algorithm,
+    #[error("it is not valid yet (nbf)")]
+    NotYetValid,
+    #[error("it was issued in the future")]
+    IssuedInTheFuture,
+    #[error("it is for another audience")]
+    Audience,
+    #[error("it is from another issuer")]
+    Issuer,
+    #[error("it lacks a required claim")]
+    MissingClaim,
+    #[error("its subject is not a user id")]
+    Subject,
+    #[error("it is not a well-formed JWT")]
+    Malformed,
+}
+
+impl InvalidToken {
+    /// The kind of refusal behind one of jsonwebtoken's errors (expiry is told apart earlier).
+    fn of(kind: &ErrorKind) -> Self {
+        match kind {
+            ErrorKind::InvalidSignature => Self::Signature,
+            ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => Self::Algorithm,
+            ErrorKind::ImmatureSignature => Self::NotYetValid,
+            ErrorKind::InvalidAudience => Self::Audience,
+            ErrorKind::InvalidIssuer => Self::Issuer,
+            ErrorKind::MissingRequiredClaim(_) => Self::MissingClaim,
+            ErrorKind::InvalidSubject => Self::Subject,
+            _ => Self::Malformed,
+        }
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -168,18 +208,19 @@ impl TokenKeys {
     }
 
     fn verify_fully(&self, token: &str, now: i64) -> Result<Verified, TokenError> {
-        let mut last = TokenError::Invalid("no verifying key".to_owned());
+        let mut last = TokenError::Invalid(InvalidToken::Signature);
         for key in &self.decoding {
             match jsonwebtoken::decode::<Claims>(token, key, &self.validation) {
                 Ok(data) => {
                     // `iat` in the future means a forged or badly skewed token.
                     if data.claims.iat > now + LEEWAY_SECONDS as i64 {
-                        return Err(TokenError::Invalid("issued in the future".to_owned()));
+                        return Err(TokenError::Invalid(InvalidToken::IssuedInTheFuture));
                     }
-                    let user =
-                        data.claims.sub.parse().map_err(|_| {
-                            TokenError::Invalid("subject is not a user id".to_owned())
-                        })?;
+                    let user = data
+                        .claims
+                        .sub
+                        .parse()
+                        .map_err(|_| TokenError::Invalid(InvalidToken::Subject))?;
                     return Ok(Verified {
                         user,
                         expires_at: data.claims.exp,
@@ -189,8 +230,8 @@ impl TokenKeys {
                     last = match e.kind() {
                         ErrorKind::ExpiredSignature => return Err(TokenError::Expired),
                         // Only a signature mismatch is worth trying the next key for.
-                        ErrorKind::InvalidSignature => TokenError::Invalid(e.to_string()),
-                        _ => return Err(TokenError::Invalid(e.to_string())),
+                        ErrorKind::InvalidSignature => TokenError::Invalid(InvalidToken::Signature),
+                        other => return Err(TokenError::Invalid(InvalidToken::of(other))),
                     };
                 }
             }
@@ -226,6 +267,28 @@ mod tests {
     }
     const KEY_B: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
 
+    /// Good claims for a token issued now.
+    fn valid_claims() -> Claims {
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        Claims {
+            sub: UserId::new().to_string(),
+            iat: now,
+            exp: now + 60,
+            iss: ISSUER.to_owned(),
+            aud: AUDIENCE.to_owned(),
+        }
+    }
+
+    /// The forging helper makes tokens the keys accept when nothing is wrong with them, so each
+    /// refusal below is the one rule its test breaks.
+    #[test]
+    fn a_forged_token_with_nothing_wrong_verifies() {
+        let keys = TokenKeys::new(&settings(KEY_A, None));
+        let claims = valid_claims();
+        let user: UserId = claims.sub.parse().unwrap();
+        assert_eq!(keys.verify(&forge(&claims, Algorithm::HS256)), Ok(user));
+    }
+
     #[test]
     fn an_issued_token_verifies_to_its_user() {
         let keys = TokenKeys::new(&settings(KEY_A, None));
@@ -250,9 +313,9 @@ mod tests {
     fn a_token_signed_with_another_key_is_refused() {
         let other = TokenKeys::new(&settings(KEY_B, None));
         let keys = TokenKeys::new(&settings(KEY_A, None));
-        assert!(
-            keys.verify(&other.issue(UserId::new()).unwrap().token)
-                .is_err()
+        assert_eq!(
+            keys.verify(&other.issue(UserId::new()).unwrap().token),
+            Err(TokenError::Invalid(InvalidToken::Signature))
         );
     }
 
@@ -268,7 +331,12 @@ mod tests {
             now + 60
         ));
         let keys = TokenKeys::new(&settings(KEY_A, None));
-        assert!(keys.verify(&format!("{header}.{claims}.")).is_err());
+        assert!(matches!(
+            keys.verify(&format!("{header}.{claims}.")),
+            Err(TokenError::Invalid(
+                InvalidToken::Algorithm | InvalidToken::Malformed
+            ))
+        ));
     }
 
     #[test]
@@ -303,7 +371,11 @@ mod tests {
         };
         let token = forge(&claims, Algorithm::HS256);
         let keys = TokenKeys::new(&settings(KEY_A, None));
-        assert!(keys.verify(&token).is_err());
+        assert_eq!(
+            keys.verify(&token),
+            // Our claims require `exp`, so without it the token does not even read as ours.
+            Err(TokenError::Invalid(InvalidToken::Malformed))
+        );
     }
 
     #[test]
@@ -328,7 +400,10 @@ mod tests {
         };
         let token = forge(&claims, Algorithm::HS256);
         let keys = TokenKeys::new(&settings(KEY_A, None));
-        assert!(keys.verify(&token).is_err());
+        assert_eq!(
+            keys.verify(&token),
+            Err(TokenError::Invalid(InvalidToken::NotYetValid))
+        );
     }
 
     #[test]
@@ -343,7 +418,10 @@ mod tests {
         };
         let token = forge(&claims, Algorithm::HS256);
         let keys = TokenKeys::new(&settings(KEY_A, None));
-        assert!(keys.verify(&token).is_err());
+        assert_eq!(
+            keys.verify(&token),
+            Err(TokenError::Invalid(InvalidToken::IssuedInTheFuture))
+        );
     }
 
     #[test]
@@ -358,7 +436,10 @@ mod tests {
         };
         let token = forge(&claims, Algorithm::HS256);
         let keys = TokenKeys::new(&settings(KEY_A, None));
-        assert!(keys.verify(&token).is_err());
+        assert_eq!(
+            keys.verify(&token),
+            Err(TokenError::Invalid(InvalidToken::Audience))
+        );
     }
 
     #[test]
@@ -373,7 +454,10 @@ mod tests {
             aud: AUDIENCE.to_owned(),
         };
         let token = forge(&claims, Algorithm::HS512);
-        assert!(keys.verify(&token).is_err());
+        assert_eq!(
+            keys.verify(&token),
+            Err(TokenError::Invalid(InvalidToken::Algorithm))
+        );
     }
 
     #[test]
@@ -395,7 +479,10 @@ mod tests {
             .issue(user)
             .unwrap()
             .token;
-        assert!(keys.verify(&forged).is_err());
+        assert_eq!(
+            keys.verify(&forged),
+            Err(TokenError::Invalid(InvalidToken::Signature))
+        );
         assert!(keys.verified.lookup(&forged).is_none());
     }
 
@@ -434,6 +521,9 @@ mod tests {
         let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
         let other = keys.issue(UserId::new()).unwrap().token;
         parts[1] = other.split('.').nth(1).unwrap().to_owned();
-        assert!(keys.verify(&parts.join(".")).is_err());
+        assert_eq!(
+            keys.verify(&parts.join(".")),
+            Err(TokenError::Invalid(InvalidToken::Signature))
+        );
     }
 }

@@ -470,6 +470,37 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         tx.send(true).unwrap();
+        // The delivery in flight finishes 1 s into the 5 s drain: it completes, nothing is cut,
+        // and the message not yet delivered stays in the queue.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        gate.release.notify_waiters();
+        assert_eq!(consumer.await.unwrap(), 0);
+        let counts = queue.counts();
+        assert_eq!(
+            (counts.completed, counts.in_flight, counts.ready),
+            (1, 0, 1)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_delivery_still_running_when_the_drain_time_ends_is_cut_and_counted() {
+        let queue = Arc::new(Queue::new("q", options(10)));
+        queue.send(NewMessage::text("{}"));
+        queue.send(NewMessage::text("{}"));
+        let gate = Gate::new();
+        let (tx, rx) = watch::channel(false);
+        let consumer = tokio::spawn(consume(
+            queue.clone(),
+            "f".into(),
+            gate.clone(),
+            1,
+            rx,
+            Duration::from_secs(5),
+        ));
+        while queue.counts().in_flight == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        tx.send(true).unwrap();
         // The one in flight never finishes: the drain gives up after 5 s and reports it.
         assert_eq!(consumer.await.unwrap(), 1);
         let counts = queue.counts();

@@ -3,7 +3,7 @@
 //! and drives it through the host's protocol: public HTTP routes, and an in-process Service Bus
 //! queue between the functions.
 //!
-//! It is never gentler than Azure (PROTOCOL.md, "Service Bus settlement" and "Worker
+//! It is never gentler than Azure (docs/PROTOCOL.md, "Service Bus settlement" and "Worker
 //! lifecycle"): a failed delivery comes back at once with `DeliveryCount` + 1 and is
 //! dead-lettered after the max delivery count; an invocation past host.json's
 //! `maxAutoLockRenewalDuration` loses its message's lock; one past `functionTimeout` gets the

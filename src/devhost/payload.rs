@@ -1,4 +1,4 @@
-//! The invocation payloads exactly as the Functions host builds them (see PROTOCOL.md): `Data.req`
+//! The invocation payloads exactly as the Functions host builds them (see docs/PROTOCOL.md): `Data.req`
 //! and its `Metadata` for HTTP triggers, the doubly encoded body and JSON-encoded scalars for
 //! Service Bus triggers, and the host's reading of Service Bus output values.
 
@@ -14,13 +14,13 @@ use super::routes::RouteValues;
 /// .NET's round-trip format for a UTC `DateTime` (`"o"`): seven fractional digits and `Z`.
 const DOTNET_UTC: &[BorrowedFormatItem<'static>] =
     format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:7]Z");
-/// How Service Bus dates reach the handler's Metadata: to the second, no zone (PROTOCOL.md).
+/// How Service Bus dates reach the handler's Metadata: to the second, no zone (docs/PROTOCOL.md).
 const TO_THE_SECOND: &[BorrowedFormatItem<'static>] =
     format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]");
 /// Content type the Service Bus output binding gives a message made from a JSON object: the
 /// object is written as indented text, and sent as such.
 pub const OBJECT_CONTENT_TYPE: &str = "text/plain";
-/// What a Service Bus output string that happens to be valid base64 turns into (PROTOCOL.md).
+/// What a Service Bus output string that happens to be valid base64 turns into (docs/PROTOCOL.md).
 pub const BYTE_ARRAY_TEXT: &str = "System.Byte[]";
 
 /// The `sys` entry of Metadata: which function, when, and a random id.
@@ -573,7 +573,7 @@ mod tests {
         assert_eq!(once, r#""{\"userId\":\"u1\"}""#);
         let body: String = serde_json::from_str(&once).unwrap();
         assert_eq!(body, r#"{"userId":"u1"}"#);
-        // And as the wire text PROTOCOL.md shows.
+        // And as the wire text docs/PROTOCOL.md shows.
         let wire = serde_json::to_string(&envelope["Data"]).unwrap();
         assert_eq!(wire, r#"{"message":"\"{\\\"userId\\\":\\\"u1\\\"}\""}"#);
     }

@@ -1,5 +1,5 @@
 //! An in-process stand-in for Service Bus queues with the semantics the handler meets on Azure
-//! (PROTOCOL.md, "Service Bus settlement"): PeekLock deliveries with `DeliveryCount`, a failed
+//! (docs/PROTOCOL.md, "Service Bus settlement"): PeekLock deliveries with `DeliveryCount`, a failed
 //! delivery abandoned and delivered again at once (no backoff), dead-lettering with
 //! `MaxDeliveryCountExceeded` after the max delivery count, a lock lost once an invocation outlives
 //! host.json's `maxAutoLockRenewalDuration`, and counts one can inspect while it runs. The

@@ -1,5 +1,5 @@
 //! Black-box tests of the `handler` binary: a real Redis, a real SMTP server, and requests
-//! shaped exactly as the Functions host sends them (see `../shared/PROTOCOL.md`).
+//! shaped exactly as the Functions host sends them (see `docs/PROTOCOL.md`).
 
 mod create_user;
 mod health;

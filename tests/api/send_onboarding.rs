@@ -339,7 +339,7 @@ async fn send_onboarding_fails_for_a_message_without_a_user_id() {
     assert!(stack.smtp.messages().is_empty());
 }
 
-/// Leniency (PROTOCOL.md): `Data.message` already an object, or a string holding the body
+/// Leniency (docs/PROTOCOL.md): `Data.message` already an object, or a string holding the body
 /// directly, is accepted too.
 #[tokio::test]
 async fn send_onboarding_accepts_a_message_that_is_not_double_encoded() {

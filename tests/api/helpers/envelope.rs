@@ -1,4 +1,4 @@
-//! The Functions host's side of the protocol (PROTOCOL.md): invocation envelopes as the host
+//! The Functions host's side of the protocol (docs/PROTOCOL.md): invocation envelopes as the host
 //! builds them, and the handler's answer as the host reads it.
 
 use std::time::Duration;
