@@ -120,212 +120,74 @@ impl Settings {
         mode: Mode,
         lookup: impl Fn(&str) -> Option<String>,
     ) -> Result<Self, ConfigError> {
-        let mut problems = Vec::new();
-        // Empty values count as unset: portals and .env files often leave blanks.
-        let get = |name: &str, problems: &mut Vec<String>| -> Option<String> {
-            let value = lookup(name).filter(|v| !v.trim().is_empty())?;
-            if value.trim_start().starts_with(KEY_VAULT_REFERENCE) {
-                problems.push(format!(
-                    "{name} is an unresolved Key Vault reference: check that the app's \
-                     keyVaultReferenceIdentity has the Key Vault Secrets User role on the vault \
-                     and that the reference names an existing secret"
-                ));
-                return None;
-            }
-            // `<…>` is how local.settings.json.example marks a value to fill in; a placeholder
-            // used as a key would sign tokens with text anyone can read.
-            let trimmed = value.trim();
-            if trimmed.starts_with('<') && trimmed.ends_with('>') {
-                problems.push(format!(
-                    "{name} still holds the placeholder from local.settings.json.example: set a \
-                     real value or remove the line"
-                ));
-                return None;
-            }
-            Some(value)
+        let mut read = Reader {
+            lookup: &lookup,
+            serving: mode == Mode::Serve,
+            problems: Vec::new(),
         };
-        let required = mode == Mode::Serve;
-        let missing = |name: &str, problems: &mut Vec<String>, why: &str| {
-            if required {
-                problems.push(format!("{name} is not set: {why}"));
-            }
-        };
+        let dev = mode == Mode::Dev;
 
-        let listen_port = match get("FUNCTIONS_CUSTOMHANDLER_PORT", &mut problems) {
-            Some(raw) => match raw.trim().parse::<u16>() {
-                Ok(port) if port != 0 => Some(port),
-                _ => {
-                    problems.push(format!(
-                        "FUNCTIONS_CUSTOMHANDLER_PORT must be a port number from 1 to 65535, got {raw:?}"
-                    ));
-                    None
-                }
-            },
-            None => {
-                missing(
-                    "FUNCTIONS_CUSTOMHANDLER_PORT",
-                    &mut problems,
-                    "the Functions host sets it; to run without the host, use `handler dev`",
-                );
-                None
-            }
-        };
-
-        let redis = match get("REDIS_URL", &mut problems) {
-            Some(raw) => match parse_redis_url(&raw) {
-                Ok(settings) => Some(settings),
-                Err(why) => {
-                    problems.push(format!("REDIS_URL {why}"));
-                    None
-                }
-            },
-            None => {
-                missing(
-                    "REDIS_URL",
-                    &mut problems,
-                    "e.g. redis://127.0.0.1:6379 or rediss://:KEY@name.region.redis.azure.net:10000",
-                );
-                None
-            }
-        };
-
-        let smtp_timeout = match get("SMTP_TIMEOUT_SECONDS", &mut problems) {
-            Some(raw) => match raw.trim().parse::<u64>() {
-                Ok(secs) if (1..=600).contains(&secs) => Duration::from_secs(secs),
-                _ => {
-                    problems.push(format!(
-                        "SMTP_TIMEOUT_SECONDS must be a whole number of seconds from 1 to 600, got {raw:?}"
-                    ));
-                    DEFAULT_SMTP_TIMEOUT
-                }
-            },
-            None => DEFAULT_SMTP_TIMEOUT,
-        };
-        let send_window = get("SMTP_SEND_WINDOW_SECONDS", &mut problems)
-            .map(|raw| parse_send_window(&raw))
-            .transpose()
-            .unwrap_or_else(|why| {
-                problems.push(why);
-                None
+        let listen_port = read.required(
+            "FUNCTIONS_CUSTOMHANDLER_PORT",
+            "the Functions host sets it; to run without the host, use `handler dev`",
+            parse_port,
+        );
+        let redis = read.required(
+            "REDIS_URL",
+            "e.g. redis://127.0.0.1:6379 or rediss://:KEY@name.region.redis.azure.net:10000",
+            |raw| parse_redis_url(raw).map_err(|why| format!("REDIS_URL {why}")),
+        );
+        let smtp_timeout = read
+            .optional("SMTP_TIMEOUT_SECONDS", |raw| {
+                parse_seconds("SMTP_TIMEOUT_SECONDS", raw, 1..=600)
             })
+            .unwrap_or(DEFAULT_SMTP_TIMEOUT);
+        let send_window = read
+            .optional("SMTP_SEND_WINDOW_SECONDS", parse_send_window)
             .unwrap_or(DEFAULT_SEND_WINDOW);
-        let max_per_minute = get("SMTP_MAX_PER_MINUTE", &mut problems)
-            .map(|raw| parse_max_per_minute(&raw))
-            .transpose()
-            .unwrap_or_else(|why| {
-                problems.push(why);
-                None
-            });
-        let smtp = match get("SMTP_URL", &mut problems) {
-            Some(raw) => match parse_smtp_url(&raw, smtp_timeout) {
-                Ok(settings) => Some(settings),
-                Err(why) => {
-                    problems.push(format!("SMTP_URL {why}"));
-                    None
-                }
-            },
-            None => {
-                missing(
-                    "SMTP_URL",
-                    &mut problems,
-                    "e.g. smtp://user:pass@smtp.example.com:587?tls=required",
-                );
-                None
-            }
-        };
+        let max_per_minute = read.optional("SMTP_MAX_PER_MINUTE", parse_max_per_minute);
+        let smtp = read.required(
+            "SMTP_URL",
+            "e.g. smtp://user:pass@smtp.example.com:587?tls=required",
+            |raw| parse_smtp_url(raw, smtp_timeout).map_err(|why| format!("SMTP_URL {why}")),
+        );
 
-        let secret = match get("JWT_SECRET", &mut problems) {
-            Some(raw) if raw.len() >= MIN_JWT_SECRET_BYTES => {
-                Some((SecretString::from(raw), false))
-            }
-            Some(raw) => {
-                problems.push(format!(
-                    "JWT_SECRET must be at least {MIN_JWT_SECRET_BYTES} bytes, it has {}",
-                    raw.len()
-                ));
-                None
-            }
-            None if mode == Mode::Dev => Some((random_secret(), true)),
-            None => {
-                missing(
+        // Dev runs make up a key for the run (tokens end with it) and use a local sender.
+        let secret = match read.value("JWT_SECRET") {
+            Value::Missing if dev => Some((random_secret(), true)),
+            value => read
+                .require(
                     "JWT_SECRET",
-                    &mut problems,
                     "a random key of at least 32 bytes, e.g. from `openssl rand -base64 48`",
-                );
-                None
-            }
+                    value,
+                    |raw| parse_jwt_secret("JWT_SECRET", raw),
+                )
+                .map(|secret| (secret, false)),
         };
-        let previous_secret = match get("JWT_SECRET_PREVIOUS", &mut problems) {
-            Some(raw) if raw.len() >= MIN_JWT_SECRET_BYTES => Some(SecretString::from(raw)),
-            Some(raw) => {
-                problems.push(format!(
-                    "JWT_SECRET_PREVIOUS must be at least {MIN_JWT_SECRET_BYTES} bytes, it has {}",
-                    raw.len()
-                ));
-                None
-            }
-            None => None,
+        let previous_secret = read.optional("JWT_SECRET_PREVIOUS", |raw| {
+            parse_jwt_secret("JWT_SECRET_PREVIOUS", raw)
+        });
+        let ttl = read
+            .optional("JWT_TTL_SECONDS", |raw| {
+                parse_seconds("JWT_TTL_SECONDS", raw, 60..=30 * 24 * 3600)
+            })
+            .unwrap_or(DEFAULT_JWT_TTL);
+        let mail_from = match read.value("MAIL_FROM") {
+            Value::Missing if dev => LOCAL_MAIL_FROM.parse::<Mailbox>().ok(),
+            value => read.require(
+                "MAIL_FROM",
+                "the sender, e.g. `Onboarding <no-reply@example.com>`",
+                value,
+                parse_mail_from,
+            ),
         };
-        let ttl = match get("JWT_TTL_SECONDS", &mut problems) {
-            Some(raw) => match raw.trim().parse::<u64>() {
-                Ok(secs) if (60..=30 * 24 * 3600).contains(&secs) => Duration::from_secs(secs),
-                _ => {
-                    problems.push(format!(
-                        "JWT_TTL_SECONDS must be a whole number of seconds from 60 to 2592000, got {raw:?}"
-                    ));
-                    DEFAULT_JWT_TTL
-                }
-            },
-            None => DEFAULT_JWT_TTL,
-        };
-
-        let mail_from = match get("MAIL_FROM", &mut problems) {
-            Some(raw) => match raw.trim().parse::<Mailbox>() {
-                Ok(mailbox) => Some(mailbox),
-                Err(e) => {
-                    problems.push(format!(
-                        "MAIL_FROM must be a mailbox such as `Onboarding <no-reply@example.com>`: {e}"
-                    ));
-                    None
-                }
-            },
-            None if mode == Mode::Dev => LOCAL_MAIL_FROM.parse::<Mailbox>().ok(),
-            None => {
-                missing(
-                    "MAIL_FROM",
-                    &mut problems,
-                    "the sender, e.g. `Onboarding <no-reply@example.com>`",
-                );
-                None
-            }
-        };
-
-        let public_url = match get("PUBLIC_URL", &mut problems) {
-            Some(raw) => match Url::parse(raw.trim()) {
-                Ok(url) if matches!(url.scheme(), "http" | "https") && url.has_host() => Some(url),
-                _ => {
-                    problems.push(format!(
-                        "PUBLIC_URL must be an absolute http(s) URL such as https://app.example.com, got {raw:?}"
-                    ));
-                    None
-                }
-            },
-            None => None,
-        };
-
-        let key_prefix = get("REDIS_KEY_PREFIX", &mut problems)
-            .map(|p| p.trim().to_owned())
+        let public_url = read.optional("PUBLIC_URL", parse_public_url);
+        let key_prefix = read
+            .optional("REDIS_KEY_PREFIX", parse_key_prefix)
             .unwrap_or_else(|| DEFAULT_KEY_PREFIX.to_owned());
-        if key_prefix.contains(['{', '}']) || key_prefix.chars().any(char::is_whitespace) {
-            problems.push(
-                "REDIS_KEY_PREFIX must not contain braces or whitespace (braces would change \
-                 which cluster slot a key lives in)"
-                    .to_owned(),
-            );
-        }
 
         match (secret, mail_from) {
-            (Some((secret, generated)), Some(mail_from)) if problems.is_empty() => Ok(Self {
+            (Some((secret, generated)), Some(mail_from)) if read.problems.is_empty() => Ok(Self {
                 listen_port,
                 redis,
                 smtp,
@@ -341,9 +203,174 @@ impl Settings {
                 send_window,
                 max_per_minute,
             }),
-            _ => Err(ConfigError { problems }),
+            _ => Err(ConfigError {
+                problems: read.problems,
+            }),
         }
     }
+}
+
+/// One setting's value as read: absent (or blank, as portals and `.env` files often leave
+/// them), unusable as it stands (already reported), or there.
+enum Value {
+    Missing,
+    Reported,
+    Present(String),
+}
+
+/// Reads settings one by one and collects every problem, so one run reports all of them.
+struct Reader<'a> {
+    lookup: &'a dyn Fn(&str) -> Option<String>,
+    /// Under the host every required setting must be there; `handler dev` fills them in.
+    serving: bool,
+    problems: Vec<String>,
+}
+
+impl Reader<'_> {
+    /// A setting's value, refusing the two kinds of text that only look like values: an
+    /// unresolved Key Vault reference and the example file's `<placeholder>`.
+    fn value(&mut self, name: &str) -> Value {
+        let Some(value) = (self.lookup)(name).filter(|v| !v.trim().is_empty()) else {
+            return Value::Missing;
+        };
+        let trimmed = value.trim();
+        if trimmed.starts_with(KEY_VAULT_REFERENCE) {
+            self.problems.push(format!(
+                "{name} is an unresolved Key Vault reference: check that the app's \
+                 keyVaultReferenceIdentity has the Key Vault Secrets User role on the vault \
+                 and that the reference names an existing secret"
+            ));
+            return Value::Reported;
+        }
+        // `<…>` is how local.settings.json.example marks a value to fill in; a placeholder used
+        // as a key would sign tokens with text anyone can read.
+        if trimmed.starts_with('<') && trimmed.ends_with('>') {
+            self.problems.push(format!(
+                "{name} still holds the placeholder from local.settings.json.example: set a \
+                 real value or remove the line"
+            ));
+            return Value::Reported;
+        }
+        Value::Present(value)
+    }
+
+    /// A setting that may be left out: its parsed value, or `None` when absent or refused (the
+    /// refusal, whose text `parse` writes, is recorded).
+    fn optional<T>(
+        &mut self,
+        name: &str,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Option<T> {
+        match self.value(name) {
+            Value::Present(raw) => self.parsed(parse(&raw)),
+            Value::Missing | Value::Reported => None,
+        }
+    }
+
+    /// A setting the host must be given: as [`optional`](Self::optional), and when serving, a
+    /// missing one is a problem too, with `example` saying what to set.
+    fn required<T>(
+        &mut self,
+        name: &str,
+        example: &str,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Option<T> {
+        let value = self.value(name);
+        self.require(name, example, value, parse)
+    }
+
+    /// [`required`](Self::required) for a value already read. A value refused as it stood
+    /// (a Key Vault reference, a placeholder) is reported once, not also as missing.
+    fn require<T>(
+        &mut self,
+        name: &str,
+        example: &str,
+        value: Value,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Option<T> {
+        match value {
+            Value::Present(raw) => self.parsed(parse(&raw)),
+            Value::Reported => None,
+            Value::Missing => {
+                if self.serving {
+                    self.problems.push(format!("{name} is not set: {example}"));
+                }
+                None
+            }
+        }
+    }
+
+    fn parsed<T>(&mut self, parsed: Result<T, String>) -> Option<T> {
+        parsed.map_err(|why| self.problems.push(why)).ok()
+    }
+}
+
+/// `FUNCTIONS_CUSTOMHANDLER_PORT`: a port number the host chose.
+fn parse_port(raw: &str) -> Result<u16, String> {
+    match raw.trim().parse::<u16>() {
+        Ok(port) if port != 0 => Ok(port),
+        _ => Err(format!(
+            "FUNCTIONS_CUSTOMHANDLER_PORT must be a port number from 1 to 65535, got {raw:?}"
+        )),
+    }
+}
+
+/// A whole number of seconds within `range`.
+fn parse_seconds(
+    name: &str,
+    raw: &str,
+    range: std::ops::RangeInclusive<u64>,
+) -> Result<Duration, String> {
+    match raw.trim().parse::<u64>() {
+        Ok(secs) if range.contains(&secs) => Ok(Duration::from_secs(secs)),
+        _ => Err(format!(
+            "{name} must be a whole number of seconds from {} to {}, got {raw:?}",
+            range.start(),
+            range.end()
+        )),
+    }
+}
+
+/// An HS256 key: its bytes as written, at least [`MIN_JWT_SECRET_BYTES`] of them.
+fn parse_jwt_secret(name: &str, raw: &str) -> Result<SecretString, String> {
+    if raw.len() >= MIN_JWT_SECRET_BYTES {
+        Ok(SecretString::from(raw.to_owned()))
+    } else {
+        Err(format!(
+            "{name} must be at least {MIN_JWT_SECRET_BYTES} bytes, it has {}",
+            raw.len()
+        ))
+    }
+}
+
+/// `MAIL_FROM`: a mailbox, display name optional.
+fn parse_mail_from(raw: &str) -> Result<Mailbox, String> {
+    raw.trim().parse::<Mailbox>().map_err(|e| {
+        format!("MAIL_FROM must be a mailbox such as `Onboarding <no-reply@example.com>`: {e}")
+    })
+}
+
+/// `PUBLIC_URL`: an absolute http(s) URL with a host.
+fn parse_public_url(raw: &str) -> Result<Url, String> {
+    match Url::parse(raw.trim()) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.has_host() => Ok(url),
+        _ => Err(format!(
+            "PUBLIC_URL must be an absolute http(s) URL such as https://app.example.com, got {raw:?}"
+        )),
+    }
+}
+
+/// `REDIS_KEY_PREFIX`: no braces (they would move keys between cluster slots), no whitespace.
+fn parse_key_prefix(raw: &str) -> Result<String, String> {
+    let prefix = raw.trim();
+    if prefix.contains(['{', '}']) || prefix.chars().any(char::is_whitespace) {
+        return Err(
+            "REDIS_KEY_PREFIX must not contain braces or whitespace (braces would change \
+                    which cluster slot a key lives in)"
+                .to_owned(),
+        );
+    }
+    Ok(prefix.to_owned())
 }
 
 /// `SMTP_SEND_WINDOW_SECONDS`: whole seconds within [`SEND_WINDOW_SECONDS`].
@@ -538,6 +565,24 @@ mod tests {
             err.to_string()
                 .contains("JWT_SECRET is an unresolved Key Vault reference")
         );
+    }
+
+    #[test]
+    fn an_unresolved_key_vault_reference_is_one_problem_not_also_a_missing_setting() {
+        for name in ["REDIS_URL", "SMTP_URL", "JWT_SECRET", "MAIL_FROM"] {
+            let mut pairs: Vec<(&str, &str)> =
+                complete().into_iter().filter(|(k, _)| *k != name).collect();
+            pairs.push((
+                name,
+                "@Microsoft.KeyVault(SecretUri=https://kv.vault.azure.net/secrets/x/)",
+            ));
+            let err = Settings::from_lookup(Mode::Serve, lookup(&pairs)).unwrap_err();
+            assert_eq!(err.problems.len(), 1, "{name}: {err}");
+            assert!(
+                err.problems[0].starts_with(&format!("{name} is an unresolved")),
+                "{err}"
+            );
+        }
     }
 
     #[test]
