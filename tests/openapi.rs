@@ -172,7 +172,7 @@ async fn real_answers_match_the_description() {
             Some(example.clone()),
         ),
         (
-            json!({"Content-Type": ["application/x-www-form-urlencoded"]}),
+            json!({"Content-Type": ["application/x-www-form-urlencoded"], "Accept": ["text/html"]}),
             Some("name=Bo&email=bo%40example.com&password=correct+horse".to_owned()),
         ),
     ];

@@ -30,6 +30,8 @@ enum SignUpError {
     UnsupportedMediaType(Option<String>),
     #[error("the body is not valid JSON: {0}")]
     MalformedJson(String),
+    #[error("a JSON body was sent as a form")]
+    JsonSentAsForm,
     #[error("the sign-up has invalid fields")]
     Invalid(SignUpRejection),
     #[error("the email is registered with another password")]
@@ -61,6 +63,18 @@ impl SignUpError {
                 &format!(
                     "Send the sign-up as application/json or {FORM} (got {}).",
                     got.as_deref().unwrap_or("no Content-Type")
+                ),
+                None,
+            )
+            .header("Accept-Post", format!("application/json, {FORM}")),
+            // `curl -d '{…}'` sends exactly this: say the one thing to change.
+            Self::JsonSentAsForm => http::problem(
+                415,
+                "about:blank",
+                "Unsupported Media Type",
+                &format!(
+                    "The body is JSON but was sent as {FORM}: send it with the header \
+                     Content-Type: application/json."
                 ),
                 None,
             )
@@ -198,7 +212,9 @@ struct Registered {
 pub async fn run(app: &App, invocation: &Invocation) -> Result<Outputs, InvocationError> {
     let request = invocation.http_request(HTTP_REQUEST)?;
     let is_form = http::media_type(&request).as_deref() == Some(FORM);
-    let as_page = is_form || pages::prefers_html(&request);
+    // The page for a browser (it asks for text/html), problem JSON for everyone else: curl's
+    // `-d` posts a form too, but asks for `*/*`.
+    let as_page = pages::prefers_html(&request);
     if request.method != "POST" {
         return Ok(Outputs::http(if as_page {
             pages::sign_up_page(200, &SignUpForm::default())
@@ -216,7 +232,8 @@ pub async fn run(app: &App, invocation: &Invocation) -> Result<Outputs, Invocati
         }
         Err(e) => (Map::new(), Err(e)),
     };
-    let result = result.and_then(|registered| answer(app, registered, &request, is_form));
+    let result =
+        result.and_then(|registered| answer(app, registered, &request, is_form && as_page));
     match result {
         Ok(outputs) => Ok(outputs),
         Err(e) => {
@@ -286,6 +303,9 @@ fn read_fields(request: &HttpRequest) -> Result<Map<String, Value>, SignUpError>
     }
     match http::media_type(request) {
         Some(media) if media == FORM => {
+            if looks_like_json_object(body) {
+                return Err(SignUpError::JsonSentAsForm);
+            }
             let mut fields = Map::new();
             for (name, value) in url::form_urlencoded::parse(body.as_bytes()) {
                 fields
@@ -303,6 +323,11 @@ fn read_fields(request: &HttpRequest) -> Result<Map<String, Value>, SignUpError>
     }
 }
 
+/// A body that is plainly a JSON object, whatever its declared type.
+fn looks_like_json_object(body: &str) -> bool {
+    body.trim_start().starts_with('{') && serde_json::from_str::<Map<String, Value>>(body).is_ok()
+}
+
 fn parse_fields(fields: &Map<String, Value>) -> Result<SignUp, SignUpError> {
     let raw = |name: &str| match fields.get(name) {
         None | Some(Value::Null) => RawField::Missing,
@@ -318,7 +343,7 @@ fn answer(
     app: &App,
     registered: Registered,
     request: &HttpRequest,
-    is_form: bool,
+    browser_form: bool,
 ) -> Result<Outputs, SignUpError> {
     let Registered {
         user,
@@ -335,7 +360,7 @@ fn answer(
         "tokenType": "Bearer",
         "expiresIn": token.expires_in,
     });
-    let response = if is_form {
+    let response = if browser_form {
         let cookie =
             session::set_cookie(&token.token, app.tokens.ttl(), session::is_https(request));
         http::redirect(303, "/").header("Set-Cookie", cookie)

@@ -368,10 +368,7 @@ async fn create_user_form_post_sets_a_session_cookie_and_redirects_to_root() {
         .append_pair("password", TEST_PASSWORD)
         .finish();
 
-    let answer = stack
-        .app
-        .create_user_raw(Some("application/x-www-form-urlencoded"), &form)
-        .await;
+    let answer = stack.app.create_user_from_browser(&form).await;
 
     let res = answer.res();
     res.assert_status(303);
@@ -491,4 +488,63 @@ async fn create_user_makes_exactly_one_user_for_20_concurrent_identical_sign_ups
     ids.sort();
     ids.dedup();
     assert_eq!(ids.len(), 1, "every token resolves to one user: {ids:?}");
+}
+
+/// `curl -d 'name=…&email=…'` posts a form too, but asks for `*/*`: an API client gets the JSON
+/// answer with its token, not a cookie and a redirect meant for a browser.
+#[tokio::test]
+async fn a_form_post_from_an_api_client_gets_json_with_a_token() {
+    let stack = spawn_app().await;
+    let form = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("name", "Curl User")
+        .append_pair("email", &unique_email())
+        .append_pair("password", TEST_PASSWORD)
+        .finish();
+
+    let answer = stack
+        .app
+        .create_user_raw(Some("application/x-www-form-urlencoded"), &form)
+        .await;
+
+    let res = answer.res();
+    res.assert_status(201);
+    assert!(res.json()["token"].is_string(), "res: {res:#?}");
+    assert!(res.header("Set-Cookie").is_none());
+}
+
+/// An API client's refused form post gets problem JSON, not the sign-up page.
+#[tokio::test]
+async fn a_refused_form_post_from_an_api_client_gets_problem_json() {
+    let stack = spawn_app().await;
+
+    let answer = stack
+        .app
+        .create_user_raw(
+            Some("application/x-www-form-urlencoded"),
+            "name=&email=x&password=short",
+        )
+        .await;
+
+    let problem = answer.res().assert_problem(422);
+    assert!(problem["errors"].is_array(), "{problem}");
+}
+
+/// `curl -d '{"name":…}'` without `-H 'Content-Type: application/json'` declares a form: the
+/// problem says which header to send.
+#[tokio::test]
+async fn a_json_body_sent_as_a_form_is_told_to_send_the_json_content_type() {
+    let stack = spawn_app().await;
+    let body = json!({"name": "Ada", "email": unique_email(), "password": TEST_PASSWORD});
+
+    let answer = stack
+        .app
+        .create_user_raw(Some("application/x-www-form-urlencoded"), &body.to_string())
+        .await;
+
+    let problem = answer.res().assert_problem(415);
+    let detail = problem["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("Content-Type: application/json"),
+        "{problem}"
+    );
 }

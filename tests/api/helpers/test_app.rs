@@ -321,6 +321,20 @@ impl TestApp {
         .await
     }
 
+    /// `createUser`: a browser's form post (it asks for `text/html` first, as browsers do).
+    pub async fn create_user_from_browser(&self, form: &str) -> InvocationAnswer {
+        let url = format!("{PUBLIC_ORIGIN}/createUser");
+        let headers = [
+            ("Content-Type", "application/x-www-form-urlencoded"),
+            ("Accept", "text/html,application/xhtml+xml,*/*;q=0.8"),
+        ];
+        self.invoke(
+            "createUser",
+            &http_invocation("POST", &url, &headers, Some(form)),
+        )
+        .await
+    }
+
     /// `createUser`: a client's `GET /createUser` (the sign-up page).
     pub async fn create_user_page(&self) -> InvocationAnswer {
         let url = format!("{PUBLIC_ORIGIN}/createUser");
