@@ -178,16 +178,7 @@ where
 {
     let bytes = match read_limited(body, MAX_ENVELOPE_BYTES).await {
         Ok(bytes) => bytes,
-        Err(ReadError::TooLarge) => {
-            tracing::error!(
-                limit = MAX_ENVELOPE_BYTES,
-                "invocation envelope too large; refused"
-            );
-            return plain(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "invocation envelope too large",
-            );
-        }
+        Err(ReadError::TooLarge(rest)) => return oversized(function, rest).await,
         Err(ReadError::Transport(e)) => {
             tracing::error!(error = %e, "could not read the invocation body");
             return plain(
@@ -210,29 +201,7 @@ where
             tracing::error!("no function named {function:?}");
             plain(StatusCode::NOT_FOUND, "no such function")
         }
-        Some(Ok(outputs)) => {
-            let answer = InvocationResponse {
-                outputs: outputs.bindings(),
-                logs: &logs,
-                return_value: (),
-            };
-            // Presized: most answers fit, so the buffer is rarely regrown.
-            let mut body = Vec::with_capacity(512);
-            match serde_json::to_writer(&mut body, &answer) {
-                Ok(()) => {
-                    let mut response = Response::new(body.into());
-                    response.headers_mut().insert(
-                        warp::http::header::CONTENT_TYPE,
-                        warp::http::HeaderValue::from_static("application/json"),
-                    );
-                    response
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "the answer could not be written as JSON");
-                    plain(StatusCode::INTERNAL_SERVER_ERROR, "unserializable answer")
-                }
-            }
-        }
+        Some(Ok(outputs)) => answer(&outputs, &logs),
         Some(Err(error)) => {
             // The host drops the body of a non-2xx answer, Logs included: stderr is where this
             // reason survives (error level goes there).
@@ -252,14 +221,76 @@ fn plain(status: StatusCode, text: &str) -> Response {
     warp::reply::with_status(text.to_owned(), status).into_response()
 }
 
-enum ReadError {
-    TooLarge,
+enum ReadError<S> {
+    /// Past the limit; the stream holds the rest, not read yet.
+    TooLarge(S),
     Transport(warp::Error),
+}
+
+/// The host's answer: 2xx with `{"Outputs", "Logs", "ReturnValue"}` as JSON.
+fn answer(outputs: &functions::Outputs, logs: &[String]) -> Response {
+    let answer = InvocationResponse {
+        outputs: outputs.bindings(),
+        logs,
+        return_value: (),
+    };
+    // Presized: most answers fit, so the buffer is rarely regrown.
+    let mut body = Vec::with_capacity(512);
+    match serde_json::to_writer(&mut body, &answer) {
+        Ok(()) => {
+            let mut response = Response::new(body.into());
+            response.headers_mut().insert(
+                warp::http::header::CONTENT_TYPE,
+                warp::http::HeaderValue::from_static("application/json"),
+            );
+            response
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "the answer could not be written as JSON");
+            plain(StatusCode::INTERNAL_SERVER_ERROR, "unserializable answer")
+        }
+    }
+}
+
+/// An envelope past [`MAX_ENVELOPE_BYTES`]: its rest is read and dropped piece by piece (memory
+/// stays flat; the host is still sending, and a connection closed under it would turn any
+/// answer into an empty 500), then an HTTP function answers its client 413 in `res`, as it does
+/// for any body over its limit, and a queue message fails (toward the dead-letter queue).
+async fn oversized<S, B>(function: &str, mut rest: S) -> Response
+where
+    S: Stream<Item = Result<B, warp::Error>> + Unpin,
+    B: Buf,
+{
+    let mut dropped = 0usize;
+    while let Some(Ok(chunk)) = rest.next().await {
+        dropped = dropped.saturating_add(chunk.remaining());
+    }
+    match functions::answer_to_an_oversized_envelope(function) {
+        Some(outputs) => {
+            tracing::warn!(
+                limit = MAX_ENVELOPE_BYTES,
+                dropped,
+                "invocation envelope too large; the client gets 413"
+            );
+            answer(&outputs, &[])
+        }
+        None => {
+            tracing::error!(
+                limit = MAX_ENVELOPE_BYTES,
+                dropped,
+                "invocation envelope too large; refused"
+            );
+            plain(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "invocation envelope too large",
+            )
+        }
+    }
 }
 
 /// Reads a body stream into memory, stopping as soon as it passes `limit`. A body that arrives
 /// in one piece (the usual case) is kept as the connection read it, without a copy.
-async fn read_limited<S, B>(mut body: S, limit: usize) -> Result<Bytes, ReadError>
+async fn read_limited<S, B>(mut body: S, limit: usize) -> Result<Bytes, ReadError<S>>
 where
     S: Stream<Item = Result<B, warp::Error>> + Unpin,
     B: Buf,
@@ -272,7 +303,7 @@ where
         let mut chunk = chunk.map_err(ReadError::Transport)?;
         total += chunk.remaining();
         if total > limit {
-            return Err(ReadError::TooLarge);
+            return Err(ReadError::TooLarge(body));
         }
         let piece = chunk.copy_to_bytes(chunk.remaining());
         if first.is_empty() && joined.is_none() {

@@ -1161,3 +1161,36 @@ async fn a_failed_queue_send_is_an_empty_500_after_the_user_was_saved() {
     assert_eq!(status, 200, "a repeated sign-up of a saved user: {body}");
     wait_for_eml(&dev.root.path().join("outbox"), &email).await;
 }
+
+/// Client bodies of 4, 16 and 64 MiB through `handler dev`: the envelope carries each about
+/// twice (past the handler's 8 MiB), yet the client gets the 413 problem, never the empty 500
+/// a failed invocation would give.
+#[tokio::test]
+async fn an_oversized_client_body_gets_the_413_problem_through_the_dev_host() {
+    let dev = DevHost::start(app_root(), &[], &[]);
+    for mib in [4usize, 16, 64] {
+        let body = json!({"name": "x".repeat(mib << 20), "email": unique_email("big"), "password": "long enough"})
+            .to_string();
+        let response = client()
+            .post(dev.url("/createUser"))
+            .header("Content-Type", "application/json")
+            .header("Accept", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("POST /createUser");
+        assert_eq!(response.status(), 413, "{mib} MiB");
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        assert!(
+            content_type.starts_with("application/problem+json"),
+            "{content_type}"
+        );
+        let problem: Value = response.json().await.expect("a problem body");
+        assert_eq!(problem["status"], 413, "{problem}");
+    }
+}

@@ -16,8 +16,6 @@ use crate::pages::{self, SignUpForm};
 use crate::protocol::{HttpRequest, HttpResponse, Invocation};
 use crate::store::{Insert, StoreError};
 
-/// Largest sign-up body accepted.
-pub const MAX_BODY_BYTES: usize = 16 * 1024;
 /// The media type of an HTML form post.
 const FORM: &str = "application/x-www-form-urlencoded";
 
@@ -49,13 +47,7 @@ enum SignUpError {
 impl SignUpError {
     fn into_response(self) -> HttpResponse {
         match self {
-            Self::TooLarge => http::problem(
-                413,
-                "about:blank",
-                "Content Too Large",
-                &format!("The body must be at most {MAX_BODY_BYTES} bytes."),
-                None,
-            ),
+            Self::TooLarge => http::content_too_large(),
             Self::UnsupportedMediaType(got) => http::problem(
                 415,
                 "about:blank",
@@ -298,7 +290,7 @@ async fn register(app: &App, sign_up: SignUp) -> Result<Registered, SignUpError>
 /// repeated names wins).
 fn read_fields(request: &HttpRequest) -> Result<Map<String, Value>, SignUpError> {
     let body = request.body.as_deref().unwrap_or("");
-    if body.len() > MAX_BODY_BYTES {
+    if body.len() > http::MAX_BODY_BYTES {
         return Err(SignUpError::TooLarge);
     }
     match http::media_type(request) {

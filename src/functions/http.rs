@@ -33,6 +33,20 @@ pub fn problem(
         .header("Cache-Control", "no-store")
 }
 
+/// Largest client body a function reads (a sign-up is well under 1 KiB).
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+
+/// 413 for a client body past what a function reads ([`MAX_BODY_BYTES`]).
+pub fn content_too_large() -> HttpResponse {
+    problem(
+        413,
+        "about:blank",
+        "Content Too Large",
+        &format!("The body must be at most {MAX_BODY_BYTES} bytes."),
+        None,
+    )
+}
+
 /// 503 for a backend that is down; the client may retry shortly.
 pub fn unavailable(detail: &str) -> HttpResponse {
     problem(503, "about:blank", "Service Unavailable", detail, None).header("Retry-After", "5")

@@ -64,6 +64,17 @@ impl Outputs {
     }
 }
 
+/// What the host gets when an invocation's envelope is past what the handler reads: for an HTTP
+/// function, a normal answer whose `res` is the client's 413 (a non-2xx would reach the client
+/// as an empty 500); `None` for a queue message or an unknown function, which must fail.
+pub fn answer_to_an_oversized_envelope(function: &str) -> Option<Outputs> {
+    declaration::ALL
+        .iter()
+        .find(|f| f.name == function)
+        .filter(|f| matches!(f.trigger, declaration::Trigger::Http { .. }))
+        .map(|_| Outputs::http(http::content_too_large()))
+}
+
 /// Runs the named function, or returns `None` when no function has that name.
 pub async fn invoke(
     app: &App,

@@ -5,8 +5,9 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use crate::helpers::{
-    InvocationAnswer, KIB, SilentServer, TEST_JWT_SECRET, TEST_PASSWORD, new_user_body, spawn_app,
-    spawn_app_with, unique_email,
+    InvocationAnswer, KIB, PUBLIC_ORIGIN, SilentServer, TEST_JWT_SECRET, TEST_PASSWORD,
+    http_invocation, new_user_body, post_chunked_over_raw_tcp, spawn_app, spawn_app_with,
+    unique_email,
 };
 
 /// Asserts a problem answer with this status that names `field` somewhere in its body, and no
@@ -546,5 +547,63 @@ async fn a_json_body_sent_as_a_form_is_told_to_send_the_json_content_type() {
     assert!(
         detail.contains("Content-Type: application/json"),
         "{problem}"
+    );
+}
+
+/// A client body far past the 8 MiB the handler reads of an envelope (which carries the body
+/// about twice: `Body`, and its fields again in Metadata), sent as the host sends it (chunked):
+/// the client still gets the 413 problem in `res`, never the host's empty 500, and the handler
+/// reads and drops the rest as it comes, so its memory stays flat whatever the size.
+#[tokio::test]
+async fn an_oversized_body_gets_413_in_res_and_memory_stays_flat() {
+    let stack = spawn_app().await;
+    stack.app.health().await.assert_host_ok();
+    let before = stack.app.peak_rss_kib();
+    let mut peaks = Vec::new();
+    for mib in [4usize, 16, 64] {
+        let body = json!({"name": "x".repeat(mib << 20), "email": unique_email(), "password": TEST_PASSWORD})
+            .to_string();
+        let envelope = http_invocation(
+            "POST",
+            &format!("{PUBLIC_ORIGIN}/createUser"),
+            &[("Content-Type", "application/json")],
+            Some(&body),
+        )
+        .to_string();
+        drop(body);
+        let chunks: Vec<&str> = envelope
+            .as_bytes()
+            .chunks(64 * 1024)
+            .map(|c| std::str::from_utf8(c).expect("an ASCII envelope"))
+            .collect();
+        let answer = post_chunked_over_raw_tcp(stack.app.port, "/createUser", &chunks).await;
+        answer.assert_host_ok();
+        let problem = answer.res().assert_problem(413);
+        assert!(
+            problem["detail"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("16384"),
+            "{mib} MiB: {problem}"
+        );
+        let peak = stack.app.peak_rss_kib();
+        println!(
+            "{mib} MiB body, {} MiB envelope: handler peak RSS {} MiB (before: {} MiB)",
+            envelope.len() >> 20,
+            peak >> 10,
+            before >> 10
+        );
+        // What the handler holds is the envelope limit (8 MiB, in a buffer that doubles up to
+        // it) and one chunk, plus the allocator's slack; never the body.
+        assert!(
+            peak < before + 48 * 1024,
+            "{mib} MiB: peak RSS {peak} KiB, {before} KiB before"
+        );
+        peaks.push(peak);
+    }
+    // Flat: sixteen times the body costs next to nothing more.
+    assert!(
+        peaks[2].saturating_sub(peaks[0]) < 16 * 1024,
+        "peak RSS grew with the body: {peaks:?} KiB"
     );
 }

@@ -17,7 +17,7 @@ pub use envelope::{
 };
 pub use redis_server::RedisServer;
 pub use smtp_sink::SmtpSink;
-pub use test_app::{TestApp, TestAppBuilder};
+pub use test_app::{PUBLIC_ORIGIN, TestApp, TestAppBuilder};
 pub use tokens::{Claims, alg_none_token, forge_token};
 
 /// The JWT key every test app is started with (48 bytes, well above the 32-byte minimum).

@@ -198,6 +198,17 @@ impl TestApp {
         Self::builder(&redis.url(), smtp_url).spawn().await
     }
 
+    /// The handler's peak resident memory so far (`VmHWM`), in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("the handler's /proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM in /proc status")
+    }
+
     fn base_url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
