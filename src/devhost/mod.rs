@@ -34,6 +34,7 @@ pub mod payload;
 pub mod process;
 pub mod public;
 pub mod queue;
+pub mod reachability;
 pub mod routes;
 
 use std::collections::BTreeMap;
@@ -161,7 +162,7 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
     let app = App::build(&settings, &outbox)
         .await
         .context("cannot prepare the handler")?;
-    let backends = app.describe_backends();
+    let backends = reachability::annotate(&app, &settings, app.describe_backends()).await;
 
     let bus = Arc::new(Bus::new(
         queue_names(&function_set.functions),
