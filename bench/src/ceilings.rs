@@ -308,9 +308,22 @@ fn json_reply(body: Bytes) -> warp::reply::Response {
     response
 }
 
+/// A raw argon2id run: hashes done, and the seconds from the start to the last one done.
+pub struct HashRun {
+    pub hashes: u64,
+    pub seconds: f64,
+}
+
+impl HashRun {
+    /// Hashes per second.
+    pub fn rate(&self) -> f64 {
+        self.hashes as f64 / self.seconds
+    }
+}
+
 /// Raw argon2id: `threads` threads hashing in a loop for `duration`, each with its own reused
-/// memory. Returns (hashes, seconds).
-pub fn argon2_rate(threads: usize, duration: Duration) -> anyhow::Result<(u64, f64)> {
+/// memory.
+pub fn argon2_rate(threads: usize, duration: Duration) -> anyhow::Result<HashRun> {
     let params = Params::new(
         ARGON2_MEMORY_KIB,
         ARGON2_ITERATIONS,
@@ -363,10 +376,10 @@ pub fn argon2_rate(threads: usize, duration: Duration) -> anyhow::Result<(u64, f
     for worker in workers {
         worker.join().expect("argon2 thread")?;
     }
-    Ok((
-        count.load(Ordering::Relaxed),
-        ended.duration_since(started).as_secs_f64(),
-    ))
+    Ok(HashRun {
+        hashes: count.load(Ordering::Relaxed),
+        seconds: ended.duration_since(started).as_secs_f64(),
+    })
 }
 
 /// One test of `redis-benchmark`: requests per second and latency percentiles (ms).
