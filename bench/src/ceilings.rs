@@ -203,100 +203,130 @@ pub fn serve_ceiling(options: CeilingOptions) -> anyhow::Result<()> {
             ),
             None => None,
         };
-        let onboarding = match (&redis, options.smtp_port) {
-            (Some(redis), Some(smtp_port)) => {
-                let read = |path: &Option<PathBuf>, what: &str| {
-                    let path = path
-                        .as_ref()
-                        .with_context(|| format!("--{what} is needed"))?;
-                    std::fs::read(path).with_context(|| format!("reading {}", path.display()))
-                };
-                Some(Arc::new(OnboardingCeiling {
-                    redis: redis.clone(),
-                    mailer: product_mailer(smtp_port)?,
-                    email: product_email()?,
-                    answer: Bytes::from(read(&options.onboarding_answer, "onboarding-answer")?),
-                    key_prefix: options.key_prefix.clone(),
-                    token_prefix: uuid::Uuid::new_v4().simple().to_string(),
-                    next_token: AtomicU64::new(0),
-                }))
-            }
-            _ => None,
-        };
-        let root_key = Arc::new(options.root_key);
-        let second_key = Arc::new(options.root_second_key);
+        let onboarding = onboarding_ceiling(&options, redis.as_ref())?;
         let ready = warp::get()
             .and(warp::path::end())
             .map(|| warp::reply::with_status("ok", warp::http::StatusCode::OK));
-        let health_route = {
-            let redis = redis.clone();
-            warp::post()
-                .and(warp::path("health"))
-                .and(warp::path::end())
-                .and(warp::body::bytes())
-                .then(move |_body: Bytes| {
-                    let (redis, answer) = (redis.clone(), health.clone());
-                    async move {
-                        if let Some(mut redis) = redis {
-                            let _: redis::RedisResult<String> =
-                                redis::cmd("PING").query_async(&mut redis).await;
-                        }
-                        json_reply(answer)
-                    }
-                })
-        };
-        let root_route = warp::post()
-            .and(warp::path("root"))
-            .and(warp::path::end())
-            .and(warp::body::bytes())
-            .then(move |_body: Bytes| {
-                let (redis, answer, key) = (redis.clone(), root.clone(), root_key.clone());
-                let second = second_key.clone();
-                async move {
-                    match (redis, second.as_deref()) {
-                        (Some(mut redis), None) => {
-                            let _: redis::RedisResult<Option<Vec<u8>>> = redis::cmd("GET")
-                                .arg(key.as_str())
-                                .query_async(&mut redis)
-                                .await;
-                        }
-                        (Some(mut redis), Some(second)) => {
-                            let _: redis::RedisResult<TwoValues> = redis::pipe()
-                                .get(key.as_str())
-                                .get(second)
-                                .query_async(&mut redis)
-                                .await;
-                        }
-                        (None, _) => {}
-                    }
-                    json_reply(answer)
-                }
-            });
-        let onboarding_route = warp::post()
-            .and(warp::path("sendOnboarding"))
-            .and(warp::path::end())
-            .and(warp::body::bytes())
-            .then(move |body: Bytes| {
-                let onboarding = onboarding.clone();
-                async move {
-                    match onboarding {
-                        Some(onboarding) => onboarding.handle(&body).await,
-                        None => warp::reply::with_status("", warp::http::StatusCode::NOT_FOUND)
-                            .into_response(),
-                    }
-                }
-            });
         let routes = ready
             .map(warp::reply::Reply::into_response)
-            .or(health_route)
+            .or(health_route(redis.clone(), health))
             .unify()
-            .or(root_route)
+            .or(root_route(
+                redis,
+                root,
+                options.root_key,
+                options.root_second_key,
+            ))
             .unify()
-            .or(onboarding_route)
+            .or(onboarding_route(onboarding))
             .unify();
         warp::serve(routes).incoming(listener).run().await;
         Ok(())
     })
+}
+
+/// The `POST /sendOnboarding` server's state, when --smtp-port (and so --redis) is given.
+fn onboarding_ceiling(
+    options: &CeilingOptions,
+    redis: Option<&redis::aio::ConnectionManager>,
+) -> anyhow::Result<Option<Arc<OnboardingCeiling>>> {
+    let (Some(redis), Some(smtp_port)) = (redis, options.smtp_port) else {
+        return Ok(None);
+    };
+    let read = |path: &Option<PathBuf>, what: &str| {
+        let path = path
+            .as_ref()
+            .with_context(|| format!("--{what} is needed"))?;
+        std::fs::read(path).with_context(|| format!("reading {}", path.display()))
+    };
+    Ok(Some(Arc::new(OnboardingCeiling {
+        redis: redis.clone(),
+        mailer: product_mailer(smtp_port)?,
+        email: product_email()?,
+        answer: Bytes::from(read(&options.onboarding_answer, "onboarding-answer")?),
+        key_prefix: options.key_prefix.clone(),
+        token_prefix: uuid::Uuid::new_v4().simple().to_string(),
+        next_token: AtomicU64::new(0),
+    })))
+}
+
+/// `POST /health`: a PING when the server has Redis, then the handler's own answer.
+fn health_route(
+    redis: Option<redis::aio::ConnectionManager>,
+    answer: Bytes,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = warp::Rejection> + Clone {
+    warp::post()
+        .and(warp::path("health"))
+        .and(warp::path::end())
+        .and(warp::body::bytes())
+        .then(move |_body: Bytes| {
+            let (redis, answer) = (redis.clone(), answer.clone());
+            async move {
+                if let Some(mut redis) = redis {
+                    let _: redis::RedisResult<String> =
+                        redis::cmd("PING").query_async(&mut redis).await;
+                }
+                json_reply(answer)
+            }
+        })
+}
+
+/// `POST /root`: a GET of `key` (and of `second` in the same pipeline) when the server has
+/// Redis, then the handler's own answer.
+fn root_route(
+    redis: Option<redis::aio::ConnectionManager>,
+    answer: Bytes,
+    key: String,
+    second: Option<String>,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = warp::Rejection> + Clone {
+    let (key, second) = (Arc::new(key), Arc::new(second));
+    warp::post()
+        .and(warp::path("root"))
+        .and(warp::path::end())
+        .and(warp::body::bytes())
+        .then(move |_body: Bytes| {
+            let (redis, answer, key) = (redis.clone(), answer.clone(), key.clone());
+            let second = second.clone();
+            async move {
+                match (redis, second.as_deref()) {
+                    (Some(mut redis), None) => {
+                        let _: redis::RedisResult<Option<Vec<u8>>> = redis::cmd("GET")
+                            .arg(key.as_str())
+                            .query_async(&mut redis)
+                            .await;
+                    }
+                    (Some(mut redis), Some(second)) => {
+                        let _: redis::RedisResult<TwoValues> = redis::pipe()
+                            .get(key.as_str())
+                            .get(second)
+                            .query_async(&mut redis)
+                            .await;
+                    }
+                    (None, _) => {}
+                }
+                json_reply(answer)
+            }
+        })
+}
+
+/// `POST /sendOnboarding`, or 404 when the server has no SMTP port.
+fn onboarding_route(
+    onboarding: Option<Arc<OnboardingCeiling>>,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = warp::Rejection> + Clone {
+    warp::post()
+        .and(warp::path("sendOnboarding"))
+        .and(warp::path::end())
+        .and(warp::body::bytes())
+        .then(move |body: Bytes| {
+            let onboarding = onboarding.clone();
+            async move {
+                match onboarding {
+                    Some(onboarding) => onboarding.handle(&body).await,
+                    None => warp::reply::with_status("", warp::http::StatusCode::NOT_FOUND)
+                        .into_response(),
+                }
+            }
+        })
 }
 
 fn json_reply(body: Bytes) -> warp::reply::Response {
@@ -308,9 +338,22 @@ fn json_reply(body: Bytes) -> warp::reply::Response {
     response
 }
 
+/// A raw argon2id run: hashes done, and the seconds from the start to the last one done.
+pub struct HashRun {
+    pub hashes: u64,
+    pub seconds: f64,
+}
+
+impl HashRun {
+    /// Hashes per second.
+    pub fn rate(&self) -> f64 {
+        self.hashes as f64 / self.seconds
+    }
+}
+
 /// Raw argon2id: `threads` threads hashing in a loop for `duration`, each with its own reused
-/// memory. Returns (hashes, seconds).
-pub fn argon2_rate(threads: usize, duration: Duration) -> anyhow::Result<(u64, f64)> {
+/// memory.
+pub fn argon2_rate(threads: usize, duration: Duration) -> anyhow::Result<HashRun> {
     let params = Params::new(
         ARGON2_MEMORY_KIB,
         ARGON2_ITERATIONS,
@@ -363,10 +406,10 @@ pub fn argon2_rate(threads: usize, duration: Duration) -> anyhow::Result<(u64, f
     for worker in workers {
         worker.join().expect("argon2 thread")?;
     }
-    Ok((
-        count.load(Ordering::Relaxed),
-        ended.duration_since(started).as_secs_f64(),
-    ))
+    Ok(HashRun {
+        hashes: count.load(Ordering::Relaxed),
+        seconds: ended.duration_since(started).as_secs_f64(),
+    })
 }
 
 /// One test of `redis-benchmark`: requests per second and latency percentiles (ms).

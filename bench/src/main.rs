@@ -1,23 +1,37 @@
 //! `bench`: measures the onboarding handler on this machine and, in the same run, the ceilings it
 //! is held to (see docs/BENCHMARKS.md). `scripts/bench` builds both and calls `bench run`.
 //!
-//! Layout: [`run`] orders the phases and checks the targets; [`wrk`] drives HTTP load;
-//! [`envelope`] builds the host's invocation payloads; [`ceilings`] holds the warp (among them the
-//! like-for-like sendOnboarding one: warp, Redis and the product's SMTP client), Redis and
-//! argon2id ceilings; [`mail`]
-//! the SMTP ones; [`sink`] is the SMTP server; [`probe`] times single requests and process starts;
+//! Layout: [`run`] is the run's short sequence: it starts the shared servers ([`session`]), the
+//! handler ([`handler`]) and the [`preflight`], calls each phase in [`phase`] (store, http,
+//! create, mail, memory, dev, readiness, provider: one module each, returning a named result
+//! whose `check` adds its targets) and checks them. [`options`] holds the flags and the
+//! [`options::Phase`] `--only` takes; [`measure`] the shared measuring (wrk loads with CPU and
+//! memory, rounds, medians, the probe's row); [`fixtures`] the run's keys and envelopes;
+//! [`machine`] the table's header. [`wrk`] drives HTTP load; [`envelope`] builds the host's
+//! invocation payloads; [`ceilings`] holds the warp (among them the like-for-like sendOnboarding
+//! one: warp, Redis and the product's SMTP client), Redis and argon2id ceilings; [`mail`] the
+//! SMTP ones; [`sink`] is the SMTP server; [`probe`] times single requests and process starts;
 //! [`procs`] starts and watches processes; [`provider`] runs sendOnboarding through `handler dev`
-//! against a rate-limited sink; [`report`] prints.
+//! against a rate-limited sink; [`table`] holds the rows and targets, which [`report`] prints.
 
 mod ceilings;
 mod envelope;
+mod fixtures;
+mod handler;
+mod machine;
 mod mail;
+mod measure;
+mod options;
+mod phase;
+mod preflight;
 mod probe;
 mod procs;
 mod provider;
 mod report;
 mod run;
+mod session;
 mod sink;
+mod table;
 mod wrk;
 
 use std::process::ExitCode;
@@ -38,7 +52,7 @@ enum Command {
     /// Run every phase and print the table (exit 1 when a target is missed, with --strict).
     Run {
         #[command(flatten)]
-        options: run::Options,
+        options: options::Options,
         /// Exit with 1 when a target is missed.
         #[arg(long)]
         strict: bool,

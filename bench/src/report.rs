@@ -5,29 +5,9 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-/// One measurement.
-#[derive(Debug, Clone, Serialize)]
-pub struct Row {
-    pub group: &'static str,
-    pub name: String,
-    /// Rate (per second) in `unit`.
-    pub rate: Option<f64>,
-    pub unit: &'static str,
-    pub p50_ms: Option<f64>,
-    pub p99_ms: Option<f64>,
-    pub peak_rss_mib: Option<f64>,
-    pub note: String,
-}
-
-/// One target.
-#[derive(Debug, Clone, Serialize)]
-pub struct Check {
-    pub name: String,
-    /// What was measured, as text (e.g. "0.82 = 9120 / 11130 req/s").
-    pub measured: String,
-    pub target: String,
-    pub pass: bool,
-}
+use crate::probe;
+use crate::provider::Outcome;
+use crate::table::{Check, Paired, ProviderSetup, Row};
 
 /// Everything a run found.
 #[derive(Debug, Default, Serialize)]
@@ -56,8 +36,8 @@ impl Report {
     }
 
     /// A ratio taken round by round (see `Paired`); the median decides.
-    pub fn paired_ratio(&mut self, name: &str, paired: &crate::run::Paired, min: f64, unit: &str) {
-        let ratio = crate::probe::median(&paired.ratios);
+    pub fn paired_ratio(&mut self, name: &str, paired: &Paired, min: f64, unit: &str) {
+        let ratio = probe::median(&paired.ratios);
         let rounds: Vec<String> = paired.ratios.iter().map(|r| format!("{r:.2}")).collect();
         self.checks.push(Check {
             name: name.to_owned(),
@@ -77,12 +57,7 @@ impl Report {
     /// A provider-limit mode (see provider.rs): paced (`SMTP_MAX_PER_MINUTE` set) must reach
     /// `min` × R with no refusal, adaptive `min` × R with no dead letter; either way every user
     /// gets exactly one email and the queue empties.
-    pub fn provider(
-        &mut self,
-        outcome: &crate::provider::Outcome,
-        setup: &crate::run::ProviderSetup,
-        min: f64,
-    ) {
+    pub fn provider(&mut self, outcome: &Outcome, setup: &ProviderSetup, min: f64) {
         let r = f64::from(setup.per_second);
         let ratio = outcome.steady_rate / r;
         let delivered = outcome.all_delivered(setup.messages);
