@@ -3,7 +3,10 @@
 use std::net::SocketAddr;
 use std::path::Path;
 
-use super::functions_dir::{self, AppSettings, HostConfig, Trigger};
+use super::app_settings::AppSettings;
+use super::function_json::Trigger;
+use super::functions_dir;
+use super::host_json::HostConfig;
 use super::public::{self, HandlerView};
 use super::routes::Router;
 use super::{DevOptions, queue_names};

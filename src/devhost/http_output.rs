@@ -7,7 +7,7 @@ use bytes::Bytes;
 use serde_json::Value;
 use warp::http::{HeaderName, HeaderValue, Response, StatusCode};
 
-use super::functions_dir::{FunctionDef, OutputKind};
+use super::function_json::{FunctionDef, OutputKind};
 use super::invoke::Answer;
 
 /// Content type of a response body the handler gave without one, as the host sends it.
@@ -127,7 +127,7 @@ pub fn empty(status: StatusCode) -> Response<Bytes> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::devhost::functions_dir::{OutputBinding, Trigger};
+    use crate::devhost::function_json::{OutputBinding, Trigger};
     use serde_json::json;
 
     fn function() -> FunctionDef {

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use super::functions_dir::{FunctionDef, OutputKind, Trigger};
+use super::function_json::{FunctionDef, OutputKind, Trigger};
 use super::http_output;
 use super::lifecycle::{HOLD_LIMIT, HOLD_POLL, HandlerControl, Unavailable};
 use super::payload::{self, Sys};

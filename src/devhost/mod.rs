@@ -24,11 +24,16 @@
 //! empty 500 and triggered messages are abandoned. Unlike the real host, a method a function
 //! does not accept gets 405 with `Allow` (the host answers 404).
 
+pub mod app_error;
+pub mod app_settings;
 mod banner;
 pub mod consumer;
+pub mod function_json;
 pub mod functions_dir;
+pub mod host_json;
 pub mod http_output;
 pub mod invoke;
+mod jsonc;
 pub mod lifecycle;
 pub mod payload;
 pub mod process;
@@ -49,7 +54,9 @@ use tokio::sync::watch;
 
 use crate::app::App;
 use crate::config::{Mode, Settings, expose};
-use functions_dir::{AppSettings, FunctionDef, HostConfig, OutputKind, Trigger};
+use app_settings::AppSettings;
+use function_json::{FunctionDef, OutputKind, Trigger};
+use host_json::HostConfig;
 use invoke::{CLIENT_TIMEOUT_MARGIN, HandlerClient, Invoker, TriggerDelivery};
 use lifecycle::{HandlerState, Launch, RestartPolicy, Supervisor};
 use process::ChildSpec;

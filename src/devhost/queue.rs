@@ -62,7 +62,7 @@ impl Default for QueueOptions {
     fn default() -> Self {
         Self {
             max_delivery_count: DEFAULT_MAX_DELIVERY_COUNT,
-            max_lock_renewal: super::functions_dir::DEFAULT_MAX_AUTO_LOCK_RENEWAL,
+            max_lock_renewal: super::host_json::DEFAULT_MAX_AUTO_LOCK_RENEWAL,
         }
     }
 }
