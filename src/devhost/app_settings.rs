@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use super::app_error::AppDirError;
-use super::jsonc::{get_ci, parse_json};
+use super::jsonc::parse_json;
+use super::lookup;
 
 /// App settings with this prefix override host.json paths (`__` separates levels), as on Azure.
 const HOST_OVERRIDE_PREFIX: &str = "AzureFunctionsJobHost__";
@@ -83,12 +84,10 @@ impl AppSettings {
     /// matches case-insensitively).
     pub fn get(&self, name: &str) -> Option<String> {
         (self.env)(name).or_else(|| {
-            self.local.get(name).cloned().or_else(|| {
-                self.local
-                    .iter()
-                    .find(|(k, _)| k.eq_ignore_ascii_case(name))
-                    .map(|(_, v)| v.clone())
-            })
+            self.local
+                .get(name)
+                .or_else(|| lookup::get(&self.local, name))
+                .cloned()
         })
     }
 
@@ -166,7 +165,7 @@ impl AppSettings {
 fn is_host_override(name: &str) -> bool {
     name.len() > HOST_OVERRIDE_PREFIX.len()
         && name.is_char_boundary(HOST_OVERRIDE_PREFIX.len())
-        && name[..HOST_OVERRIDE_PREFIX.len()].eq_ignore_ascii_case(HOST_OVERRIDE_PREFIX)
+        && lookup::same(&name[..HOST_OVERRIDE_PREFIX.len()], HOST_OVERRIDE_PREFIX)
 }
 
 fn parse_local_settings(path: &Path, text: &str) -> Result<BTreeMap<String, String>, AppDirError> {
@@ -175,13 +174,13 @@ fn parse_local_settings(path: &Path, text: &str) -> Result<BTreeMap<String, Stri
     let Value::Object(root) = root else {
         return Err(problem("must be a JSON object".to_owned()));
     };
-    if get_ci(&root, "IsEncrypted").and_then(Value::as_bool) == Some(true) {
+    if lookup::json_field(&root, "IsEncrypted").and_then(Value::as_bool) == Some(true) {
         return Err(problem(
             "IsEncrypted is true: decrypt it first (`func settings decrypt`)".to_owned(),
         ));
     }
     let mut values = BTreeMap::new();
-    match get_ci(&root, "Values") {
+    match lookup::json_field(&root, "Values") {
         None | Some(Value::Null) => {}
         Some(Value::Object(map)) => {
             for (name, value) in map {

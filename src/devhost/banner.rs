@@ -7,6 +7,7 @@ use super::app_settings::AppSettings;
 use super::function_json::Trigger;
 use super::functions_dir;
 use super::host_json::HostConfig;
+use super::lookup;
 use super::public::{self, HandlerView};
 use super::routes::Router;
 use super::{DevOptions, queue_names};
@@ -79,7 +80,7 @@ impl Banner<'_> {
         if !queues.is_empty() {
             let mut unique: Vec<String> = Vec::new();
             for q in queues {
-                if !unique.iter().any(|u| u.eq_ignore_ascii_case(&q)) {
+                if !lookup::contains(&unique, &q) {
                     unique.push(q);
                 }
             }
@@ -147,7 +148,7 @@ impl Banner<'_> {
         line(String::new());
         line(format!("Listening on {base}"));
         let sign_up = self.functions.functions.iter().find_map(|f| {
-            if !f.name.eq_ignore_ascii_case("createUser") {
+            if !lookup::same(&f.name, "createUser") {
                 return None;
             }
             self.router

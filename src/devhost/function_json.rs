@@ -5,7 +5,7 @@
 use serde_json::{Map, Value};
 
 use super::app_settings::AppSettings;
-use super::jsonc::get_ci;
+use super::lookup;
 
 /// What starts a function.
 #[derive(Debug, Clone, PartialEq)]
@@ -74,10 +74,10 @@ pub fn parse_function(
     let Some(doc) = doc.as_object() else {
         return Err(vec![format!("{name}/function.json must be a JSON object")]);
     };
-    if get_ci(doc, "disabled").is_some_and(|v| v.as_bool() == Some(true)) {
+    if lookup::json_field(doc, "disabled").is_some_and(|v| v.as_bool() == Some(true)) {
         return Ok(Parsed::Skipped("disabled in function.json".to_owned()));
     }
-    let bindings = match get_ci(doc, "bindings") {
+    let bindings = match lookup::json_field(doc, "bindings") {
         Some(Value::Array(b)) => b,
         _ => return Err(vec![format!("{name}/function.json has no bindings array")]),
     };
@@ -121,7 +121,7 @@ impl Binding {
 }
 
 fn text_property<'a>(properties: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
-    get_ci(properties, key)
+    lookup::json_field(properties, key)
         .and_then(Value::as_str)
         .map(str::trim)
 }
@@ -214,7 +214,7 @@ impl BindingsReader<'_> {
 
     /// `httpTrigger`: its methods (upper-case) and route (the function's name when empty).
     fn http_trigger(&mut self, binding: &Binding) -> Trigger {
-        let methods = match get_ci(&binding.properties, "methods") {
+        let methods = match lookup::json_field(&binding.properties, "methods") {
             None | Some(Value::Null) => None,
             Some(Value::Array(items)) if items.is_empty() => None,
             Some(Value::Array(items)) => {
@@ -298,7 +298,9 @@ fn service_bus_trigger(binding: &Binding) -> Result<Trigger, &'static str> {
     if binding.text("topicName").is_some() || binding.text("subscriptionName").is_some() {
         return Err("uses a topic subscription: handler dev emulates queues only");
     }
-    if get_ci(&binding.properties, "isSessionsEnabled").and_then(Value::as_bool) == Some(true) {
+    if lookup::json_field(&binding.properties, "isSessionsEnabled").and_then(Value::as_bool)
+        == Some(true)
+    {
         return Err("enables sessions: handler dev does not emulate sessions");
     }
     let queue = binding.queue().ok_or("has no queueName")?;

@@ -9,6 +9,7 @@ use super::app_settings::AppSettings;
 use super::function_json::{FunctionDef, Parsed, parse_function};
 use super::host_json::HostConfig;
 use super::jsonc::parse_json;
+use super::lookup;
 
 /// Every loadable function, plus the ones skipped and why (for the banner).
 #[derive(Debug, Clone, Default)]
@@ -43,7 +44,7 @@ pub fn load_functions(
     let mut problems = Vec::new();
     for (name, path) in folders {
         if let Some(only) = &host.only_functions
-            && !only.iter().any(|f| f.eq_ignore_ascii_case(&name))
+            && !lookup::contains(only, &name)
         {
             set.skipped
                 .push((name, "not listed in host.json's functions".to_owned()));

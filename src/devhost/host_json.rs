@@ -9,6 +9,7 @@ use serde_json::{Map, Value};
 use super::app_error::AppDirError;
 use super::app_settings::AppSettings;
 use super::jsonc::{get_path, parse_json};
+use super::lookup;
 
 /// Route prefix the host uses when host.json does not set `extensions.http.routePrefix`.
 pub const DEFAULT_ROUTE_PREFIX: &str = "api";
@@ -212,7 +213,7 @@ fn set_path(root: &mut Value, keys: &[String], value: String) {
         let Value::Object(map) = current else {
             return;
         };
-        let existing = map.keys().find(|k| k.eq_ignore_ascii_case(key)).cloned();
+        let existing = lookup::existing_key(map.keys(), key).cloned();
         let key = existing.unwrap_or_else(|| key.clone());
         let entry = map.entry(key).or_insert_with(|| Value::Object(Map::new()));
         if !entry.is_object() {
@@ -221,7 +222,7 @@ fn set_path(root: &mut Value, keys: &[String], value: String) {
         current = entry;
     }
     if let Value::Object(map) = current {
-        let existing = map.keys().find(|k| k.eq_ignore_ascii_case(last)).cloned();
+        let existing = lookup::existing_key(map.keys(), last).cloned();
         map.insert(
             existing.unwrap_or_else(|| last.clone()),
             Value::String(value),

@@ -9,6 +9,7 @@ use warp::http::{HeaderName, HeaderValue, Response, StatusCode};
 
 use super::function_json::{FunctionDef, OutputKind};
 use super::invoke::Answer;
+use super::lookup;
 
 /// Content type of a response body the handler gave without one, as the host sends it.
 pub const DEFAULT_CONTENT_TYPE: &str = "text/plain; charset=utf-8";
@@ -33,12 +34,7 @@ pub fn response(
         },
         Some(other) => return Err(format!("the HTTP output is not an object: {other}")),
     };
-    let field = |name: &str| {
-        res.iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v)
-            .filter(|v| !v.is_null())
-    };
+    let field = |name: &str| lookup::get(&res, name).filter(|v| !v.is_null());
     let status = match field("statusCode") {
         Some(Value::Number(n)) => n
             .as_u64()

@@ -13,6 +13,7 @@ use uuid::Uuid;
 use super::function_json::{FunctionDef, OutputKind, Trigger};
 use super::http_output;
 use super::lifecycle::{HOLD_LIMIT, HOLD_POLL, HandlerControl, Unavailable};
+use super::lookup;
 use super::payload::{self, Sys};
 use super::queue::{Bus, Deliver, Message, QueueError};
 
@@ -88,11 +89,7 @@ impl Answer {
         let Value::Object(root) = value else {
             return Err(InvokeError::BadAnswer("not a JSON object".to_owned()));
         };
-        let field = |name: &str| {
-            root.iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case(name))
-                .map(|(_, v)| v.clone())
-        };
+        let field = |name: &str| lookup::get(&root, name).cloned();
         let outputs = match field("Outputs") {
             None | Some(Value::Null) => Map::new(),
             Some(Value::Object(map)) => map,
@@ -429,7 +426,7 @@ fn warn_unbound_outputs(function: &FunctionDef, answer: &Answer) {
         let hint = function
             .outputs
             .iter()
-            .find(|o| o.name.eq_ignore_ascii_case(key))
+            .find(|o| lookup::same(&o.name, key))
             .map(|o| format!(" (names are case-sensitive: did you mean {:?}?)", o.name))
             .unwrap_or_default();
         tracing::warn!(

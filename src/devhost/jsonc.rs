@@ -3,9 +3,10 @@
 
 use std::path::Path;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::app_error::AppDirError;
+use super::lookup;
 
 /// Parses JSON the host's lenient way: `//` and `/* */` comments are allowed.
 pub fn parse_json(path: &Path, text: &str) -> Result<Value, AppDirError> {
@@ -65,18 +66,9 @@ fn strip_comments(text: &str) -> String {
     out
 }
 
-/// A key of a JSON object, matched case-insensitively as .NET configuration does.
-pub fn get_ci<'a>(map: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
-    map.get(key).or_else(|| {
-        map.iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(key))
-            .map(|(_, v)| v)
-    })
-}
-
 pub fn get_path<'a>(root: &'a Value, path: &[&str]) -> Option<&'a Value> {
     path.iter().try_fold(root, |value, key| match value {
-        Value::Object(map) => get_ci(map, key),
+        Value::Object(map) => lookup::json_field(map, key),
         _ => None,
     })
 }

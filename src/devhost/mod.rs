@@ -35,6 +35,7 @@ pub mod http_output;
 pub mod invoke;
 mod jsonc;
 pub mod lifecycle;
+pub mod lookup;
 pub mod payload;
 pub mod process;
 pub mod public;

@@ -8,6 +8,7 @@ use time::format_description::BorrowedFormatItem;
 use time::macros::format_description;
 use uuid::Uuid;
 
+use super::lookup;
 use super::queue::{Message, NewMessage};
 use super::routes::RouteValues;
 
@@ -79,10 +80,7 @@ pub struct IncomingRequest {
 
 impl IncomingRequest {
     fn content_type(&self) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case("content-type"))
-            .map(|(_, v)| v.as_str())
+        lookup::get_pair(&self.headers, "content-type").map(String::as_str)
     }
 
     /// The query as the host gives it: string → string, repeated keys comma-joined, names
@@ -93,8 +91,8 @@ impl IncomingRequest {
             if key.is_empty() {
                 continue;
             }
-            match query.iter_mut().find(|(k, _)| k.eq_ignore_ascii_case(&key)) {
-                Some((_, values)) => values.push(value.into_owned()),
+            match lookup::get_pair_mut(&mut query, &key) {
+                Some(values) => values.push(value.into_owned()),
                 None => query.push((key.into_owned(), vec![value.into_owned()])),
             }
         }
@@ -108,11 +106,8 @@ impl IncomingRequest {
     pub fn grouped_headers(&self) -> Vec<(String, Vec<String>)> {
         let mut headers: Vec<(String, Vec<String>)> = Vec::new();
         for (name, value) in &self.headers {
-            match headers
-                .iter_mut()
-                .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            {
-                Some((_, values)) => values.push(value.clone()),
+            match lookup::get_pair_mut(&mut headers, name) {
+                Some(values) => values.push(value.clone()),
                 None => headers.push((canonical_header_name(name), vec![value.clone()])),
             }
         }
@@ -121,10 +116,7 @@ impl IncomingRequest {
 
     /// The request's `Content-Length`, when it declared one.
     fn content_length(&self) -> Option<u64> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
-            .and_then(|(_, v)| v.trim().parse().ok())
+        lookup::get_pair(&self.headers, "content-length").and_then(|v| v.trim().parse().ok())
     }
 
     /// `Body` as the host sends it: present only when the request declared a `Content-Length`
@@ -170,14 +162,14 @@ struct BindingData(Vec<(String, Value)>);
 impl BindingData {
     /// Sets a key, replacing any value under another spelling (the first spelling stays).
     fn set(&mut self, key: &str, value: Value) {
-        match self.0.iter_mut().find(|(k, _)| k.eq_ignore_ascii_case(key)) {
-            Some((_, v)) => *v = value,
+        match lookup::get_pair_mut(&mut self.0, key) {
+            Some(v) => *v = value,
             None => self.0.push((key.to_owned(), value)),
         }
     }
 
     fn contains(&self, key: &str) -> bool {
-        self.0.iter().any(|(k, _)| k.eq_ignore_ascii_case(key))
+        lookup::get_pair(&self.0, key).is_some()
     }
 
     /// Top-level fields of a JSON-object body, as the host's `ApplyBindingData` takes them:
@@ -257,7 +249,7 @@ pub fn http_envelope(
         data.apply_body(text);
     }
     for (key, value) in &query {
-        if !key.eq_ignore_ascii_case("code") {
+        if !lookup::same(key, "code") {
             data.set(key, encoded(value));
         }
     }

@@ -4,6 +4,8 @@
 
 use std::cmp::Ordering;
 
+use super::lookup;
+
 /// Why a route template cannot be served; reported at start with the function's name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RouteError {
@@ -261,7 +263,7 @@ impl RouteTemplate {
         let mut names: Vec<String> = Vec::new();
         for segment in &segments {
             if let Segment::Parameter(p) | Segment::CatchAll(p) = segment {
-                if names.iter().any(|n| n.eq_ignore_ascii_case(&p.name)) {
+                if lookup::contains(&names, &p.name) {
                     return Err(invalid(format!("parameter {:?} appears twice", p.name)));
                 }
                 names.push(p.name.clone());
@@ -480,7 +482,7 @@ impl Route {
     fn allows(&self, method: &str) -> bool {
         self.methods
             .as_ref()
-            .is_none_or(|m| m.iter().any(|x| x.eq_ignore_ascii_case(method)))
+            .is_none_or(|m| lookup::contains(m, method))
     }
 }
 
@@ -517,10 +519,7 @@ impl Router {
                 let overlap = match (&a.methods, &b.methods) {
                     (None, None) => Some("any method".to_owned()),
                     (None, Some(m)) | (Some(m), None) => m.first().cloned(),
-                    (Some(x), Some(y)) => x
-                        .iter()
-                        .find(|m| y.iter().any(|n| n.eq_ignore_ascii_case(m)))
-                        .cloned(),
+                    (Some(x), Some(y)) => x.iter().find(|m| lookup::contains(y, m)).cloned(),
                 };
                 if let Some(method) = overlap {
                     problems.push(RouteError::Conflict {
@@ -563,7 +562,7 @@ impl Router {
                 return RouteMatch::Found { route, values };
             }
             for m in route.methods.iter().flatten() {
-                if !allow.iter().any(|a| a.eq_ignore_ascii_case(m)) {
+                if !lookup::contains(&allow, m) {
                     allow.push(m.to_ascii_uppercase());
                 }
             }
