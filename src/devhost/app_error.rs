@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+use super::function_json::FunctionProblem;
+
 /// Why the app folder cannot be run; every message names the file and what to fix.
 #[derive(Debug, thiserror::Error)]
 pub enum AppDirError {
@@ -28,9 +30,9 @@ pub enum AppDirError {
     #[error("local.settings.json: {0}")]
     LocalSettings(String),
     #[error("{} problem(s) in the function.json files:{}", .0.len(), bullet_list(.0))]
-    Functions(Vec<String>),
+    Functions(Vec<FunctionProblem>),
 }
 
-fn bullet_list(items: &[String]) -> String {
+fn bullet_list(items: &[FunctionProblem]) -> String {
     items.iter().map(|p| format!("\n  - {p}")).collect()
 }

@@ -14,6 +14,14 @@ use super::lookup;
 /// App settings with this prefix override host.json paths (`__` separates levels), as on Azure.
 const HOST_OVERRIDE_PREFIX: &str = "AzureFunctionsJobHost__";
 
+/// A `%NAME%` reference to an app setting that is not set.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "%{0}% names an app setting that is not set (add it to local.settings.json's Values or to \
+     the environment)"
+)]
+pub struct UnsetSetting(pub String);
+
 /// Looks up one environment variable (the real environment, or a test's).
 type EnvLookup = Box<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
@@ -132,7 +140,7 @@ impl AppSettings {
     }
 
     /// Replaces every `%NAME%` in `text` with its setting; `%%` stays a literal `%`.
-    pub fn resolve(&self, text: &str) -> Result<String, String> {
+    pub fn resolve(&self, text: &str) -> Result<String, UnsetSetting> {
         let mut out = String::with_capacity(text.len());
         let mut rest = text;
         while let Some(start) = rest.find('%') {
@@ -147,12 +155,9 @@ impl AppSettings {
             if name.is_empty() {
                 out.push('%');
             } else {
-                let value = self.get(name).ok_or_else(|| {
-                    format!(
-                        "%{name}% names an app setting that is not set (add it to \
-                         local.settings.json's Values or to the environment)"
-                    )
-                })?;
+                let value = self
+                    .get(name)
+                    .ok_or_else(|| UnsetSetting(name.to_owned()))?;
                 out.push_str(&value);
             }
             rest = &after[end + 1..];
@@ -241,7 +246,7 @@ pub(crate) mod tests {
         assert_eq!(s.resolve("a-%OTHER%-%QUEUE%").unwrap(), "a-x-from-env");
         assert_eq!(s.resolve("100%% sure").unwrap(), "100% sure");
         assert_eq!(s.resolve("50% off").unwrap(), "50% off");
-        let err = s.resolve("%MISSING%").unwrap_err();
+        let err = s.resolve("%MISSING%").unwrap_err().to_string();
         assert!(err.contains("MISSING"), "{err}");
     }
 

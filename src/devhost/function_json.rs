@@ -2,9 +2,11 @@
 //! queue) and its output bindings, with `%NAME%` resolved from the app settings. Each trigger
 //! and each output type has its own reader; every problem is collected, none stops the rest.
 
+use std::path::PathBuf;
+
 use serde_json::{Map, Value};
 
-use super::app_settings::AppSettings;
+use super::app_settings::{AppSettings, UnsetSetting};
 use super::lookup;
 
 /// What starts a function.
@@ -51,6 +53,78 @@ pub struct FunctionDef {
     pub outputs: Vec<OutputBinding>,
 }
 
+/// One thing wrong in a function.json; it names the function (and the binding) or the file.
+#[derive(Debug, thiserror::Error)]
+pub enum FunctionProblem {
+    #[error("{}: {source}", path.display())]
+    Unreadable {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{} is not valid JSON: {source}", path.display())]
+    InvalidJson {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error(
+        "{0}: a function name must start with a letter and hold only letters, digits, '_' and \
+         '-' (at most 128)"
+    )]
+    InvalidName(String),
+    #[error("{0}/function.json must be a JSON object")]
+    NotAnObject(String),
+    #[error("{0}/function.json has no bindings array")]
+    NoBindings(String),
+    /// A binding without a usable name, known by its position (from 1).
+    #[error("{function}: binding #{number} {problem}")]
+    UnnamedBinding {
+        function: String,
+        number: usize,
+        problem: BindingProblem,
+    },
+    #[error("{function}: binding {binding:?} {problem}")]
+    Binding {
+        function: String,
+        binding: String,
+        problem: BindingProblem,
+    },
+    #[error("{0}: function.json has no trigger binding")]
+    NoTrigger(String),
+}
+
+/// What is wrong with one binding.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BindingProblem {
+    #[error("must be an object")]
+    NotAnObject,
+    #[error("property {key}: {unset}")]
+    Unresolved { key: String, unset: UnsetSetting },
+    #[error("({0}) has no name")]
+    NoName(String),
+    #[error("has no type")]
+    NoType,
+    #[error("has direction {0:?}: expected \"in\" or \"out\"")]
+    Direction(String),
+    #[error("is a second trigger: a function has exactly one")]
+    SecondTrigger,
+    #[error("has an invalid method {0}")]
+    InvalidMethod(Value),
+    #[error("methods must be an array, found {0}")]
+    MethodsNotAnArray(Value),
+    #[error("uses a topic subscription: handler dev emulates queues only")]
+    TopicTrigger,
+    #[error("enables sessions: handler dev does not emulate sessions")]
+    Sessions,
+    #[error("has no queueName")]
+    NoQueueName,
+    #[error("sends to a topic: handler dev emulates queues only")]
+    TopicOutput,
+    #[error("is declared twice")]
+    DeclaredTwice,
+}
+
 /// The outcome of reading one function.json.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Parsed {
@@ -64,22 +138,20 @@ pub fn parse_function(
     name: &str,
     doc: &Value,
     settings: &AppSettings,
-) -> Result<Parsed, Vec<String>> {
+) -> Result<Parsed, Vec<FunctionProblem>> {
     let mut problems = Vec::new();
     if !is_valid_function_name(name) {
-        problems.push(format!(
-            "{name}: a function name must start with a letter and hold only letters, digits, '_' and '-' (at most 128)"
-        ));
+        problems.push(FunctionProblem::InvalidName(name.to_owned()));
     }
     let Some(doc) = doc.as_object() else {
-        return Err(vec![format!("{name}/function.json must be a JSON object")]);
+        return Err(vec![FunctionProblem::NotAnObject(name.to_owned())]);
     };
     if lookup::json_field(doc, "disabled").is_some_and(|v| v.as_bool() == Some(true)) {
         return Ok(Parsed::Skipped("disabled in function.json".to_owned()));
     }
     let bindings = match lookup::json_field(doc, "bindings") {
         Some(Value::Array(b)) => b,
-        _ => return Err(vec![format!("{name}/function.json has no bindings array")]),
+        _ => return Err(vec![FunctionProblem::NoBindings(name.to_owned())]),
     };
     let mut reader = BindingsReader {
         function: name,
@@ -134,16 +206,20 @@ struct BindingsReader<'a> {
     outputs: Vec<OutputBinding>,
     /// Every output binding name seen so far.
     output_names: Vec<String>,
-    problems: Vec<String>,
+    problems: Vec<FunctionProblem>,
 }
 
 impl BindingsReader<'_> {
     /// Reads binding number `index` (0-based) into the trigger or the outputs.
     fn read(&mut self, index: usize, raw: &Value, settings: &AppSettings) {
         let function = self.function;
-        let fail = |what: String| format!("{function}: binding #{} {what}", index + 1);
+        let fail = |problem| FunctionProblem::UnnamedBinding {
+            function: function.to_owned(),
+            number: index + 1,
+            problem,
+        };
         let Some(raw) = raw.as_object() else {
-            self.problems.push(fail("must be an object".to_owned()));
+            self.problems.push(fail(BindingProblem::NotAnObject));
             return;
         };
         let properties = resolve_properties(raw, settings, &fail, &mut self.problems);
@@ -157,7 +233,7 @@ impl BindingsReader<'_> {
             .filter(|n| !n.is_empty())
             .map(str::to_owned)
         else {
-            self.problems.push(fail(format!("({kind}) has no name")));
+            self.problems.push(fail(BindingProblem::NoName(kind)));
             return;
         };
         let binding = Binding {
@@ -167,34 +243,30 @@ impl BindingsReader<'_> {
             properties,
         };
         if binding.kind.is_empty() {
-            self.fail(&binding, "has no type".to_owned());
+            self.fail(&binding, BindingProblem::NoType);
         } else if binding.kind.to_ascii_lowercase().ends_with("trigger") {
             self.read_trigger(&binding);
         } else if binding.direction == "out" || binding.direction == "inout" {
             self.read_output(binding);
         } else if binding.direction != "in" {
-            let direction = &binding.direction;
-            self.fail(
-                &binding,
-                format!("has direction {direction:?}: expected \"in\" or \"out\""),
-            );
+            let direction = binding.direction.clone();
+            self.fail(&binding, BindingProblem::Direction(direction));
         }
         // Input bindings other than the trigger are not emulated; the handler gets no Data for them.
     }
 
-    fn fail(&mut self, binding: &Binding, what: String) {
-        let (function, name) = (self.function, &binding.name);
-        self.problems
-            .push(format!("{function}: binding {name:?} {what}"));
+    fn fail(&mut self, binding: &Binding, problem: BindingProblem) {
+        self.problems.push(FunctionProblem::Binding {
+            function: self.function.to_owned(),
+            binding: binding.name.clone(),
+            problem,
+        });
     }
 
     /// The function's one trigger: HTTP, a Service Bus queue, or another type (skipped).
     fn read_trigger(&mut self, binding: &Binding) {
         if self.trigger.is_some() || self.skip_reason.is_some() {
-            self.fail(
-                binding,
-                "is a second trigger: a function has exactly one".to_owned(),
-            );
+            self.fail(binding, BindingProblem::SecondTrigger);
             return;
         }
         match binding.kind.to_ascii_lowercase().as_str() {
@@ -204,7 +276,7 @@ impl BindingsReader<'_> {
             }
             "servicebustrigger" => match service_bus_trigger(binding) {
                 Ok(trigger) => self.trigger = Some(trigger),
-                Err(why) => self.fail(binding, why.to_owned()),
+                Err(problem) => self.fail(binding, problem),
             },
             other => {
                 self.skip_reason = Some(format!("its {other} is not emulated by handler dev"));
@@ -224,13 +296,13 @@ impl BindingsReader<'_> {
                         Some(m) if !m.is_empty() && m.chars().all(|c| c.is_ascii_alphabetic()) => {
                             methods.push(m.to_ascii_uppercase());
                         }
-                        _ => self.fail(binding, format!("has an invalid method {item}")),
+                        _ => self.fail(binding, BindingProblem::InvalidMethod(item.clone())),
                     }
                 }
                 Some(methods)
             }
             Some(other) => {
-                self.fail(binding, format!("methods must be an array, found {other}"));
+                self.fail(binding, BindingProblem::MethodsNotAnArray(other.clone()));
                 None
             }
         };
@@ -251,7 +323,7 @@ impl BindingsReader<'_> {
     fn read_output(&mut self, binding: Binding) {
         // A name is taken even by a binding with problems: a second one is a problem too.
         if self.output_names.contains(&binding.name) {
-            self.fail(&binding, "is declared twice".to_owned());
+            self.fail(&binding, BindingProblem::DeclaredTwice);
             return;
         }
         self.output_names.push(binding.name.clone());
@@ -259,8 +331,8 @@ impl BindingsReader<'_> {
             "http" => OutputKind::Http,
             "servicebus" => match service_bus_output(&binding) {
                 Ok(kind) => kind,
-                Err(why) => {
-                    self.fail(&binding, why.to_owned());
+                Err(problem) => {
+                    self.fail(&binding, problem);
                     return;
                 }
             },
@@ -272,7 +344,7 @@ impl BindingsReader<'_> {
         });
     }
 
-    fn finish(self) -> Result<Parsed, Vec<String>> {
+    fn finish(self) -> Result<Parsed, Vec<FunctionProblem>> {
         if !self.problems.is_empty() {
             return Err(self.problems);
         }
@@ -285,25 +357,22 @@ impl BindingsReader<'_> {
                 trigger,
                 outputs: self.outputs,
             })),
-            None => Err(vec![format!(
-                "{}: function.json has no trigger binding",
-                self.function
-            )]),
+            None => Err(vec![FunctionProblem::NoTrigger(self.function.to_owned())]),
         }
     }
 }
 
 /// `serviceBusTrigger` on a queue (topics and sessions are not emulated).
-fn service_bus_trigger(binding: &Binding) -> Result<Trigger, &'static str> {
+fn service_bus_trigger(binding: &Binding) -> Result<Trigger, BindingProblem> {
     if binding.text("topicName").is_some() || binding.text("subscriptionName").is_some() {
-        return Err("uses a topic subscription: handler dev emulates queues only");
+        return Err(BindingProblem::TopicTrigger);
     }
     if lookup::json_field(&binding.properties, "isSessionsEnabled").and_then(Value::as_bool)
         == Some(true)
     {
-        return Err("enables sessions: handler dev does not emulate sessions");
+        return Err(BindingProblem::Sessions);
     }
-    let queue = binding.queue().ok_or("has no queueName")?;
+    let queue = binding.queue().ok_or(BindingProblem::NoQueueName)?;
     Ok(Trigger::ServiceBus {
         binding: binding.name.clone(),
         queue,
@@ -311,11 +380,11 @@ fn service_bus_trigger(binding: &Binding) -> Result<Trigger, &'static str> {
 }
 
 /// `serviceBus` output to a queue (topics are not emulated).
-fn service_bus_output(binding: &Binding) -> Result<OutputKind, &'static str> {
+fn service_bus_output(binding: &Binding) -> Result<OutputKind, BindingProblem> {
     if binding.text("topicName").is_some() {
-        return Err("sends to a topic: handler dev emulates queues only");
+        return Err(BindingProblem::TopicOutput);
     }
-    let queue = binding.queue().ok_or("has no queueName")?;
+    let queue = binding.queue().ok_or(BindingProblem::NoQueueName)?;
     Ok(OutputKind::ServiceBus { queue })
 }
 
@@ -324,8 +393,8 @@ fn service_bus_output(binding: &Binding) -> Result<OutputKind, &'static str> {
 fn resolve_properties(
     raw: &Map<String, Value>,
     settings: &AppSettings,
-    fail: &dyn Fn(String) -> String,
-    problems: &mut Vec<String>,
+    fail: &dyn Fn(BindingProblem) -> FunctionProblem,
+    problems: &mut Vec<FunctionProblem>,
 ) -> Map<String, Value> {
     let mut resolved = Map::new();
     for (key, value) in raw {
@@ -334,7 +403,10 @@ fn resolve_properties(
                 Ok(text) => {
                     resolved.insert(key.clone(), Value::String(text));
                 }
-                Err(why) => problems.push(fail(format!("property {key}: {why}"))),
+                Err(unset) => problems.push(fail(BindingProblem::Unresolved {
+                    key: key.clone(),
+                    unset,
+                })),
             },
             other => {
                 resolved.insert(key.clone(), other.clone());
@@ -422,7 +494,7 @@ mod tests {
         ]});
         let problems = parse_function("f", &doc, &settings(&[], &[])).unwrap_err();
         assert_eq!(problems.len(), 3, "{problems:?}");
-        assert!(problems[0].contains("NOPE"));
+        assert!(problems[0].to_string().contains("NOPE"), "{}", problems[0]);
     }
 
     #[test]

@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 
 use super::app_error::AppDirError;
 use super::app_settings::AppSettings;
-use super::function_json::{FunctionDef, Parsed, parse_function};
+use super::function_json::{FunctionDef, FunctionProblem, Parsed, parse_function};
 use super::host_json::HostConfig;
-use super::jsonc::parse_json;
+use super::jsonc;
 use super::lookup;
 
 /// Every loadable function, plus the ones skipped and why (for the banner).
@@ -61,15 +61,15 @@ pub fn load_functions(
         }
         let text = match std::fs::read_to_string(&path) {
             Ok(text) => text,
-            Err(e) => {
-                problems.push(format!("{}: {e}", path.display()));
+            Err(source) => {
+                problems.push(FunctionProblem::Unreadable { path, source });
                 continue;
             }
         };
-        let value = match parse_json(&path, &text) {
+        let value = match jsonc::parse(&text) {
             Ok(value) => value,
-            Err(e) => {
-                problems.push(e.to_string());
+            Err(source) => {
+                problems.push(FunctionProblem::InvalidJson { path, source });
                 continue;
             }
         };

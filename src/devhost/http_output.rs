@@ -14,13 +14,32 @@ use super::lookup;
 /// Content type of a response body the handler gave without one, as the host sends it.
 pub const DEFAULT_CONTENT_TYPE: &str = "text/plain; charset=utf-8";
 
+/// Why `Outputs.res` cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpOutputError {
+    #[error("the HTTP output is a string that is not a JSON object")]
+    StringNotAnObject,
+    #[error("the HTTP output is not an object: {0}")]
+    NotAnObject(Value),
+    #[error("statusCode {0} is not a status")]
+    NotAStatus(serde_json::Number),
+    #[error("statusCode {0} is not an HTTP status")]
+    NotAnHttpStatus(u64),
+    #[error("headers is not an object")]
+    HeadersNotAnObject,
+    #[error("{0:?} is not a valid header name")]
+    InvalidHeaderName(String),
+    #[error("the value of header {0} is not valid")]
+    InvalidHeaderValue(HeaderName),
+}
+
 /// The response for the function's HTTP output: `Ok(None)` when the function has none;
 /// `Err(why)` when the output cannot be read (the host then fails the invocation before any
 /// output is bound). An HTTP output left unset is an empty 200.
 pub fn response(
     function: &FunctionDef,
     answer: &Answer,
-) -> Result<Option<Response<Bytes>>, String> {
+) -> Result<Option<Response<Bytes>>, HttpOutputError> {
     let Some(binding) = function.outputs.iter().find(|o| o.kind == OutputKind::Http) else {
         return Ok(None);
     };
@@ -30,15 +49,15 @@ pub fn response(
         // The host parses the output's text: a string holding a JSON object works too.
         Some(Value::String(text)) => match serde_json::from_str::<Value>(text) {
             Ok(Value::Object(map)) => map,
-            _ => return Err("the HTTP output is a string that is not a JSON object".to_owned()),
+            _ => return Err(HttpOutputError::StringNotAnObject),
         },
-        Some(other) => return Err(format!("the HTTP output is not an object: {other}")),
+        Some(other) => return Err(HttpOutputError::NotAnObject(other.clone())),
     };
     let field = |name: &str| lookup::get(&res, name).filter(|v| !v.is_null());
     let status = match field("statusCode") {
         Some(Value::Number(n)) => n
             .as_u64()
-            .ok_or(format!("statusCode {n} is not a status"))?,
+            .ok_or_else(|| HttpOutputError::NotAStatus(n.clone()))?,
         Some(Value::String(s)) => match s.trim().parse::<u64>() {
             Ok(n) => n,
             Err(_) => {
@@ -61,7 +80,7 @@ pub fn response(
     let status = u16::try_from(status)
         .ok()
         .and_then(|s| StatusCode::from_u16(s).ok())
-        .ok_or(format!("statusCode {status} is not an HTTP status"))?;
+        .ok_or(HttpOutputError::NotAnHttpStatus(status))?;
     let body = match field("body") {
         None => Bytes::new(),
         Some(Value::String(s)) => Bytes::from(s.clone()),
@@ -75,7 +94,7 @@ pub fn response(
     *response.status_mut() = status;
     if let Some(headers) = field("headers") {
         let Value::Object(headers) = headers else {
-            return Err("headers is not an object".to_owned());
+            return Err(HttpOutputError::HeadersNotAnObject);
         };
         for (name, value) in headers {
             let text = match value {
@@ -84,9 +103,9 @@ pub fn response(
                 other => other.to_string(),
             };
             let name = HeaderName::from_bytes(name.as_bytes())
-                .map_err(|_| format!("{name:?} is not a valid header name"))?;
+                .map_err(|_| HttpOutputError::InvalidHeaderName(name.clone()))?;
             let value = HeaderValue::from_str(&text)
-                .map_err(|_| format!("the value of header {name} is not valid"))?;
+                .map_err(|_| HttpOutputError::InvalidHeaderValue(name.clone()))?;
             // One value per name: the host's header dictionary ignores case, so a second
             // spelling of a name is dropped (and with it any second Set-Cookie).
             if response.headers().contains_key(&name) {

@@ -10,12 +10,12 @@ use bytes::Bytes;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use super::function_json::{FunctionDef, OutputKind, Trigger};
-use super::http_output;
+use super::function_json::{FunctionDef, OutputKind};
+use super::http_output::{self, HttpOutputError};
 use super::lifecycle::{HOLD_LIMIT, HOLD_POLL, HandlerControl, Unavailable};
 use super::lookup;
-use super::payload::{self, Sys};
-use super::queue::{Bus, Deliver, Message, QueueError};
+use super::payload;
+use super::queue::{Bus, QueueError};
 
 /// The host version we claim in `X-Azure-Functions-HostVersion` and `User-Agent`.
 pub const HOST_VERSION: &str = "4.1036.1.23224";
@@ -59,7 +59,7 @@ pub enum InvokeError {
     Unavailable(#[from] Unavailable),
     /// `Outputs.res` cannot be read: the host fails the invocation before binding any output.
     #[error("the HTTP output cannot be read ({0}); no output was bound")]
-    BadHttpOutput(String),
+    BadHttpOutput(HttpOutputError),
     /// An output binding's send failed after the handler answered (its work is done).
     #[error("the handler answered, but an output binding failed: {0}")]
     SendFailed(#[from] QueueError),
@@ -433,43 +433,6 @@ fn warn_unbound_outputs(function: &FunctionDef, answer: &Answer) {
             "Outputs.{key} of {} matches no output binding in its function.json: the host ignores it{hint}",
             function.name
         );
-    }
-}
-
-/// Delivers a queue's messages to one Service Bus-triggered function.
-pub struct TriggerDelivery {
-    invoker: Arc<Invoker>,
-    function: FunctionDef,
-}
-
-impl TriggerDelivery {
-    /// A deliverer for `function`, which must have a Service Bus trigger.
-    pub fn new(invoker: Arc<Invoker>, function: FunctionDef) -> Self {
-        Self { invoker, function }
-    }
-}
-
-#[async_trait::async_trait]
-impl Deliver for TriggerDelivery {
-    async fn deliver(&self, message: &Message) -> Result<(), String> {
-        let Trigger::ServiceBus { binding, .. } = &self.function.trigger else {
-            return Err(format!("{} has no Service Bus trigger", self.function.name));
-        };
-        let envelope =
-            payload::service_bus_envelope(binding, message, &Sys::now(&self.function.name));
-        let reason = format!(
-            "New ServiceBus message detected on '{}' (DeliveryCount={})",
-            match &self.function.trigger {
-                Trigger::ServiceBus { queue, .. } => queue.as_str(),
-                Trigger::Http { .. } => "",
-            },
-            message.delivery_count
-        );
-        self.invoker
-            .invoke(&self.function, &envelope, &reason)
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string())
     }
 }
 

@@ -10,11 +10,16 @@ use super::lookup;
 
 /// Parses JSON the host's lenient way: `//` and `/* */` comments are allowed.
 pub fn parse_json(path: &Path, text: &str) -> Result<Value, AppDirError> {
-    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    serde_json::from_str(&strip_comments(text)).map_err(|source| AppDirError::Json {
+    parse(text).map_err(|source| AppDirError::Json {
         path: path.to_owned(),
         source,
     })
+}
+
+/// Parses JSON with comments and an optional byte-order mark.
+pub fn parse(text: &str) -> Result<Value, serde_json::Error> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    serde_json::from_str(&strip_comments(text))
 }
 
 /// Removes JSON comments outside strings (blanking them keeps error positions right).

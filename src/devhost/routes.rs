@@ -24,6 +24,39 @@ pub enum RouteError {
     },
 }
 
+/// Why one `{…}` parameter of a template cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParameterError {
+    #[error("a parameter needs a name")]
+    NoName,
+    #[error("{0:?} is not a valid parameter name")]
+    InvalidName(String),
+    #[error("a parameter cannot be both optional and have a default value")]
+    OptionalWithDefault,
+    #[error("empty constraint")]
+    EmptyConstraint,
+    #[error("unexpected {0:?}")]
+    Unexpected(String),
+    #[error("constraint {0:?} lacks its closing parenthesis")]
+    Unclosed(String),
+    #[error("constraint {name} needs {count} argument(s)")]
+    ArgumentCount { name: String, count: usize },
+    #[error("constraint {0:?} needs whole numbers")]
+    NotWholeNumbers(String),
+    #[error("constraint {0:?} needs a length >= 0")]
+    NegativeLength(String),
+    #[error("constraint {0} takes no argument")]
+    TakesNoArgument(String),
+    #[error(
+        "the {0} constraint is not supported by handler dev (supported: int, long, bool, \
+         alpha, guid, decimal, double, float, required, minlength, maxlength, length, min, \
+         max, range)"
+    )]
+    UnsupportedConstraint(String),
+    #[error("unknown route constraint {0:?}")]
+    UnknownConstraint(String),
+}
+
 /// A check on a route value (`{id:int}`); a value that fails it makes the route not match.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Constraint {
@@ -45,37 +78,40 @@ pub enum Constraint {
 
 impl Constraint {
     /// Parses one constraint such as `maxlength(0)` or `range(1,9)`.
-    fn parse(text: &str) -> Result<Self, String> {
+    fn parse(text: &str) -> Result<Self, ParameterError> {
         let (name, args) = match text.split_once('(') {
             Some((name, rest)) => {
                 let args = rest
                     .strip_suffix(')')
-                    .ok_or_else(|| format!("constraint {text:?} lacks its closing parenthesis"))?;
+                    .ok_or_else(|| ParameterError::Unclosed(text.to_owned()))?;
                 (name, Some(args))
             }
             None => (text, None),
         };
         let name = name.to_ascii_lowercase();
-        let numbers = |count: usize| -> Result<Vec<i64>, String> {
-            let args =
-                args.ok_or_else(|| format!("constraint {name} needs {count} argument(s)"))?;
+        let argument_count = |count: usize| ParameterError::ArgumentCount {
+            name: name.clone(),
+            count,
+        };
+        let numbers = |count: usize| -> Result<Vec<i64>, ParameterError> {
+            let args = args.ok_or_else(|| argument_count(count))?;
             let values = args
                 .split(',')
                 .map(|a| a.trim().parse::<i64>())
                 .collect::<Result<Vec<_>, _>>()
-                .map_err(|_| format!("constraint {text:?} needs whole numbers"))?;
+                .map_err(|_| ParameterError::NotWholeNumbers(text.to_owned()))?;
             if values.len() == count {
                 Ok(values)
             } else {
-                Err(format!("constraint {name} needs {count} argument(s)"))
+                Err(argument_count(count))
             }
         };
-        let length = |value: i64| -> Result<usize, String> {
-            usize::try_from(value).map_err(|_| format!("constraint {text:?} needs a length >= 0"))
+        let length = |value: i64| {
+            usize::try_from(value).map_err(|_| ParameterError::NegativeLength(text.to_owned()))
         };
         let no_args = |constraint: Constraint| match args {
             None => Ok(constraint),
-            Some(_) => Err(format!("constraint {name} takes no argument")),
+            Some(_) => Err(ParameterError::TakesNoArgument(name.clone())),
         };
         match name.as_str() {
             "int" => no_args(Constraint::Int),
@@ -100,12 +136,10 @@ impl Constraint {
                 let v = numbers(2)?;
                 Ok(Constraint::Range(v[0], v[1]))
             }
-            "regex" | "datetime" | "file" | "nonfile" => Err(format!(
-                "the {name} constraint is not supported by handler dev (supported: int, long, bool, \
-                 alpha, guid, decimal, double, float, required, minlength, maxlength, length, min, \
-                 max, range)"
-            )),
-            other => Err(format!("unknown route constraint {other:?}")),
+            "regex" | "datetime" | "file" | "nonfile" => {
+                Err(ParameterError::UnsupportedConstraint(name.clone()))
+            }
+            other => Err(ParameterError::UnknownConstraint(other.to_owned())),
         }
     }
 
@@ -358,7 +392,7 @@ impl RouteTemplate {
 }
 
 /// Parses the inside of `{…}`.
-fn parse_parameter(inner: &str) -> Result<Segment, String> {
+fn parse_parameter(inner: &str) -> Result<Segment, ParameterError> {
     let (catch_all, inner) = if let Some(rest) = inner.strip_prefix("**") {
         (true, rest)
     } else if let Some(rest) = inner.strip_prefix('*') {
@@ -375,10 +409,10 @@ fn parse_parameter(inner: &str) -> Result<Segment, String> {
     let name_end = inner.find([':', '=']).unwrap_or(inner.len());
     let name = &inner[..name_end];
     if name.is_empty() {
-        return Err("a parameter needs a name".to_owned());
+        return Err(ParameterError::NoName);
     }
     if name.contains(['/', '?', '*', '(', ')', ' ']) {
-        return Err(format!("{name:?} is not a valid parameter name"));
+        return Err(ParameterError::InvalidName(name.to_owned()));
     }
     let mut rest = &inner[name_end..];
     let mut default = None;
@@ -387,18 +421,18 @@ fn parse_parameter(inner: &str) -> Result<Segment, String> {
         rest = &rest[..eq];
     }
     if optional && default.is_some() {
-        return Err("a parameter cannot be both optional and have a default value".to_owned());
+        return Err(ParameterError::OptionalWithDefault);
     }
     let mut constraints = Vec::new();
     if let Some(list) = rest.strip_prefix(':') {
         for text in split_top_level(list, ':') {
             if text.is_empty() {
-                return Err("empty constraint".to_owned());
+                return Err(ParameterError::EmptyConstraint);
             }
             constraints.push(Constraint::parse(text)?);
         }
     } else if !rest.is_empty() {
-        return Err(format!("unexpected {rest:?}"));
+        return Err(ParameterError::Unexpected(rest.to_owned()));
     }
     let param = Parameter {
         name: name.to_owned(),
