@@ -30,18 +30,28 @@ pub(super) struct Banner<'a> {
 impl Banner<'_> {
     /// The banner text, one line per part.
     pub fn render(&self) -> String {
-        let base = format!("http://{}", self.public_addr);
-        let tag = |real: bool| if real { "[real]    " } else { "[embedded]" };
-        let is_set = |name: &str| {
-            self.app_settings
-                .get(name)
-                .is_some_and(|v| !v.trim().is_empty())
-        };
-        let mut out = String::new();
-        let mut line = |text: String| {
-            out.push_str(&text);
-            out.push('\n');
-        };
+        let mut lines = Vec::new();
+        self.settings_lines(&mut lines);
+        self.queue_line(&mut lines);
+        self.handler_line(&mut lines);
+        self.function_lines(&mut lines);
+        self.address_lines(&mut lines);
+        lines.iter().map(|l| format!("{l}\n")).collect()
+    }
+
+    fn base(&self) -> String {
+        format!("http://{}", self.public_addr)
+    }
+
+    fn is_set(&self, name: &str) -> bool {
+        self.app_settings
+            .get(name)
+            .is_some_and(|v| !v.trim().is_empty())
+    }
+
+    /// The app root, where settings come from, and which backends are real.
+    fn settings_lines(&self, lines: &mut Vec<String>) {
+        let mut line = |text: String| lines.push(text);
         line("handler dev: the Functions host, locally (a stand-in for `func start`)".to_owned());
         line(format!("  app root   {}", self.app_root.display()));
         line(match self.app_settings.local_file() {
@@ -67,7 +77,7 @@ impl Banner<'_> {
         } else {
             format!("  tokens     {} signed with JWT_SECRET", tag(true))
         });
-        line(if is_set("MAIL_FROM") {
+        line(if self.is_set("MAIL_FROM") {
             format!("  sender     {} {}", tag(true), self.settings.mail_from)
         } else {
             format!(
@@ -76,6 +86,10 @@ impl Banner<'_> {
                 self.settings.mail_from
             )
         });
+    }
+
+    /// The in-process queues, each name once.
+    fn queue_line(&self, lines: &mut Vec<String>) {
         let queues = queue_names(&self.functions.functions);
         if !queues.is_empty() {
             let mut unique: Vec<String> = Vec::new();
@@ -84,7 +98,7 @@ impl Banner<'_> {
                     unique.push(q);
                 }
             }
-            line(format!(
+            lines.push(format!(
                 "  queues     {} in-process Service Bus: {} (a failed delivery comes back at once; \
                  dead-letter after {} deliveries; locks renewed for {} s){}",
                 tag(false),
@@ -98,8 +112,12 @@ impl Banner<'_> {
                 }
             ));
         }
+    }
+
+    /// Where the handler runs.
+    fn handler_line(&self, lines: &mut Vec<String>) {
         let status = *self.handler.status.borrow();
-        line(if self.handler.in_process {
+        lines.push(if self.handler.in_process {
             format!(
                 "  handler    in this process at http://{} (POST /<function>, as from the host)",
                 self.handler.addr
@@ -112,6 +130,12 @@ impl Banner<'_> {
                 self.handler.addr
             )
         });
+    }
+
+    /// Each function with its route or queue, then the skipped ones and why.
+    fn function_lines(&self, lines: &mut Vec<String>) {
+        let base = self.base();
+        let mut line = |text: String| lines.push(text);
         line("  functions".to_owned());
         let width = self
             .functions
@@ -145,6 +169,12 @@ impl Banner<'_> {
         for (name, why) in &self.functions.skipped {
             line(format!("    {name:<width$}  skipped: {why}"));
         }
+    }
+
+    /// Where to go: the public address, sign-up, and the dev endpoints.
+    fn address_lines(&self, lines: &mut Vec<String>) {
+        let base = self.base();
+        let mut line = |text: String| lines.push(text);
         line(String::new());
         line(format!("Listening on {base}"));
         let sign_up = self.functions.functions.iter().find_map(|f| {
@@ -163,6 +193,10 @@ impl Banner<'_> {
         line(format!("  queues     {base}{}queues", public::DEV_PATH));
         line(format!("  handler    {base}{}handler", public::DEV_PATH));
         line("Press Ctrl-C to stop.".to_owned());
-        out
     }
+}
+
+/// Marks a part as the real service or the dev host's embedded stand-in.
+fn tag(real: bool) -> &'static str {
+    if real { "[real]    " } else { "[embedded]" }
 }

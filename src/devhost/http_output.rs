@@ -54,7 +54,40 @@ pub fn response(
         Some(other) => return Err(HttpOutputError::NotAnObject(other.clone())),
     };
     let field = |name: &str| lookup::get(&res, name).filter(|v| !v.is_null());
-    let status = match field("statusCode") {
+    let status = status(function, field("statusCode"))?;
+    let body = match field("body") {
+        None => Bytes::new(),
+        Some(Value::String(s)) => Bytes::from(s.clone()),
+        // Newtonsoft writes a JObject body indented; the content type stays text/plain.
+        Some(other @ (Value::Object(_) | Value::Array(_))) => {
+            Bytes::from(serde_json::to_string_pretty(other).unwrap_or_default())
+        }
+        Some(other) => Bytes::from(other.to_string()),
+    };
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    if let Some(headers) = field("headers") {
+        set_headers(function, &mut response, headers)?;
+    }
+    if !response
+        .headers()
+        .contains_key(warp::http::header::CONTENT_TYPE)
+        && !response.body().is_empty()
+    {
+        response.headers_mut().insert(
+            warp::http::header::CONTENT_TYPE,
+            HeaderValue::from_static(DEFAULT_CONTENT_TYPE),
+        );
+    }
+    Ok(Some(response))
+}
+
+/// `statusCode`: a number or numeric string; anything else is 200, as the host reads it.
+fn status(
+    function: &FunctionDef,
+    status_code: Option<&Value>,
+) -> Result<StatusCode, HttpOutputError> {
+    let status = match status_code {
         Some(Value::Number(n)) => n
             .as_u64()
             .ok_or_else(|| HttpOutputError::NotAStatus(n.clone()))?,
@@ -77,59 +110,44 @@ pub fn response(
             200
         }
     };
-    let status = u16::try_from(status)
+    u16::try_from(status)
         .ok()
         .and_then(|s| StatusCode::from_u16(s).ok())
-        .ok_or(HttpOutputError::NotAnHttpStatus(status))?;
-    let body = match field("body") {
-        None => Bytes::new(),
-        Some(Value::String(s)) => Bytes::from(s.clone()),
-        // Newtonsoft writes a JObject body indented; the content type stays text/plain.
-        Some(other @ (Value::Object(_) | Value::Array(_))) => {
-            Bytes::from(serde_json::to_string_pretty(other).unwrap_or_default())
-        }
-        Some(other) => Bytes::from(other.to_string()),
+        .ok_or(HttpOutputError::NotAnHttpStatus(status))
+}
+
+/// `headers`: one value per name (names compared ignoring case, the first kept).
+fn set_headers(
+    function: &FunctionDef,
+    response: &mut Response<Bytes>,
+    headers: &Value,
+) -> Result<(), HttpOutputError> {
+    let Value::Object(headers) = headers else {
+        return Err(HttpOutputError::HeadersNotAnObject);
     };
-    let mut response = Response::new(body);
-    *response.status_mut() = status;
-    if let Some(headers) = field("headers") {
-        let Value::Object(headers) = headers else {
-            return Err(HttpOutputError::HeadersNotAnObject);
+    for (name, value) in headers {
+        let text = match value {
+            Value::Null => continue,
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
         };
-        for (name, value) in headers {
-            let text = match value {
-                Value::Null => continue,
-                Value::String(s) => s.clone(),
-                other => other.to_string(),
-            };
-            let name = HeaderName::from_bytes(name.as_bytes())
-                .map_err(|_| HttpOutputError::InvalidHeaderName(name.clone()))?;
-            let value = HeaderValue::from_str(&text)
-                .map_err(|_| HttpOutputError::InvalidHeaderValue(name.clone()))?;
-            // One value per name: the host's header dictionary ignores case, so a second
-            // spelling of a name is dropped (and with it any second Set-Cookie).
-            if response.headers().contains_key(&name) {
-                tracing::warn!(
-                    "{}: Outputs.res.headers sets {name} twice (names differ only in case): the \
-                     host keeps one value per header name, so this one is dropped",
-                    function.name
-                );
-                continue;
-            }
-            response.headers_mut().insert(name, value);
+        let name = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| HttpOutputError::InvalidHeaderName(name.clone()))?;
+        let value = HeaderValue::from_str(&text)
+            .map_err(|_| HttpOutputError::InvalidHeaderValue(name.clone()))?;
+        // One value per name: the host's header dictionary ignores case, so a second
+        // spelling of a name is dropped (and with it any second Set-Cookie).
+        if response.headers().contains_key(&name) {
+            tracing::warn!(
+                "{}: Outputs.res.headers sets {name} twice (names differ only in case): the \
+                 host keeps one value per header name, so this one is dropped",
+                function.name
+            );
+            continue;
         }
+        response.headers_mut().insert(name, value);
     }
-    if !response
-        .headers()
-        .contains_key(warp::http::header::CONTENT_TYPE)
-        && !response.body().is_empty()
-    {
-        response.headers_mut().insert(
-            warp::http::header::CONTENT_TYPE,
-            HeaderValue::from_static(DEFAULT_CONTENT_TYPE),
-        );
-    }
-    Ok(Some(response))
+    Ok(())
 }
 
 /// A response with a status and nothing else.

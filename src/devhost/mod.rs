@@ -44,7 +44,7 @@ pub mod routes;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -52,15 +52,17 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 use crate::app::App;
 use crate::config::{Mode, Settings, expose};
 use app_settings::AppSettings;
 use consumer::TriggerDelivery;
 use function_json::{FunctionDef, OutputKind, Trigger};
+use functions_dir::FunctionSet;
 use host_json::HostConfig;
 use invoke::{CLIENT_TIMEOUT_MARGIN, HandlerClient, Invoker};
-use lifecycle::{HandlerState, Launch, RestartPolicy, Supervisor};
+use lifecycle::{HandlerControl, HandlerState, Launch, RestartPolicy, Supervisor};
 use process::ChildSpec;
 use public::HandlerView;
 use queue::{Bus, QueueOptions};
@@ -127,162 +129,43 @@ impl Default for DevOptions {
 /// handler (in this process, or as a supervised child process) on a loopback port, waits for its
 /// readiness, then serves the public routes and consumes the queues.
 pub async fn run(options: DevOptions) -> anyhow::Result<()> {
-    let app_root = std::fs::canonicalize(&options.app_root).with_context(|| {
-        format!(
-            "the app root {} cannot be opened",
-            options.app_root.display()
-        )
-    })?;
-    let app_settings = AppSettings::load(&app_root)?;
-    let host = HostConfig::load(&app_root, &app_settings)?;
-    let function_set = functions_dir::load_functions(&app_root, &host, &app_settings)?;
-    if function_set.functions.is_empty() {
-        bail!(
-            "no function to run: {} has no */function.json with an HTTP or Service Bus trigger",
-            app_root.display()
-        );
-    }
-    let router = build_router(&host, &function_set.functions)?;
-
-    let settings = Settings::from_lookup(Mode::Dev, |name| {
-        (name != HANDLER_PORT_SETTING)
-            .then(|| app_settings.get(name))
-            .flatten()
-    })
-    .context("the app settings (environment, then local.settings.json Values) are not valid")?;
-    if options.handler_process && options.handler_executable.is_none() {
-        let missing: Vec<&str> = [
-            ("REDIS_URL", settings.redis.is_none()),
-            ("SMTP_URL", settings.smtp.is_none()),
-        ]
-        .into_iter()
-        .filter_map(|(name, missing)| missing.then_some(name))
-        .collect();
-        if !missing.is_empty() {
-            bail!(
-                "--handler-process needs {}: the handler runs as its own process, restarted at \
-                 will, so it cannot use the in-memory store or share it with the dev host",
-                missing.join(" and ")
-            );
-        }
-    }
-    let outbox = app_root.join("outbox");
-    let app = App::build(&settings, &outbox)
+    let loaded = LoadedApp::load(&options)?;
+    let outbox = loaded.root.join("outbox");
+    let app = App::build(&loaded.settings, &outbox)
         .await
         .context("cannot prepare the handler")?;
     let backends = app.describe_backends();
-
     let bus = Arc::new(Bus::new(
-        queue_names(&function_set.functions),
+        queue_names(&loaded.functions.functions),
         QueueOptions {
             max_delivery_count: options.max_delivery_count,
-            max_lock_renewal: host.max_auto_lock_renewal,
+            max_lock_renewal: loaded.host.max_auto_lock_renewal,
         },
     ));
     bus.set_sends_fail(options.fail_queue_sends);
 
-    // The handler's port: picked once, like the host, and kept across restarts.
-    let handler_addr = {
-        let probe = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-            .context("cannot find a free loopback port for the handler")?;
-        probe.local_addr()?
-    };
-    let client = HandlerClient::new(
-        handler_addr,
-        host.function_timeout.map(|t| t + CLIENT_TIMEOUT_MARGIN),
-    )?;
-    let launch = if options.handler_process {
-        Launch::Process(ChildSpec {
-            program: match &options.handler_executable {
-                Some(program) => program.clone(),
-                None => std::env::current_exe()
-                    .context("cannot find this executable to start the handler process")?,
-            },
-            args: Vec::new(),
-            env: child_environment(&app_settings, &settings, handler_addr.port()),
-            dir: app_root.clone(),
-        })
-    } else {
-        Launch::InProcess {
-            addr: handler_addr,
-            app: Arc::new(app),
-        }
-    };
-    let supervisor = Supervisor::new(launch, client.clone(), RestartPolicy::default());
-    let control = supervisor.control();
-    let mut status = control.status();
-    let (handler_stop_tx, handler_stop_rx) = watch::channel(false);
-    let mut handler_task = tokio::spawn(supervisor.run(handler_stop_rx));
-    tokio::select! {
-        ready = status.wait_for(|s| s.state != HandlerState::Starting) => { ready.ok(); }
-        ended = &mut handler_task => bail!("the handler never became ready: {}", task_outcome(ended)),
-    }
-    let handler = HandlerView {
-        in_process: !options.handler_process,
-        addr: handler_addr,
-        status,
-    };
+    let StartedHandler {
+        mut handler,
+        client,
+        control,
+        view,
+    } = RunningHandler::start(&options, &loaded, app).await?;
     let invoker = Arc::new(Invoker::new(
         client,
         bus.clone(),
         control,
-        host.function_timeout,
+        loaded.host.function_timeout,
     ));
-
-    let public_listener = TcpListener::bind((Ipv4Addr::LOCALHOST, options.port))
-        .await
-        .with_context(|| {
-            format!(
-                "cannot listen on 127.0.0.1:{} (is `func start` or another `handler dev` running? \
-                 choose another --port, or 0 for a free one)",
-                options.port
-            )
-        })?;
+    let public_listener = bind_public(options.port).await?;
     let public_addr = public_listener.local_addr()?;
-
     let (stop_tx, stop_rx) = watch::channel(false);
-    let mut consumers = Vec::new();
-    for function in &function_set.functions {
-        if let Trigger::ServiceBus { queue, .. } = &function.trigger {
-            let queue = bus.queue(queue)?;
-            consumers.push((
-                queue.name().to_owned(),
-                tokio::spawn(queue::consume(
-                    queue,
-                    function.name.clone(),
-                    Arc::new(TriggerDelivery::new(invoker.clone(), function.clone())),
-                    host.max_concurrent_calls,
-                    stop_rx.clone(),
-                    DRAIN_TIMEOUT,
-                )),
-            ));
-        }
-    }
-
-    let banner = banner::Banner {
-        app_root: &app_root,
-        app_settings: &app_settings,
-        settings: &settings,
-        backends: &backends,
-        host: &host,
-        functions: &function_set,
-        router: &router,
-        options: &options,
-        handler: &handler,
-        public_addr,
-    };
-    print!("{}", banner.render());
-    warn_about_the_send_window(&settings, &host);
-    if host.forwarding {
-        tracing::warn!(
-            "host.json enables customHandler.enableForwardingHttpRequest: handler dev does not \
-             emulate forwarding and sends every function the invocation envelope"
-        );
-    }
+    let consumers = start_consumers(&loaded, &bus, &invoker, &stop_rx)?;
+    announce(&options, &loaded, &backends, &view, public_addr);
 
     let state = Arc::new(public::PublicState {
-        router,
-        functions: function_set
+        router: loaded.router,
+        functions: loaded
+            .functions
             .functions
             .iter()
             .map(|f| (f.name.clone(), f.clone()))
@@ -290,7 +173,7 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
         invoker,
         bus: bus.clone(),
         local_addr: public_addr,
-        handler,
+        handler: view,
     });
     let mut public_task = tokio::spawn(
         warp::serve(public::filter(state))
@@ -299,30 +182,298 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
             .run(),
     );
 
-    // Run until a signal, or until the handler or the public server ends on its own.
-    let mut handler_done = false;
-    let mut handler_failure = None;
-    let mut public_done = false;
-    tokio::select! {
-        () = crate::server::shutdown_signal() => {}
-        ended = &mut handler_task => {
-            handler_done = true;
-            let outcome = task_outcome(ended);
-            tracing::error!("{outcome}");
-            handler_failure = Some(outcome);
-        }
-        ended = &mut public_task => {
-            public_done = true;
-            if let Err(e) = ended {
-                tracing::error!("the public HTTP server stopped: {e}");
-            }
-        }
-    }
+    let ending = wait_for_the_end(&mut handler.task, &mut public_task).await;
     println!(
         "handler dev: stopping: no new requests or deliveries; waiting up to {} s for those in flight",
         DRAIN_TIMEOUT.as_secs()
     );
     let _ = stop_tx.send(true);
+    drain(public_task, ending.public_done, consumers).await;
+    handler.stop(ending.handler_done).await;
+    print!("{}", pending_report(&bus));
+    match ending.handler_failure {
+        Some(why) => bail!("{why}"),
+        None => Ok(()),
+    }
+}
+
+/// The function app as read from its folder, and the settings the handler runs with.
+struct LoadedApp {
+    root: PathBuf,
+    app_settings: AppSettings,
+    host: HostConfig,
+    functions: FunctionSet,
+    router: Router,
+    settings: Settings,
+}
+
+impl LoadedApp {
+    /// Reads host.json, the function.json files and the app settings; refuses an app with no
+    /// function to run, and a handler process without the shared backends it needs.
+    fn load(options: &DevOptions) -> anyhow::Result<Self> {
+        let root = std::fs::canonicalize(&options.app_root).with_context(|| {
+            format!(
+                "the app root {} cannot be opened",
+                options.app_root.display()
+            )
+        })?;
+        let app_settings = AppSettings::load(&root)?;
+        let host = HostConfig::load(&root, &app_settings)?;
+        let functions = functions_dir::load_functions(&root, &host, &app_settings)?;
+        if functions.functions.is_empty() {
+            bail!(
+                "no function to run: {} has no */function.json with an HTTP or Service Bus trigger",
+                root.display()
+            );
+        }
+        let router = build_router(&host, &functions.functions)?;
+        let settings = Settings::from_lookup(Mode::Dev, |name| {
+            (name != HANDLER_PORT_SETTING)
+                .then(|| app_settings.get(name))
+                .flatten()
+        })
+        .context("the app settings (environment, then local.settings.json Values) are not valid")?;
+        if options.handler_process && options.handler_executable.is_none() {
+            require_shared_backends(&settings)?;
+        }
+        Ok(Self {
+            root,
+            app_settings,
+            host,
+            functions,
+            router,
+            settings,
+        })
+    }
+}
+
+/// A handler process cannot use the in-memory store: it needs REDIS_URL and SMTP_URL.
+fn require_shared_backends(settings: &Settings) -> anyhow::Result<()> {
+    let missing: Vec<&str> = [
+        ("REDIS_URL", settings.redis.is_none()),
+        ("SMTP_URL", settings.smtp.is_none()),
+    ]
+    .into_iter()
+    .filter_map(|(name, missing)| missing.then_some(name))
+    .collect();
+    if !missing.is_empty() {
+        bail!(
+            "--handler-process needs {}: the handler runs as its own process, restarted at \
+             will, so it cannot use the in-memory store or share it with the dev host",
+            missing.join(" and ")
+        );
+    }
+    Ok(())
+}
+
+/// The handler under its supervisor.
+struct RunningHandler {
+    /// The supervisor: it ends when the handler is given up on, or when told to stop.
+    task: JoinHandle<anyhow::Result<()>>,
+    stop_tx: watch::Sender<bool>,
+}
+
+/// A handler that became ready, and what the rest of the dev host uses to reach it.
+struct StartedHandler {
+    handler: RunningHandler,
+    client: HandlerClient,
+    control: HandlerControl,
+    view: HandlerView,
+}
+
+impl RunningHandler {
+    /// Starts the handler the way `options` asks (in this process, or as a child process) on
+    /// a loopback port picked once and kept across restarts, and waits until it is ready.
+    async fn start(
+        options: &DevOptions,
+        loaded: &LoadedApp,
+        app: App,
+    ) -> anyhow::Result<StartedHandler> {
+        let handler_addr = {
+            let probe = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+                .context("cannot find a free loopback port for the handler")?;
+            probe.local_addr()?
+        };
+        let client = HandlerClient::new(
+            handler_addr,
+            loaded
+                .host
+                .function_timeout
+                .map(|t| t + CLIENT_TIMEOUT_MARGIN),
+        )?;
+        let launch = launch(options, loaded, app, handler_addr)?;
+        let supervisor = Supervisor::new(launch, client.clone(), RestartPolicy::default());
+        let control = supervisor.control();
+        let mut status = control.status();
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut task = tokio::spawn(supervisor.run(stop_rx));
+        tokio::select! {
+            ready = status.wait_for(|s| s.state != HandlerState::Starting) => { ready.ok(); }
+            ended = &mut task => bail!("the handler never became ready: {}", task_outcome(ended)),
+        }
+        let view = HandlerView {
+            in_process: !options.handler_process,
+            addr: handler_addr,
+            status,
+        };
+        Ok(StartedHandler {
+            handler: Self { task, stop_tx },
+            client,
+            control,
+            view,
+        })
+    }
+
+    /// Like the host, no SIGTERM and no grace: the handler is killed.
+    async fn stop(mut self, already_ended: bool) {
+        let _ = self.stop_tx.send(true);
+        if !already_ended
+            && tokio::time::timeout(HANDLER_STOP_TIMEOUT, &mut self.task)
+                .await
+                .is_err()
+        {
+            self.task.abort();
+        }
+    }
+}
+
+/// How the handler runs: this executable (or `--handler-executable`) as a child process, or
+/// the app served from this process.
+fn launch(
+    options: &DevOptions,
+    loaded: &LoadedApp,
+    app: App,
+    addr: SocketAddr,
+) -> anyhow::Result<Launch> {
+    if !options.handler_process {
+        return Ok(Launch::InProcess {
+            addr,
+            app: Arc::new(app),
+        });
+    }
+    let program = match &options.handler_executable {
+        Some(program) => program.clone(),
+        None => std::env::current_exe()
+            .context("cannot find this executable to start the handler process")?,
+    };
+    Ok(Launch::Process(ChildSpec {
+        program,
+        args: Vec::new(),
+        env: child_environment(&loaded.app_settings, &loaded.settings, addr.port()),
+        dir: loaded.root.clone(),
+    }))
+}
+
+/// The public port on 127.0.0.1.
+async fn bind_public(port: u16) -> anyhow::Result<TcpListener> {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, port))
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on 127.0.0.1:{port} (is `func start` or another `handler dev` \
+                 running? choose another --port, or 0 for a free one)"
+            )
+        })
+}
+
+/// One consumer per Service Bus-triggered function; each returns how many deliveries it cut.
+fn start_consumers(
+    loaded: &LoadedApp,
+    bus: &Bus,
+    invoker: &Arc<Invoker>,
+    stop_rx: &watch::Receiver<bool>,
+) -> anyhow::Result<Vec<JoinHandle<usize>>> {
+    let mut consumers = Vec::new();
+    for function in &loaded.functions.functions {
+        if let Trigger::ServiceBus { queue, .. } = &function.trigger {
+            consumers.push(tokio::spawn(consumer::consume(
+                bus.queue(queue)?,
+                function.name.clone(),
+                Arc::new(TriggerDelivery::new(invoker.clone(), function.clone())),
+                loaded.host.max_concurrent_calls,
+                stop_rx.clone(),
+                DRAIN_TIMEOUT,
+            )));
+        }
+    }
+    Ok(consumers)
+}
+
+/// The banner, then the warnings about host.json settings.
+fn announce(
+    options: &DevOptions,
+    loaded: &LoadedApp,
+    backends: &[(&'static str, String)],
+    handler: &HandlerView,
+    public_addr: SocketAddr,
+) {
+    let banner = banner::Banner {
+        app_root: &loaded.root,
+        app_settings: &loaded.app_settings,
+        settings: &loaded.settings,
+        backends,
+        host: &loaded.host,
+        functions: &loaded.functions,
+        router: &loaded.router,
+        options,
+        handler,
+        public_addr,
+    };
+    print!("{}", banner.render());
+    warn_about_the_send_window(&loaded.settings, &loaded.host);
+    if loaded.host.forwarding {
+        tracing::warn!(
+            "host.json enables customHandler.enableForwardingHttpRequest: handler dev does not \
+             emulate forwarding and sends every function the invocation envelope"
+        );
+    }
+}
+
+/// Why the dev host is stopping.
+struct Ending {
+    /// The handler's supervisor has ended (so it needs no stopping).
+    handler_done: bool,
+    /// Why the handler was given up on, when that is why the dev host stops.
+    handler_failure: Option<String>,
+    /// The public server has ended (so it needs no draining).
+    public_done: bool,
+}
+
+/// Runs until a signal, or until the handler or the public server ends on its own.
+async fn wait_for_the_end(
+    handler_task: &mut JoinHandle<anyhow::Result<()>>,
+    public_task: &mut JoinHandle<()>,
+) -> Ending {
+    let mut ending = Ending {
+        handler_done: false,
+        handler_failure: None,
+        public_done: false,
+    };
+    tokio::select! {
+        () = crate::server::shutdown_signal() => {}
+        ended = handler_task => {
+            ending.handler_done = true;
+            let outcome = task_outcome(ended);
+            tracing::error!("{outcome}");
+            ending.handler_failure = Some(outcome);
+        }
+        ended = public_task => {
+            ending.public_done = true;
+            if let Err(e) = ended {
+                tracing::error!("the public HTTP server stopped: {e}");
+            }
+        }
+    }
+    ending
+}
+
+/// Waits up to `DRAIN_TIMEOUT` for the HTTP requests, then for the queue deliveries, in flight
+/// (stop has been signalled); what is still running then is cut.
+async fn drain(
+    mut public_task: JoinHandle<()>,
+    public_done: bool,
+    consumers: Vec<JoinHandle<usize>>,
+) {
     if !public_done
         && tokio::time::timeout(DRAIN_TIMEOUT, &mut public_task)
             .await
@@ -335,7 +486,7 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
         );
     }
     let mut cut = 0;
-    for (_, consumer) in consumers {
+    for consumer in consumers {
         cut += consumer.await.unwrap_or(0);
     }
     if cut > 0 {
@@ -343,20 +494,6 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
             "{cut} queue deliveries still running after {} s were cut",
             DRAIN_TIMEOUT.as_secs()
         );
-    }
-    // Like the host, no SIGTERM and no grace: the handler is killed.
-    let _ = handler_stop_tx.send(true);
-    if !handler_done
-        && tokio::time::timeout(HANDLER_STOP_TIMEOUT, &mut handler_task)
-            .await
-            .is_err()
-    {
-        handler_task.abort();
-    }
-    print!("{}", pending_report(&bus));
-    match handler_failure {
-        Some(why) => bail!("{why}"),
-        None => Ok(()),
     }
 }
 

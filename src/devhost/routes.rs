@@ -278,31 +278,7 @@ impl RouteTemplate {
             }
             segments.push(segment);
         }
-        // After an optional segment only optional ones may follow: `{a?}/b` cannot match `/b`
-        // the way its author hopes, and the host's matcher treats it inconsistently.
-        let mut seen_optional = false;
-        for segment in &segments {
-            let optional = match segment {
-                Segment::Literal(_) => false,
-                Segment::Parameter(p) => p.optional || p.default.is_some(),
-                Segment::CatchAll(_) => true,
-            };
-            if seen_optional && !optional {
-                return Err(unsupported(
-                    "an optional parameter must be followed only by optional parameters".to_owned(),
-                ));
-            }
-            seen_optional |= optional;
-        }
-        let mut names: Vec<String> = Vec::new();
-        for segment in &segments {
-            if let Segment::Parameter(p) | Segment::CatchAll(p) = segment {
-                if lookup::contains(&names, &p.name) {
-                    return Err(invalid(format!("parameter {:?} appears twice", p.name)));
-                }
-                names.push(p.name.clone());
-            }
-        }
+        check_segments(&text, &segments)?;
         Ok(Self { text, segments })
     }
 
@@ -389,6 +365,42 @@ impl RouteTemplate {
             })
             .collect()
     }
+}
+
+/// The rules that span segments: only optional segments after an optional one, and each
+/// parameter name once (ignoring case).
+fn check_segments(text: &str, segments: &[Segment]) -> Result<(), RouteError> {
+    // After an optional segment only optional ones may follow: `{a?}/b` cannot match `/b`
+    // the way its author hopes, and the host's matcher treats it inconsistently.
+    let mut seen_optional = false;
+    for segment in segments {
+        let optional = match segment {
+            Segment::Literal(_) => false,
+            Segment::Parameter(p) => p.optional || p.default.is_some(),
+            Segment::CatchAll(_) => true,
+        };
+        if seen_optional && !optional {
+            return Err(RouteError::Unsupported {
+                template: text.to_owned(),
+                problem: "an optional parameter must be followed only by optional parameters"
+                    .to_owned(),
+            });
+        }
+        seen_optional |= optional;
+    }
+    let mut names: Vec<String> = Vec::new();
+    for segment in segments {
+        if let Segment::Parameter(p) | Segment::CatchAll(p) = segment {
+            if lookup::contains(&names, &p.name) {
+                return Err(RouteError::Invalid {
+                    template: text.to_owned(),
+                    problem: format!("parameter {:?} appears twice", p.name),
+                });
+            }
+            names.push(p.name.clone());
+        }
+    }
+    Ok(())
 }
 
 /// Parses the inside of `{…}`.
