@@ -6,11 +6,12 @@ use std::path::Path;
 use super::app_settings::AppSettings;
 use super::function_json::Trigger;
 use super::functions_dir;
+use super::functions_dir::queue_names;
 use super::host_json::HostConfig;
 use super::lookup;
+use super::options::DevOptions;
 use super::public::{self, HandlerView};
 use super::routes::Router;
-use super::{DevOptions, queue_names};
 use crate::config::Settings;
 
 /// The start-up text: what is real, what is embedded, and where to go.

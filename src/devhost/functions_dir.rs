@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 
 use super::app_error::AppDirError;
 use super::app_settings::AppSettings;
-use super::function_json::{FunctionDef, FunctionProblem, Parsed, parse_function};
+use super::function_json::{
+    FunctionDef, FunctionProblem, OutputKind, Parsed, Trigger, parse_function,
+};
 use super::host_json::HostConfig;
 use super::jsonc;
 use super::lookup;
@@ -84,6 +86,22 @@ pub fn load_functions(
     } else {
         Err(AppDirError::Functions(problems))
     }
+}
+
+/// Queues named by triggers and outputs.
+pub fn queue_names(functions: &[FunctionDef]) -> Vec<String> {
+    let mut names = Vec::new();
+    for function in functions {
+        if let Trigger::ServiceBus { queue, .. } = &function.trigger {
+            names.push(queue.clone());
+        }
+        for output in &function.outputs {
+            if let OutputKind::ServiceBus { queue } = &output.kind {
+                names.push(queue.clone());
+            }
+        }
+    }
+    names
 }
 
 #[cfg(test)]

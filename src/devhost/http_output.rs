@@ -7,31 +7,13 @@ use bytes::Bytes;
 use serde_json::Value;
 use warp::http::{HeaderName, HeaderValue, Response, StatusCode};
 
+use super::client::Answer;
+pub use super::error::HttpOutputError;
 use super::function_json::{FunctionDef, OutputKind};
-use super::invoke::Answer;
 use super::lookup;
 
 /// Content type of a response body the handler gave without one, as the host sends it.
 pub const DEFAULT_CONTENT_TYPE: &str = "text/plain; charset=utf-8";
-
-/// Why `Outputs.res` cannot be read.
-#[derive(Debug, thiserror::Error)]
-pub enum HttpOutputError {
-    #[error("the HTTP output is a string that is not a JSON object")]
-    StringNotAnObject,
-    #[error("the HTTP output is not an object: {0}")]
-    NotAnObject(Value),
-    #[error("statusCode {0} is not a status")]
-    NotAStatus(serde_json::Number),
-    #[error("statusCode {0} is not an HTTP status")]
-    NotAnHttpStatus(u64),
-    #[error("headers is not an object")]
-    HeadersNotAnObject,
-    #[error("{0:?} is not a valid header name")]
-    InvalidHeaderName(String),
-    #[error("the value of header {0} is not valid")]
-    InvalidHeaderValue(HeaderName),
-}
 
 /// The response for the function's HTTP output: `Ok(None)` when the function has none;
 /// `Err(why)` when the output cannot be read (the host then fails the invocation before any

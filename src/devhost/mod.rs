@@ -27,7 +27,9 @@
 pub mod app_error;
 pub mod app_settings;
 mod banner;
+pub mod client;
 pub mod consumer;
+pub mod error;
 pub mod function_json;
 pub mod functions_dir;
 pub mod host_json;
@@ -35,17 +37,20 @@ pub mod http_output;
 pub mod invoke;
 mod jsonc;
 pub mod lifecycle;
+mod loaded_app;
 pub mod lookup;
+mod options;
 pub mod payload;
 pub mod process;
 pub mod public;
 pub mod queue;
 pub mod routes;
+mod running_handler;
+pub mod timestamps;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -55,76 +60,21 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::app::App;
-use crate::config::{Mode, Settings, expose};
-use app_settings::AppSettings;
+use crate::config::Settings;
 use consumer::TriggerDelivery;
-use function_json::{FunctionDef, OutputKind, Trigger};
-use functions_dir::FunctionSet;
+use function_json::Trigger;
+use functions_dir::queue_names;
 use host_json::HostConfig;
-use invoke::{CLIENT_TIMEOUT_MARGIN, HandlerClient, Invoker};
-use lifecycle::{HandlerControl, HandlerState, Launch, RestartPolicy, Supervisor};
-use process::ChildSpec;
+use invoke::Invoker;
+use loaded_app::LoadedApp;
+pub use loaded_app::build_router;
+pub use options::{DEFAULT_PORT, DevOptions};
 use public::HandlerView;
 use queue::{Bus, QueueOptions};
-use routes::{Route, RouteTemplate, Router};
+use running_handler::{RunningHandler, StartedHandler, task_outcome};
 
-/// The port `func start` uses by default.
-pub const DEFAULT_PORT: u16 = 7071;
 /// How long, at exit, requests and queue deliveries in flight may take to finish.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long the handler gets to be killed once everything else has stopped.
-const HANDLER_STOP_TIMEOUT: Duration = Duration::from_secs(5);
-/// The setting the host gives the handler; the dev host picks the handler's port itself.
-const HANDLER_PORT_SETTING: &str = "FUNCTIONS_CUSTOMHANDLER_PORT";
-
-/// Options of `handler dev`.
-#[derive(Debug, Clone, clap::Args)]
-pub struct DevOptions {
-    /// Port of the public HTTP side on 127.0.0.1; 0 picks a free one (the address is printed).
-    #[arg(long, default_value_t = DEFAULT_PORT)]
-    pub port: u16,
-    /// The function app's root: host.json, the function folders and local.settings.json.
-    #[arg(long, default_value = ".")]
-    pub app_root: PathBuf,
-    /// Deliveries before a message is dead-lettered (the queue's MaxDeliveryCount).
-    #[arg(long, default_value_t = queue::DEFAULT_MAX_DELIVERY_COUNT,
-          value_parser = clap::value_parser!(u32).range(1..=2000))]
-    pub max_delivery_count: u32,
-    /// Run the handler as a separate process, as the Functions host does, instead of in this
-    /// process: this executable with no command (or --handler-executable), the app settings as
-    /// its environment plus FUNCTIONS_CUSTOMHANDLER_PORT, its output passed through. As on
-    /// Azure: exit code 0 leaves it down (every later invocation fails); any other exit restarts
-    /// it at once, and the third such failure, each within 30 minutes of the previous one, stops
-    /// the dev host; a function timeout kills and restarts it (in-process too). Invocations are
-    /// held while it starts. It is SIGKILLed at exit, never sent SIGTERM. Its pid is in the
-    /// banner and in GET /_dev/handler. Needs REDIS_URL and SMTP_URL (a separate process cannot
-    /// share the in-memory store).
-    #[arg(long)]
-    pub handler_process: bool,
-    /// The program --handler-process starts instead of this executable (as host.json's
-    /// customHandler.description.defaultExecutablePath names it on Azure): to try another
-    /// handler build, or a fake one in tests.
-    #[arg(long, requires = "handler_process")]
-    pub handler_executable: Option<PathBuf>,
-    /// Make every Service Bus output-binding send fail from the start (switch it at run time
-    /// with PUT /_dev/faults {"queueSends": "ok"|"fail"}).
-    #[arg(long)]
-    pub fail_queue_sends: bool,
-}
-
-impl Default for DevOptions {
-    fn default() -> Self {
-        Self {
-            port: DEFAULT_PORT,
-            app_root: PathBuf::from("."),
-            max_delivery_count: queue::DEFAULT_MAX_DELIVERY_COUNT,
-            handler_process: false,
-            handler_executable: None,
-            fail_queue_sends: false,
-        }
-    }
-}
-
 /// Runs the dev host until Ctrl-C or SIGTERM: reads the app folder and settings, starts the
 /// handler (in this process, or as a supervised child process) on a loopback port, waits for its
 /// readiness, then serves the public routes and consumes the queues.
@@ -195,173 +145,6 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
         Some(why) => bail!("{why}"),
         None => Ok(()),
     }
-}
-
-/// The function app as read from its folder, and the settings the handler runs with.
-struct LoadedApp {
-    root: PathBuf,
-    app_settings: AppSettings,
-    host: HostConfig,
-    functions: FunctionSet,
-    router: Router,
-    settings: Settings,
-}
-
-impl LoadedApp {
-    /// Reads host.json, the function.json files and the app settings; refuses an app with no
-    /// function to run, and a handler process without the shared backends it needs.
-    fn load(options: &DevOptions) -> anyhow::Result<Self> {
-        let root = std::fs::canonicalize(&options.app_root).with_context(|| {
-            format!(
-                "the app root {} cannot be opened",
-                options.app_root.display()
-            )
-        })?;
-        let app_settings = AppSettings::load(&root)?;
-        let host = HostConfig::load(&root, &app_settings)?;
-        let functions = functions_dir::load_functions(&root, &host, &app_settings)?;
-        if functions.functions.is_empty() {
-            bail!(
-                "no function to run: {} has no */function.json with an HTTP or Service Bus trigger",
-                root.display()
-            );
-        }
-        let router = build_router(&host, &functions.functions)?;
-        let settings = Settings::from_lookup(Mode::Dev, |name| {
-            (name != HANDLER_PORT_SETTING)
-                .then(|| app_settings.get(name))
-                .flatten()
-        })
-        .context("the app settings (environment, then local.settings.json Values) are not valid")?;
-        if options.handler_process && options.handler_executable.is_none() {
-            require_shared_backends(&settings)?;
-        }
-        Ok(Self {
-            root,
-            app_settings,
-            host,
-            functions,
-            router,
-            settings,
-        })
-    }
-}
-
-/// A handler process cannot use the in-memory store: it needs REDIS_URL and SMTP_URL.
-fn require_shared_backends(settings: &Settings) -> anyhow::Result<()> {
-    let missing: Vec<&str> = [
-        ("REDIS_URL", settings.redis.is_none()),
-        ("SMTP_URL", settings.smtp.is_none()),
-    ]
-    .into_iter()
-    .filter_map(|(name, missing)| missing.then_some(name))
-    .collect();
-    if !missing.is_empty() {
-        bail!(
-            "--handler-process needs {}: the handler runs as its own process, restarted at \
-             will, so it cannot use the in-memory store or share it with the dev host",
-            missing.join(" and ")
-        );
-    }
-    Ok(())
-}
-
-/// The handler under its supervisor.
-struct RunningHandler {
-    /// The supervisor: it ends when the handler is given up on, or when told to stop.
-    task: JoinHandle<anyhow::Result<()>>,
-    stop_tx: watch::Sender<bool>,
-}
-
-/// A handler that became ready, and what the rest of the dev host uses to reach it.
-struct StartedHandler {
-    handler: RunningHandler,
-    client: HandlerClient,
-    control: HandlerControl,
-    view: HandlerView,
-}
-
-impl RunningHandler {
-    /// Starts the handler the way `options` asks (in this process, or as a child process) on
-    /// a loopback port picked once and kept across restarts, and waits until it is ready.
-    async fn start(
-        options: &DevOptions,
-        loaded: &LoadedApp,
-        app: App,
-    ) -> anyhow::Result<StartedHandler> {
-        let handler_addr = {
-            let probe = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-                .context("cannot find a free loopback port for the handler")?;
-            probe.local_addr()?
-        };
-        let client = HandlerClient::new(
-            handler_addr,
-            loaded
-                .host
-                .function_timeout
-                .map(|t| t + CLIENT_TIMEOUT_MARGIN),
-        )?;
-        let launch = launch(options, loaded, app, handler_addr)?;
-        let supervisor = Supervisor::new(launch, client.clone(), RestartPolicy::default());
-        let control = supervisor.control();
-        let mut status = control.status();
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let mut task = tokio::spawn(supervisor.run(stop_rx));
-        tokio::select! {
-            ready = status.wait_for(|s| s.state != HandlerState::Starting) => { ready.ok(); }
-            ended = &mut task => bail!("the handler never became ready: {}", task_outcome(ended)),
-        }
-        let view = HandlerView {
-            in_process: !options.handler_process,
-            addr: handler_addr,
-            status,
-        };
-        Ok(StartedHandler {
-            handler: Self { task, stop_tx },
-            client,
-            control,
-            view,
-        })
-    }
-
-    /// Like the host, no SIGTERM and no grace: the handler is killed.
-    async fn stop(mut self, already_ended: bool) {
-        let _ = self.stop_tx.send(true);
-        if !already_ended
-            && tokio::time::timeout(HANDLER_STOP_TIMEOUT, &mut self.task)
-                .await
-                .is_err()
-        {
-            self.task.abort();
-        }
-    }
-}
-
-/// How the handler runs: this executable (or `--handler-executable`) as a child process, or
-/// the app served from this process.
-fn launch(
-    options: &DevOptions,
-    loaded: &LoadedApp,
-    app: App,
-    addr: SocketAddr,
-) -> anyhow::Result<Launch> {
-    if !options.handler_process {
-        return Ok(Launch::InProcess {
-            addr,
-            app: Arc::new(app),
-        });
-    }
-    let program = match &options.handler_executable {
-        Some(program) => program.clone(),
-        None => std::env::current_exe()
-            .context("cannot find this executable to start the handler process")?,
-    };
-    Ok(Launch::Process(ChildSpec {
-        program,
-        args: Vec::new(),
-        env: child_environment(&loaded.app_settings, &loaded.settings, addr.port()),
-        dir: loaded.root.clone(),
-    }))
 }
 
 /// The public port on 127.0.0.1.
@@ -497,30 +280,6 @@ async fn drain(
     }
 }
 
-/// The handler process's environment on top of the dev host's own: local.settings.json's
-/// `Values`, what the dev host filled in (a generated JWT key, the local sender), and the port.
-fn child_environment(
-    app_settings: &AppSettings,
-    settings: &Settings,
-    port: u16,
-) -> Vec<(String, String)> {
-    let mut env = app_settings.local_values();
-    if settings.jwt.generated {
-        env.push((
-            "JWT_SECRET".to_owned(),
-            expose(&settings.jwt.secret).to_owned(),
-        ));
-    }
-    if app_settings
-        .get("MAIL_FROM")
-        .is_none_or(|v| v.trim().is_empty())
-    {
-        env.push(("MAIL_FROM".to_owned(), settings.mail_from.to_string()));
-    }
-    env.push((HANDLER_PORT_SETTING.to_owned(), port.to_string()));
-    env
-}
-
 /// The send window must end before the invocation is killed (`functionTimeout`) and before
 /// its message's lock is lost (`maxAutoLockRenewalDuration`); otherwise a long outage turns into
 /// a killed handler or a second delivery sending alongside the first. The handler cannot see
@@ -554,62 +313,6 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|stop| *stop).await;
 }
 
-fn task_outcome(ended: Result<anyhow::Result<()>, tokio::task::JoinError>) -> String {
-    match ended {
-        Ok(Ok(())) => "it returned".to_owned(),
-        Ok(Err(e)) => format!("{e:#}"),
-        Err(e) => e.to_string(),
-    }
-}
-
-/// Every HTTP function's route under the host's prefix; all bad templates reported at once.
-pub fn build_router(host: &HostConfig, functions: &[FunctionDef]) -> anyhow::Result<Router> {
-    let mut routes = Vec::new();
-    let mut problems = Vec::new();
-    for function in functions {
-        if let Trigger::Http { methods, route, .. } = &function.trigger {
-            match RouteTemplate::parse(&host.route_prefix, route) {
-                Ok(template) => routes.push(Route {
-                    function: function.name.clone(),
-                    methods: methods.clone(),
-                    template,
-                }),
-                Err(e) => problems.push(format!("{}: {e}", function.name)),
-            }
-        }
-    }
-    if problems.is_empty() {
-        match Router::new(routes) {
-            Ok(router) => return Ok(router),
-            Err(conflicts) => problems.extend(conflicts.iter().map(ToString::to_string)),
-        }
-    }
-    bail!(
-        "{} problem(s) with the HTTP routes:{}",
-        problems.len(),
-        problems
-            .iter()
-            .map(|p| format!("\n  - {p}"))
-            .collect::<String>()
-    )
-}
-
-/// Queues named by triggers and outputs.
-fn queue_names(functions: &[FunctionDef]) -> Vec<String> {
-    let mut names = Vec::new();
-    for function in functions {
-        if let Trigger::ServiceBus { queue, .. } = &function.trigger {
-            names.push(queue.clone());
-        }
-        for output in &function.outputs {
-            if let OutputKind::ServiceBus { queue } = &output.kind {
-                names.push(queue.clone());
-            }
-        }
-    }
-    names
-}
-
 /// What is left in each queue at exit (messages live in memory and end with the run).
 fn pending_report(bus: &Bus) -> String {
     let mut out = String::from("handler dev stopped.\n");
@@ -627,77 +330,4 @@ fn pending_report(bus: &Bus) -> String {
         );
     }
     out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn an_unsupported_template_is_an_error_naming_the_function() {
-        let host = HostConfig::from_value(&json!({"version": "2.0"})).unwrap();
-        let functions = vec![FunctionDef {
-            name: "when".into(),
-            trigger: Trigger::Http {
-                binding: "req".into(),
-                methods: None,
-                route: "at/{t:datetime}".into(),
-            },
-            outputs: vec![],
-        }];
-        let error = build_router(&host, &functions).unwrap_err().to_string();
-        assert!(
-            error.contains("when") && error.contains("datetime"),
-            "{error}"
-        );
-    }
-
-    #[test]
-    fn a_handler_process_gets_local_values_the_filled_in_settings_and_its_port() {
-        let local = BTreeMap::from([
-            ("REDIS_URL".to_owned(), "redis://127.0.0.1:6379".to_owned()),
-            ("SMTP_URL".to_owned(), "smtp://127.0.0.1:25".to_owned()),
-            ("PUBLIC_URL".to_owned(), "http://file.example".to_owned()),
-        ]);
-        let app_settings = AppSettings::from_parts(
-            |name| (name == "PUBLIC_URL").then(|| "http://env.example".to_owned()),
-            local,
-        );
-        let settings = Settings::from_lookup(Mode::Dev, |n| app_settings.get(n)).unwrap();
-
-        let env: BTreeMap<String, String> = child_environment(&app_settings, &settings, 4321)
-            .into_iter()
-            .collect();
-
-        assert_eq!(env["REDIS_URL"], "redis://127.0.0.1:6379");
-        assert_eq!(
-            env["PUBLIC_URL"], "http://env.example",
-            "the environment wins"
-        );
-        assert_eq!(env["FUNCTIONS_CUSTOMHANDLER_PORT"], "4321");
-        assert_eq!(env["JWT_SECRET"], expose(&settings.jwt.secret));
-        assert_eq!(env["MAIL_FROM"], settings.mail_from.to_string());
-        let child = Settings::from_lookup(Mode::Serve, |n| env.get(n).cloned()).unwrap();
-        assert_eq!(child.listen_port, Some(4321));
-    }
-
-    #[test]
-    fn the_router_uses_the_hosts_prefix() {
-        let host = HostConfig::from_value(&json!({"version": "2.0"})).unwrap();
-        let functions = vec![FunctionDef {
-            name: "health".into(),
-            trigger: Trigger::Http {
-                binding: "req".into(),
-                methods: Some(vec!["GET".into()]),
-                route: "health".into(),
-            },
-            outputs: vec![],
-        }];
-        let router = build_router(&host, &functions).unwrap();
-        assert!(matches!(
-            router.find("GET", "/api/health"),
-            routes::RouteMatch::Found { .. }
-        ));
-    }
 }

@@ -4,20 +4,13 @@
 
 use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
-use time::format_description::BorrowedFormatItem;
-use time::macros::format_description;
 use uuid::Uuid;
 
 use super::lookup;
 use super::queue::{Message, NewMessage};
 use super::routes::RouteValues;
+pub use super::timestamps::{dotnet_utc, to_the_second};
 
-/// .NET's round-trip format for a UTC `DateTime` (`"o"`): seven fractional digits and `Z`.
-const DOTNET_UTC: &[BorrowedFormatItem<'static>] =
-    format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:7]Z");
-/// How Service Bus dates reach the handler's Metadata: to the second, no zone (docs/PROTOCOL.md).
-const TO_THE_SECOND: &[BorrowedFormatItem<'static>] =
-    format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]");
 /// Content type the Service Bus output binding gives a message made from a JSON object: the
 /// object is written as indented text, and sent as such.
 pub const OBJECT_CONTENT_TYPE: &str = "text/plain";
@@ -49,20 +42,6 @@ impl Sys {
             "RandGuid": self.rand_guid.to_string(),
         })
     }
-}
-
-/// A UTC time in .NET's round-trip format.
-pub fn dotnet_utc(t: OffsetDateTime) -> String {
-    t.to_offset(time::UtcOffset::UTC)
-        .format(DOTNET_UTC)
-        .unwrap_or_default()
-}
-
-/// A UTC time to the second, without zone.
-pub fn to_the_second(t: OffsetDateTime) -> String {
-    t.to_offset(time::UtcOffset::UTC)
-        .format(TO_THE_SECOND)
-        .unwrap_or_default()
 }
 
 /// A client's HTTP request as the public side received it.
