@@ -44,6 +44,8 @@ pub mod payload;
 pub mod process;
 pub mod public;
 pub mod queue;
+pub mod route_constraint;
+pub mod route_template;
 pub mod routes;
 mod running_handler;
 pub mod timestamps;
