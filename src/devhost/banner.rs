@@ -3,10 +3,15 @@
 use std::net::SocketAddr;
 use std::path::Path;
 
-use super::functions_dir::{self, AppSettings, HostConfig, Trigger};
+use super::app_settings::AppSettings;
+use super::function_json::Trigger;
+use super::functions_dir;
+use super::functions_dir::queue_names;
+use super::host_json::HostConfig;
+use super::lookup;
+use super::options::DevOptions;
 use super::public::{self, HandlerView};
 use super::routes::Router;
-use super::{DevOptions, queue_names};
 use crate::config::Settings;
 
 /// The start-up text: what is real, what is embedded, and where to go.
@@ -26,18 +31,28 @@ pub(super) struct Banner<'a> {
 impl Banner<'_> {
     /// The banner text, one line per part.
     pub fn render(&self) -> String {
-        let base = format!("http://{}", self.public_addr);
-        let tag = |real: bool| if real { "[real]    " } else { "[embedded]" };
-        let is_set = |name: &str| {
-            self.app_settings
-                .get(name)
-                .is_some_and(|v| !v.trim().is_empty())
-        };
-        let mut out = String::new();
-        let mut line = |text: String| {
-            out.push_str(&text);
-            out.push('\n');
-        };
+        let mut lines = Vec::new();
+        self.settings_lines(&mut lines);
+        self.queue_line(&mut lines);
+        self.handler_line(&mut lines);
+        self.function_lines(&mut lines);
+        self.address_lines(&mut lines);
+        lines.iter().map(|l| format!("{l}\n")).collect()
+    }
+
+    fn base(&self) -> String {
+        format!("http://{}", self.public_addr)
+    }
+
+    fn is_set(&self, name: &str) -> bool {
+        self.app_settings
+            .get(name)
+            .is_some_and(|v| !v.trim().is_empty())
+    }
+
+    /// The app root, where settings come from, and which backends are real.
+    fn settings_lines(&self, lines: &mut Vec<String>) {
+        let mut line = |text: String| lines.push(text);
         line("handler dev: the Functions host, locally (a stand-in for `func start`)".to_owned());
         line(format!("  app root   {}", self.app_root.display()));
         line(match self.app_settings.local_file() {
@@ -63,7 +78,7 @@ impl Banner<'_> {
         } else {
             format!("  tokens     {} signed with JWT_SECRET", tag(true))
         });
-        line(if is_set("MAIL_FROM") {
+        line(if self.is_set("MAIL_FROM") {
             format!("  sender     {} {}", tag(true), self.settings.mail_from)
         } else {
             format!(
@@ -72,15 +87,19 @@ impl Banner<'_> {
                 self.settings.mail_from
             )
         });
+    }
+
+    /// The in-process queues, each name once.
+    fn queue_line(&self, lines: &mut Vec<String>) {
         let queues = queue_names(&self.functions.functions);
         if !queues.is_empty() {
             let mut unique: Vec<String> = Vec::new();
             for q in queues {
-                if !unique.iter().any(|u| u.eq_ignore_ascii_case(&q)) {
+                if !lookup::contains(&unique, &q) {
                     unique.push(q);
                 }
             }
-            line(format!(
+            lines.push(format!(
                 "  queues     {} in-process Service Bus: {} (a failed delivery comes back at once; \
                  dead-letter after {} deliveries; locks renewed for {} s){}",
                 tag(false),
@@ -94,8 +113,12 @@ impl Banner<'_> {
                 }
             ));
         }
+    }
+
+    /// Where the handler runs.
+    fn handler_line(&self, lines: &mut Vec<String>) {
         let status = *self.handler.status.borrow();
-        line(if self.handler.in_process {
+        lines.push(if self.handler.in_process {
             format!(
                 "  handler    in this process at http://{} (POST /<function>, as from the host)",
                 self.handler.addr
@@ -108,6 +131,12 @@ impl Banner<'_> {
                 self.handler.addr
             )
         });
+    }
+
+    /// Each function with its route or queue, then the skipped ones and why.
+    fn function_lines(&self, lines: &mut Vec<String>) {
+        let base = self.base();
+        let mut line = |text: String| lines.push(text);
         line("  functions".to_owned());
         let width = self
             .functions
@@ -141,10 +170,16 @@ impl Banner<'_> {
         for (name, why) in &self.functions.skipped {
             line(format!("    {name:<width$}  skipped: {why}"));
         }
+    }
+
+    /// Where to go: the public address, sign-up, and the dev endpoints.
+    fn address_lines(&self, lines: &mut Vec<String>) {
+        let base = self.base();
+        let mut line = |text: String| lines.push(text);
         line(String::new());
         line(format!("Listening on {base}"));
         let sign_up = self.functions.functions.iter().find_map(|f| {
-            if !f.name.eq_ignore_ascii_case("createUser") {
+            if !lookup::same(&f.name, "createUser") {
                 return None;
             }
             self.router
@@ -159,6 +194,10 @@ impl Banner<'_> {
         line(format!("  queues     {base}{}queues", public::DEV_PATH));
         line(format!("  handler    {base}{}handler", public::DEV_PATH));
         line("Press Ctrl-C to stop.".to_owned());
-        out
     }
+}
+
+/// Marks a part as the real service or the dev host's embedded stand-in.
+fn tag(real: bool) -> &'static str {
+    if real { "[real]    " } else { "[embedded]" }
 }

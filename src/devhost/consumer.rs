@@ -10,12 +10,64 @@ use std::time::Duration;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
+use super::function_json::{FunctionDef, Trigger};
+use super::invoke::{InvokeError, Invoker};
+use super::payload::{self, Sys};
 use super::queue::{Disposition, MAX_DELIVERY_COUNT_EXCEEDED, Message, Queue};
 
-/// Hands one message to a function; `Err` (why) abandons it.
+/// Why a delivery failed; its text becomes the message's `errorDescription` when it is
+/// dead-lettered.
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    #[error(transparent)]
+    Invocation(#[from] InvokeError),
+    #[error("{0} has no Service Bus trigger")]
+    NotServiceBusTriggered(String),
+}
+
+/// Hands one message to a function; `Err` abandons it.
 #[async_trait::async_trait]
 pub trait Deliver: Send + Sync {
-    async fn deliver(&self, message: &Message) -> Result<(), String>;
+    async fn deliver(&self, message: &Message) -> Result<(), DeliveryError>;
+}
+
+/// Delivers a queue's messages to one Service Bus-triggered function.
+pub struct TriggerDelivery {
+    invoker: Arc<Invoker>,
+    function: FunctionDef,
+}
+
+impl TriggerDelivery {
+    /// A deliverer for `function`, which must have a Service Bus trigger.
+    pub fn new(invoker: Arc<Invoker>, function: FunctionDef) -> Self {
+        Self { invoker, function }
+    }
+}
+
+#[async_trait::async_trait]
+impl Deliver for TriggerDelivery {
+    async fn deliver(&self, message: &Message) -> Result<(), DeliveryError> {
+        let Trigger::ServiceBus { binding, .. } = &self.function.trigger else {
+            return Err(DeliveryError::NotServiceBusTriggered(
+                self.function.name.clone(),
+            ));
+        };
+        let envelope =
+            payload::service_bus_envelope(binding, message, &Sys::now(&self.function.name));
+        let reason = format!(
+            "New ServiceBus message detected on '{}' (DeliveryCount={})",
+            match &self.function.trigger {
+                Trigger::ServiceBus { queue, .. } => queue.as_str(),
+                Trigger::Http { .. } => "",
+            },
+            message.delivery_count
+        );
+        self.invoker
+            .invoke(&self.function, &envelope, &reason)
+            .await
+            .map(|_| ())
+            .map_err(DeliveryError::from)
+    }
 }
 
 /// Delivers a queue's messages to one function, at most `max_concurrent` invocations running at
@@ -100,7 +152,7 @@ fn lose_lock(queue: &Queue, function: &str, message: &Message, limit: Duration) 
     }
 }
 
-fn settle(queue: &Queue, function: &str, message: &Message, result: Result<(), String>) {
+fn settle(queue: &Queue, function: &str, message: &Message, result: Result<(), DeliveryError>) {
     let (id, count) = (&message.message_id, message.delivery_count);
     match result {
         Ok(()) => match queue.complete(message) {
@@ -116,7 +168,7 @@ fn settle(queue: &Queue, function: &str, message: &Message, result: Result<(), S
                  be completed: {lost}; its success is ignored"
             ),
         },
-        Err(error) => match queue.abandon(message, &error) {
+        Err(error) => match queue.abandon(message, &error.to_string()) {
             Ok(Disposition::Redeliver) => tracing::warn!(
                 queue = queue.name(),
                 "delivery {count} of message {id} to {function} failed ({error}); abandoned: \
@@ -166,13 +218,17 @@ mod tests {
 
     #[async_trait::async_trait]
     impl Deliver for Flaky {
-        async fn deliver(&self, message: &Message) -> Result<(), String> {
+        async fn deliver(&self, message: &Message) -> Result<(), DeliveryError> {
             // Each delivery takes a moment, so the timestamps show the queue adds no delay.
             tokio::time::sleep(Duration::from_millis(10)).await;
             let mut seen = self.seen.lock().unwrap();
             seen.push((message.delivery_count, Instant::now()));
             if seen.len() as u32 <= self.failures {
-                Err("handler answered 503".to_owned())
+                Err(InvokeError::Failed {
+                    status: 503,
+                    body_preview: String::new(),
+                }
+                .into())
             } else {
                 Ok(())
             }
@@ -262,7 +318,7 @@ mod tests {
 
     #[async_trait::async_trait]
     impl Deliver for SlowFirst {
-        async fn deliver(&self, message: &Message) -> Result<(), String> {
+        async fn deliver(&self, message: &Message) -> Result<(), DeliveryError> {
             let first = {
                 let mut seen = self.seen.lock().unwrap();
                 seen.push((message.delivery_count, Instant::now()));
@@ -327,7 +383,7 @@ mod tests {
 
     #[async_trait::async_trait]
     impl Deliver for Hang {
-        async fn deliver(&self, _message: &Message) -> Result<(), String> {
+        async fn deliver(&self, _message: &Message) -> Result<(), DeliveryError> {
             std::future::pending().await
         }
     }
@@ -413,7 +469,7 @@ mod tests {
 
     #[async_trait::async_trait]
     impl Deliver for Gate {
-        async fn deliver(&self, _message: &Message) -> Result<(), String> {
+        async fn deliver(&self, _message: &Message) -> Result<(), DeliveryError> {
             let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
             self.peak.fetch_max(now, Ordering::SeqCst);
             let released = self.release.notified();

@@ -7,8 +7,10 @@ use bytes::Bytes;
 use serde_json::Value;
 use warp::http::{HeaderName, HeaderValue, Response, StatusCode};
 
-use super::functions_dir::{FunctionDef, OutputKind};
-use super::invoke::Answer;
+use super::client::Answer;
+pub use super::error::HttpOutputError;
+use super::function_json::{FunctionDef, OutputKind};
+use super::lookup;
 
 /// Content type of a response body the handler gave without one, as the host sends it.
 pub const DEFAULT_CONTENT_TYPE: &str = "text/plain; charset=utf-8";
@@ -19,7 +21,7 @@ pub const DEFAULT_CONTENT_TYPE: &str = "text/plain; charset=utf-8";
 pub fn response(
     function: &FunctionDef,
     answer: &Answer,
-) -> Result<Option<Response<Bytes>>, String> {
+) -> Result<Option<Response<Bytes>>, HttpOutputError> {
     let Some(binding) = function.outputs.iter().find(|o| o.kind == OutputKind::Http) else {
         return Ok(None);
     };
@@ -29,20 +31,48 @@ pub fn response(
         // The host parses the output's text: a string holding a JSON object works too.
         Some(Value::String(text)) => match serde_json::from_str::<Value>(text) {
             Ok(Value::Object(map)) => map,
-            _ => return Err("the HTTP output is a string that is not a JSON object".to_owned()),
+            _ => return Err(HttpOutputError::StringNotAnObject),
         },
-        Some(other) => return Err(format!("the HTTP output is not an object: {other}")),
+        Some(other) => return Err(HttpOutputError::NotAnObject(other.clone())),
     };
-    let field = |name: &str| {
-        res.iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v)
-            .filter(|v| !v.is_null())
+    let field = |name: &str| lookup::get(&res, name).filter(|v| !v.is_null());
+    let status = status(function, field("statusCode"))?;
+    let body = match field("body") {
+        None => Bytes::new(),
+        Some(Value::String(s)) => Bytes::from(s.clone()),
+        // Newtonsoft writes a JObject body indented; the content type stays text/plain.
+        Some(other @ (Value::Object(_) | Value::Array(_))) => {
+            Bytes::from(serde_json::to_string_pretty(other).unwrap_or_default())
+        }
+        Some(other) => Bytes::from(other.to_string()),
     };
-    let status = match field("statusCode") {
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    if let Some(headers) = field("headers") {
+        set_headers(function, &mut response, headers)?;
+    }
+    if !response
+        .headers()
+        .contains_key(warp::http::header::CONTENT_TYPE)
+        && !response.body().is_empty()
+    {
+        response.headers_mut().insert(
+            warp::http::header::CONTENT_TYPE,
+            HeaderValue::from_static(DEFAULT_CONTENT_TYPE),
+        );
+    }
+    Ok(Some(response))
+}
+
+/// `statusCode`: a number or numeric string; anything else is 200, as the host reads it.
+fn status(
+    function: &FunctionDef,
+    status_code: Option<&Value>,
+) -> Result<StatusCode, HttpOutputError> {
+    let status = match status_code {
         Some(Value::Number(n)) => n
             .as_u64()
-            .ok_or(format!("statusCode {n} is not a status"))?,
+            .ok_or_else(|| HttpOutputError::NotAStatus(n.clone()))?,
         Some(Value::String(s)) => match s.trim().parse::<u64>() {
             Ok(n) => n,
             Err(_) => {
@@ -62,59 +92,44 @@ pub fn response(
             200
         }
     };
-    let status = u16::try_from(status)
+    u16::try_from(status)
         .ok()
         .and_then(|s| StatusCode::from_u16(s).ok())
-        .ok_or(format!("statusCode {status} is not an HTTP status"))?;
-    let body = match field("body") {
-        None => Bytes::new(),
-        Some(Value::String(s)) => Bytes::from(s.clone()),
-        // Newtonsoft writes a JObject body indented; the content type stays text/plain.
-        Some(other @ (Value::Object(_) | Value::Array(_))) => {
-            Bytes::from(serde_json::to_string_pretty(other).unwrap_or_default())
-        }
-        Some(other) => Bytes::from(other.to_string()),
+        .ok_or(HttpOutputError::NotAnHttpStatus(status))
+}
+
+/// `headers`: one value per name (names compared ignoring case, the first kept).
+fn set_headers(
+    function: &FunctionDef,
+    response: &mut Response<Bytes>,
+    headers: &Value,
+) -> Result<(), HttpOutputError> {
+    let Value::Object(headers) = headers else {
+        return Err(HttpOutputError::HeadersNotAnObject);
     };
-    let mut response = Response::new(body);
-    *response.status_mut() = status;
-    if let Some(headers) = field("headers") {
-        let Value::Object(headers) = headers else {
-            return Err("headers is not an object".to_owned());
+    for (name, value) in headers {
+        let text = match value {
+            Value::Null => continue,
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
         };
-        for (name, value) in headers {
-            let text = match value {
-                Value::Null => continue,
-                Value::String(s) => s.clone(),
-                other => other.to_string(),
-            };
-            let name = HeaderName::from_bytes(name.as_bytes())
-                .map_err(|_| format!("{name:?} is not a valid header name"))?;
-            let value = HeaderValue::from_str(&text)
-                .map_err(|_| format!("the value of header {name} is not valid"))?;
-            // One value per name: the host's header dictionary ignores case, so a second
-            // spelling of a name is dropped (and with it any second Set-Cookie).
-            if response.headers().contains_key(&name) {
-                tracing::warn!(
-                    "{}: Outputs.res.headers sets {name} twice (names differ only in case): the \
-                     host keeps one value per header name, so this one is dropped",
-                    function.name
-                );
-                continue;
-            }
-            response.headers_mut().insert(name, value);
+        let name = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| HttpOutputError::InvalidHeaderName(name.clone()))?;
+        let value = HeaderValue::from_str(&text)
+            .map_err(|_| HttpOutputError::InvalidHeaderValue(name.clone()))?;
+        // One value per name: the host's header dictionary ignores case, so a second
+        // spelling of a name is dropped (and with it any second Set-Cookie).
+        if response.headers().contains_key(&name) {
+            tracing::warn!(
+                "{}: Outputs.res.headers sets {name} twice (names differ only in case): the \
+                 host keeps one value per header name, so this one is dropped",
+                function.name
+            );
+            continue;
         }
+        response.headers_mut().insert(name, value);
     }
-    if !response
-        .headers()
-        .contains_key(warp::http::header::CONTENT_TYPE)
-        && !response.body().is_empty()
-    {
-        response.headers_mut().insert(
-            warp::http::header::CONTENT_TYPE,
-            HeaderValue::from_static(DEFAULT_CONTENT_TYPE),
-        );
-    }
-    Ok(Some(response))
+    Ok(())
 }
 
 /// A response with a status and nothing else.
@@ -127,7 +142,7 @@ pub fn empty(status: StatusCode) -> Response<Bytes> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::devhost::functions_dir::{OutputBinding, Trigger};
+    use crate::devhost::function_json::{OutputBinding, Trigger};
     use serde_json::json;
 
     fn function() -> FunctionDef {

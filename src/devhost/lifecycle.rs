@@ -25,7 +25,8 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::invoke::{HandlerClient, READINESS_POLL, READINESS_TIMEOUT};
+use super::client::{HandlerClient, READINESS_POLL, READINESS_TIMEOUT};
+pub use super::error::Unavailable;
 use super::process::{ChildSpec, exited, spawn};
 use crate::app::App;
 use crate::server::ServeError;
@@ -98,15 +99,6 @@ impl Default for HandlerStatus {
             generation: 0,
         }
     }
-}
-
-/// Why an invocation could not be sent to the handler.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Unavailable {
-    #[error("the handler was not ready within {0:?} (the host stops the app at this point)")]
-    HoldExpired(Duration),
-    #[error("the handler has been stopped")]
-    Stopped,
 }
 
 /// What the invoker needs from the lifecycle: holding, and killing after a timeout.

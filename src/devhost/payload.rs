@@ -4,19 +4,13 @@
 
 use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
-use time::format_description::BorrowedFormatItem;
-use time::macros::format_description;
 use uuid::Uuid;
 
+use super::lookup;
 use super::queue::{Message, NewMessage};
 use super::routes::RouteValues;
+pub use super::timestamps::{dotnet_utc, to_the_second};
 
-/// .NET's round-trip format for a UTC `DateTime` (`"o"`): seven fractional digits and `Z`.
-const DOTNET_UTC: &[BorrowedFormatItem<'static>] =
-    format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:7]Z");
-/// How Service Bus dates reach the handler's Metadata: to the second, no zone (docs/PROTOCOL.md).
-const TO_THE_SECOND: &[BorrowedFormatItem<'static>] =
-    format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]");
 /// Content type the Service Bus output binding gives a message made from a JSON object: the
 /// object is written as indented text, and sent as such.
 pub const OBJECT_CONTENT_TYPE: &str = "text/plain";
@@ -50,20 +44,6 @@ impl Sys {
     }
 }
 
-/// A UTC time in .NET's round-trip format.
-pub fn dotnet_utc(t: OffsetDateTime) -> String {
-    t.to_offset(time::UtcOffset::UTC)
-        .format(DOTNET_UTC)
-        .unwrap_or_default()
-}
-
-/// A UTC time to the second, without zone.
-pub fn to_the_second(t: OffsetDateTime) -> String {
-    t.to_offset(time::UtcOffset::UTC)
-        .format(TO_THE_SECOND)
-        .unwrap_or_default()
-}
-
 /// A client's HTTP request as the public side received it.
 #[derive(Debug, Clone)]
 pub struct IncomingRequest {
@@ -79,10 +59,7 @@ pub struct IncomingRequest {
 
 impl IncomingRequest {
     fn content_type(&self) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case("content-type"))
-            .map(|(_, v)| v.as_str())
+        lookup::get_pair(&self.headers, "content-type").map(String::as_str)
     }
 
     /// The query as the host gives it: string → string, repeated keys comma-joined, names
@@ -93,8 +70,8 @@ impl IncomingRequest {
             if key.is_empty() {
                 continue;
             }
-            match query.iter_mut().find(|(k, _)| k.eq_ignore_ascii_case(&key)) {
-                Some((_, values)) => values.push(value.into_owned()),
+            match lookup::get_pair_mut(&mut query, &key) {
+                Some(values) => values.push(value.into_owned()),
                 None => query.push((key.into_owned(), vec![value.into_owned()])),
             }
         }
@@ -108,11 +85,8 @@ impl IncomingRequest {
     pub fn grouped_headers(&self) -> Vec<(String, Vec<String>)> {
         let mut headers: Vec<(String, Vec<String>)> = Vec::new();
         for (name, value) in &self.headers {
-            match headers
-                .iter_mut()
-                .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            {
-                Some((_, values)) => values.push(value.clone()),
+            match lookup::get_pair_mut(&mut headers, name) {
+                Some(values) => values.push(value.clone()),
                 None => headers.push((canonical_header_name(name), vec![value.clone()])),
             }
         }
@@ -121,10 +95,7 @@ impl IncomingRequest {
 
     /// The request's `Content-Length`, when it declared one.
     fn content_length(&self) -> Option<u64> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
-            .and_then(|(_, v)| v.trim().parse().ok())
+        lookup::get_pair(&self.headers, "content-length").and_then(|v| v.trim().parse().ok())
     }
 
     /// `Body` as the host sends it: present only when the request declared a `Content-Length`
@@ -170,14 +141,14 @@ struct BindingData(Vec<(String, Value)>);
 impl BindingData {
     /// Sets a key, replacing any value under another spelling (the first spelling stays).
     fn set(&mut self, key: &str, value: Value) {
-        match self.0.iter_mut().find(|(k, _)| k.eq_ignore_ascii_case(key)) {
-            Some((_, v)) => *v = value,
+        match lookup::get_pair_mut(&mut self.0, key) {
+            Some(v) => *v = value,
             None => self.0.push((key.to_owned(), value)),
         }
     }
 
     fn contains(&self, key: &str) -> bool {
-        self.0.iter().any(|(k, _)| k.eq_ignore_ascii_case(key))
+        lookup::get_pair(&self.0, key).is_some()
     }
 
     /// Top-level fields of a JSON-object body, as the host's `ApplyBindingData` takes them:
@@ -257,7 +228,7 @@ pub fn http_envelope(
         data.apply_body(text);
     }
     for (key, value) in &query {
-        if !key.eq_ignore_ascii_case("code") {
+        if !lookup::same(key, "code") {
             data.set(key, encoded(value));
         }
     }

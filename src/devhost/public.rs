@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use warp::Filter;
 use warp::http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
 
-use super::functions_dir::{FunctionDef, Trigger};
+use super::function_json::{FunctionDef, Trigger};
 use super::http_output::empty;
 use super::invoke::Invoker;
 use super::lifecycle::HandlerStatus;

@@ -15,8 +15,6 @@ use time::OffsetDateTime;
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-pub use super::consumer::{Deliver, consume};
-
 /// Deliveries before a message is dead-lettered: Service Bus's default `MaxDeliveryCount`.
 pub const DEFAULT_MAX_DELIVERY_COUNT: u32 = 10;
 /// Message time-to-live shown in `ExpiresAtUtc` (the portal's default for a new queue).
@@ -62,7 +60,7 @@ impl Default for QueueOptions {
     fn default() -> Self {
         Self {
             max_delivery_count: DEFAULT_MAX_DELIVERY_COUNT,
-            max_lock_renewal: super::functions_dir::DEFAULT_MAX_AUTO_LOCK_RENEWAL,
+            max_lock_renewal: super::host_json::DEFAULT_MAX_AUTO_LOCK_RENEWAL,
         }
     }
 }
@@ -333,8 +331,8 @@ impl Queue {
                     "deliveryCount": d.message.delivery_count,
                     "reason": d.reason,
                     "errorDescription": d.description,
-                    "enqueuedTimeUtc": super::payload::to_the_second(d.message.enqueued_at),
-                    "deadLetteredTimeUtc": super::payload::to_the_second(d.dead_lettered_at),
+                    "enqueuedTimeUtc": super::timestamps::to_the_second(d.message.enqueued_at),
+                    "deadLetteredTimeUtc": super::timestamps::to_the_second(d.dead_lettered_at),
                     "body": d.message.body,
                 })
             })
