@@ -14,7 +14,9 @@
 //! - [`store`]: where users and onboarding markers live: Redis, or memory for local runs.
 //! - [`mail`]: the onboarding email and the ways to send it: SMTP, or `.eml` files for local runs.
 //! - [`pages`]: the browser's pages (sign-up form, welcome), escaped and under a strict CSP.
-//! - [`devhost`]: `handler dev`, a local stand-in for the Functions host.
+//! - [`devhost`]: `handler dev`, a local stand-in for the Functions host. It uses the product
+//!   (the app, its settings, the server) exactly as the host would; nothing in the product uses
+//!   it, so dependencies run one way: domain ← store, mail, auth ← functions ← server ← devhost.
 //! - [`telemetry`]: logs to stdout, and each invocation's own lines for the host's `Logs`.
 
 pub mod app;

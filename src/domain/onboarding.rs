@@ -23,7 +23,7 @@ pub enum OnboardingStatus {
 pub struct Refusal {
     pub code: Option<u16>,
     /// The server's reply text (its enhanced status code and reason), trimmed to
-    /// [`MAX_REFUSAL_TEXT`] characters when built with [`Refusal::new`], as everything stored is;
+    /// `MAX_REFUSAL_TEXT` characters when built with [`Refusal::new`], as everything stored is;
     /// the mail layer hands it over whole, so the recipient's address can be taken out first.
     pub reply: String,
 }
