@@ -3,6 +3,8 @@
 //! - `sent:<RFC 3339 time>`: the email went out;
 //! - `undeliverable:<JSON>`: refused for good, the JSON being
 //!   `{"at":"<RFC 3339 time>","code":550,"reply":"5.1.1 …"}` (`code` null when no server spoke).
+//!
+//! And the two scripts that change a claim atomically: release it, or renew it.
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -70,6 +72,27 @@ pub fn claim_of_other(marker: &str) -> Claim {
         Claim::InProgress
     }
 }
+
+/// Deletes a key only if it still holds the given value (releasing a claim we own, not one a
+/// later delivery took after ours expired). One key, so cluster-safe.
+pub const COMPARE_AND_DELETE: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+";
+
+/// Extends a claim this delivery holds, or takes a lapsed one back; otherwise returns whoever
+/// holds the marker. KEYS[1] the marker, ARGV[1] our `sending:` value, ARGV[2] the lease in ms.
+/// Returns 1 when the claim is ours, else the marker's value.
+pub const RENEW_CLAIM: &str = r"
+local held = redis.call('GET', KEYS[1])
+if held == ARGV[1] or not held then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return held
+";
 
 #[cfg(test)]
 mod tests {

@@ -32,27 +32,6 @@ const OPERATION_TIMEOUT: Duration = Duration::from_secs(2);
 /// Bound on opening a connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Deletes a key only if it still holds the given value (releasing a claim we own, not one a
-/// later delivery took after ours expired). One key, so cluster-safe.
-const COMPARE_AND_DELETE: &str = r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-";
-
-/// Extends a claim this delivery holds, or takes a lapsed one back; otherwise returns whoever
-/// holds the marker. KEYS[1] the marker, ARGV[1] our `sending:` value, ARGV[2] the lease in ms.
-/// Returns 1 when the claim is ours, else the marker's value.
-const RENEW_CLAIM: &str = r"
-local held = redis.call('GET', KEYS[1])
-if held == ARGV[1] or not held then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return 1
-end
-return held
-";
-
 /// The user store on Redis.
 #[derive(Clone)]
 pub struct RedisStore {
@@ -124,8 +103,8 @@ impl RedisStore {
             connection,
             prefix: prefix.to_owned(),
             display: settings.display.clone(),
-            compare_and_delete: redis::Script::new(COMPARE_AND_DELETE),
-            renew_claim: redis::Script::new(RENEW_CLAIM),
+            compare_and_delete: redis::Script::new(marker::COMPARE_AND_DELETE),
+            renew_claim: redis::Script::new(marker::RENEW_CLAIM),
             gcra: redis::Script::new(GCRA_SCRIPT),
             take_ticket: redis::Script::new(TICKET_SCRIPT),
         })
