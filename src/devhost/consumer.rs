@@ -242,20 +242,32 @@ mod tests {
         }
     }
 
-    async fn run_until<F: Fn(&Counts) -> bool>(
+    /// Starts consuming `queue` with `deliverer`, `max` at a time and `drain` to finish at
+    /// shutdown; the sender stops it.
+    fn start(
         queue: &Arc<Queue>,
         deliverer: Arc<dyn Deliver>,
-        done: F,
-    ) {
+        max: usize,
+        drain: Duration,
+    ) -> (watch::Sender<bool>, tokio::task::JoinHandle<usize>) {
         let (tx, rx) = watch::channel(false);
         let consumer = tokio::spawn(consume(
             queue.clone(),
             "f".into(),
             deliverer,
-            4,
+            max,
             rx,
-            Duration::from_secs(5),
+            drain,
         ));
+        (tx, consumer)
+    }
+
+    async fn run_until<F: Fn(&Counts) -> bool>(
+        queue: &Arc<Queue>,
+        deliverer: Arc<dyn Deliver>,
+        done: F,
+    ) {
+        let (tx, consumer) = start(queue, deliverer, 4, Duration::from_secs(5));
         tokio::time::timeout(Duration::from_secs(3600), async {
             while !done(&queue.counts()) {
                 tokio::time::sleep(Duration::from_millis(1)).await;
@@ -350,15 +362,7 @@ mod tests {
         let first_done = slow.first_done.notified();
         tokio::pin!(first_done);
         first_done.as_mut().enable();
-        let (tx, rx) = watch::channel(false);
-        let consumer = tokio::spawn(consume(
-            queue.clone(),
-            "f".into(),
-            slow.clone(),
-            4,
-            rx,
-            Duration::from_secs(10),
-        ));
+        let (tx, consumer) = start(&queue, slow.clone(), 4, Duration::from_secs(10));
         first_done.await;
         tokio::time::sleep(Duration::from_millis(1)).await;
         let seen = slow.seen.lock().unwrap().clone();
@@ -399,16 +403,8 @@ mod tests {
         ));
         queue.send(NewMessage::text("{}"));
         queue.send(NewMessage::text("{}"));
-        let (tx, rx) = watch::channel(false);
         // Two slots: the first message's lock-lost invocations keep holding them.
-        let consumer = tokio::spawn(consume(
-            queue.clone(),
-            "f".into(),
-            Arc::new(Hang),
-            2,
-            rx,
-            Duration::from_secs(1),
-        ));
+        let (tx, consumer) = start(&queue, Arc::new(Hang), 2, Duration::from_secs(1));
         tokio::time::sleep(Duration::from_secs(10)).await;
         let counts = queue.counts();
         // Both delivered once, both locks lost at 1 s; no slot is free for their redelivery.
@@ -427,15 +423,7 @@ mod tests {
             },
         ));
         queue.send(NewMessage::text("{}"));
-        let (tx, rx) = watch::channel(false);
-        let consumer = tokio::spawn(consume(
-            queue.clone(),
-            "f".into(),
-            Arc::new(Hang),
-            8,
-            rx,
-            Duration::from_secs(1),
-        ));
+        let (tx, consumer) = start(&queue, Arc::new(Hang), 8, Duration::from_secs(1));
         tokio::time::sleep(Duration::from_secs(10)).await;
         let dead = queue.dead_letters();
         assert_eq!(dead.len(), 1);
@@ -486,15 +474,7 @@ mod tests {
             queue.send(NewMessage::text("{}"));
         }
         let gate = Gate::new();
-        let (tx, rx) = watch::channel(false);
-        let consumer = tokio::spawn(consume(
-            queue.clone(),
-            "f".into(),
-            gate.clone(),
-            2,
-            rx,
-            Duration::from_secs(5),
-        ));
+        let (tx, consumer) = start(&queue, gate.clone(), 2, Duration::from_secs(5));
         tokio::time::sleep(Duration::from_millis(10)).await;
         assert_eq!(queue.counts().ready, 3);
         while queue.counts().completed < 5 {
@@ -513,15 +493,7 @@ mod tests {
         queue.send(NewMessage::text("{}"));
         queue.send(NewMessage::text("{}"));
         let gate = Gate::new();
-        let (tx, rx) = watch::channel(false);
-        let consumer = tokio::spawn(consume(
-            queue.clone(),
-            "f".into(),
-            gate.clone(),
-            1,
-            rx,
-            Duration::from_secs(5),
-        ));
+        let (tx, consumer) = start(&queue, gate.clone(), 1, Duration::from_secs(5));
         while queue.counts().in_flight == 0 {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
@@ -544,15 +516,7 @@ mod tests {
         queue.send(NewMessage::text("{}"));
         queue.send(NewMessage::text("{}"));
         let gate = Gate::new();
-        let (tx, rx) = watch::channel(false);
-        let consumer = tokio::spawn(consume(
-            queue.clone(),
-            "f".into(),
-            gate.clone(),
-            1,
-            rx,
-            Duration::from_secs(5),
-        ));
+        let (tx, consumer) = start(&queue, gate.clone(), 1, Duration::from_secs(5));
         while queue.counts().in_flight == 0 {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }

@@ -85,13 +85,7 @@ async fn create_user_returns_200_with_a_fresh_token_for_the_same_email_in_any_ca
     assert_eq!(again["id"], first.id.as_str());
     let token = again["token"].as_str().expect("a fresh token");
     assert_eq!(again["tokenType"], "Bearer");
-    let profile = stack
-        .app
-        .root_with_token(token)
-        .await
-        .res()
-        .assert_status(200)
-        .json();
+    let profile = stack.app.profile(token).await;
     assert_eq!(profile["id"], first.id.as_str());
     let message = &answer.outputs["onboardingMessage"];
     assert_eq!(message["userId"], first.id.as_str(), "message: {message}");
@@ -476,13 +470,7 @@ async fn create_user_makes_exactly_one_user_for_20_concurrent_identical_sign_ups
     for answer in answers.iter().filter(|a| a.res().status_code < 300) {
         let created = answer.res().json();
         let token = created["token"].as_str().expect("a token");
-        let profile = stack
-            .app
-            .root_with_token(token)
-            .await
-            .res()
-            .assert_status(200)
-            .json();
+        let profile = stack.app.profile(token).await;
         assert_eq!(profile["id"], created["id"]);
         ids.push(profile["id"].as_str().unwrap().to_owned());
     }

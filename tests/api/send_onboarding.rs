@@ -117,13 +117,7 @@ async fn root_shows_onboarding_sent_after_the_email_went_out() {
         .await
         .assert_host_ok();
 
-    let profile = stack
-        .app
-        .root_with_token(&user.token)
-        .await
-        .res()
-        .assert_status(200)
-        .json();
+    let profile = stack.app.profile(&user.token).await;
     assert_eq!(profile["onboarding"], "sent");
 }
 

@@ -37,13 +37,7 @@ async fn a_mailbox_refused_with_550_is_recorded_undeliverable_and_acknowledged()
         started.elapsed()
     );
     assert!(stack.smtp.messages().is_empty(), "no email");
-    let profile = stack
-        .app
-        .root_with_token(&user.token)
-        .await
-        .res()
-        .assert_status(200)
-        .json();
+    let profile = stack.app.profile(&user.token).await;
     assert_eq!(profile["onboarding"], "undeliverable");
     assert_eq!(profile["onboardingDetail"]["code"], 550);
     let reply = profile["onboardingDetail"]["reply"]
@@ -115,12 +109,7 @@ async fn refused_credentials_fail_after_the_window_and_name_smtp_url_not_the_pas
         "{took:?}"
     );
     assert!(smtp.auth_attempts() >= 2, "retried within the window");
-    let profile = app
-        .root_with_token(&user.token)
-        .await
-        .res()
-        .assert_status(200)
-        .json();
+    let profile = app.profile(&user.token).await;
     assert_eq!(profile["onboarding"], "pending");
     let stderr = app.stderr();
     assert!(
@@ -155,12 +144,7 @@ async fn an_smtp_outage_inside_the_window_is_ridden_out_in_one_delivery() {
     answer.assert_host_ok();
     let mails = smtp.wait_for(1, MAIL_TIMEOUT).await;
     assert_eq!(mails.len(), 1, "exactly one email");
-    let profile = app
-        .root_with_token(&user.token)
-        .await
-        .res()
-        .assert_status(200)
-        .json();
+    let profile = app.profile(&user.token).await;
     assert_eq!(profile["onboarding"], "sent");
 }
 

@@ -302,6 +302,15 @@ impl TestApp {
         self.root(&[("Authorization", &authorization)]).await
     }
 
+    /// `GET /` with `token`, which must answer 200: the user's profile as JSON.
+    pub async fn profile(&self, token: &str) -> Value {
+        self.root_with_token(token)
+            .await
+            .res()
+            .assert_status(200)
+            .json()
+    }
+
     /// `health`: a client's `GET /health`.
     pub async fn health(&self) -> InvocationAnswer {
         let url = format!("{PUBLIC_ORIGIN}/health");
