@@ -19,7 +19,7 @@ from pycep import BicepParser
 INFRA = pathlib.Path(__file__).resolve().parent
 ROOT = INFRA.parent
 
-# What src/config.rs requires when serving under the host (FUNCTIONS_CUSTOMHANDLER_PORT is set by
+# What crates/onboarding/src/config.rs requires when serving under the host (FUNCTIONS_CUSTOMHANDLER_PORT is set by
 # the host itself), plus the provider's send rate, which the deployment always sets so that a burst
 # of sign-ups waits for send slots; and which of those are secrets.
 HANDLER_REQUIRED = {"REDIS_URL", "JWT_SECRET", "SMTP_URL", "MAIL_FROM", "SMTP_MAX_PER_MINUTE"}

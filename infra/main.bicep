@@ -416,7 +416,7 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     // Telemetry, authenticated with the identity (local auth is off on the component).
     APPLICATIONINSIGHTS_CONNECTION_STRING: appInsights.properties.ConnectionString
     APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identity.properties.clientId};Authorization=AAD'
-    // What the handler itself reads (src/config.rs). Secrets stay in Key Vault.
+    // What the handler itself reads (crates/onboarding/src/config.rs). Secrets stay in Key Vault.
     REDIS_URL: '@Microsoft.KeyVault(SecretUri=${redisUrlValue.properties.secretUri})'
     JWT_SECRET: '@Microsoft.KeyVault(SecretUri=${jwtSecretValue.properties.secretUri})'
     SMTP_URL: '@Microsoft.KeyVault(SecretUri=${smtpUrlValue.properties.secretUri})'

@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 use onboarding::app::App;
 use onboarding::config::{Mode, Settings};
 use onboarding::functions::declaration;
-use onboarding::{devhost, server, telemetry};
+use onboarding::{server, telemetry};
 
 /// mimalloc rather than the C library's allocator: every request makes dozens of small
 /// allocations, and musl's allocator (the static Linux build) is slow at exactly that.

@@ -39,11 +39,11 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use dev_host::DevHost;
+use devhost::invoke::HandlerClient;
+use devhost::payload::{self, IncomingRequest, Sys};
+use devhost::queue::{Message, Queue, QueueOptions};
 use durable_redis::DurableRedis;
 use load::{Acknowledged, Answer, Load};
-use onboarding::devhost::invoke::HandlerClient;
-use onboarding::devhost::payload::{self, IncomingRequest, Sys};
-use onboarding::devhost::queue::{Message, Queue, QueueOptions};
 use report::Figures;
 use smtp::SmtpSink;
 
@@ -1239,7 +1239,7 @@ struct RaceResult {
 }
 
 /// "2xx", or the failure as the host saw it ("the handler answered 500").
-fn outcome<T>(result: &Result<T, onboarding::devhost::invoke::InvokeError>) -> String {
+fn outcome<T>(result: &Result<T, devhost::invoke::InvokeError>) -> String {
     match result {
         Ok(_) => "2xx".to_owned(),
         Err(e) => e.to_string(),

@@ -27,7 +27,7 @@ use onboarding::config::SmtpSettings;
 use onboarding::domain::{UserEmail, UserName};
 use onboarding::mail::{Mailer as _, OnboardingEmail, SmtpMailer, compose};
 
-/// The product's argon2id parameters (src/auth/password.rs): OWASP's 19 MiB, t = 2, p = 1, a
+/// The product's argon2id parameters (crates/onboarding/src/auth/password.rs): OWASP's 19 MiB, t = 2, p = 1, a
 /// 32-byte output.
 pub const ARGON2_MEMORY_KIB: u32 = 19 * 1024;
 pub const ARGON2_ITERATIONS: u32 = 2;
@@ -71,8 +71,8 @@ pub struct CeilingOptions {
     pub key_prefix: String,
 }
 
-/// The product's claim lease on a send: its default SMTP timeout (src/config.rs) plus its claim
-/// margin (src/app.rs), in milliseconds, for `PX`.
+/// The product's claim lease on a send: its default SMTP timeout (crates/onboarding/src/config.rs) plus its claim
+/// margin (crates/onboarding/src/app.rs), in milliseconds, for `PX`.
 const ONBOARDING_CLAIM_LEASE_MS: u64 = 35_000;
 
 /// What `POST /sendOnboarding` needs.
@@ -107,7 +107,7 @@ impl OnboardingCeiling {
     async fn send(&self, body: &[u8]) -> anyhow::Result<()> {
         let user_id = onboarding_user_id(body).context("no userId in the envelope")?;
         let prefix = &self.key_prefix;
-        // src/store/redis.rs: user_key, marker_key.
+        // crates/onboarding/src/store/redis.rs: user_key, marker_key.
         let user_key = format!("{prefix}user:{{{user_id}}}");
         let marker_key = format!("{prefix}user:{{{user_id}}}:onboarding");
         let token = self.next_token.fetch_add(1, Ordering::Relaxed);

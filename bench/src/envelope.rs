@@ -5,7 +5,7 @@
 use serde_json::{Map, Value, json};
 
 /// The host version the requests claim to come from: the dev host's own, so they never drift.
-pub use onboarding::devhost::client::HOST_VERSION;
+pub use test_support::HOST_VERSION;
 
 /// The headers the host puts on every invocation (wrk adds Host and Content-Length).
 pub fn host_headers() -> Vec<(&'static str, String)> {

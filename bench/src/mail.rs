@@ -22,7 +22,7 @@ use lettre::{Address, AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-/// The product's pool size (src/mail/smtp.rs POOL_MAX_SIZE).
+/// The product's pool size (crates/onboarding/src/mail/smtp.rs POOL_MAX_SIZE).
 pub const PRODUCT_POOL_SIZE: u32 = 8;
 
 /// Messages sent in a phase, and their latencies.

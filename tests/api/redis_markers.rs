@@ -91,7 +91,7 @@ async fn two_stores_share_one_send_rate() {
         RedisStore::new(&settings, &prefix).unwrap(),
     );
     let limit = NonZeroU32::new(60).unwrap();
-    // 60 a minute: one a second, spaced 3 % wider (src/store/send_rate.rs).
+    // 60 a minute: one a second, spaced 3 % wider (crates/onboarding/src/store/send_rate.rs).
     let every = Duration::from_millis(1030);
     let far = Duration::from_secs(60);
     let mut waits = Vec::new();

@@ -8,7 +8,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// The host version the requests claim to come from: the dev host's own, so they never drift.
-pub use onboarding::devhost::client::HOST_VERSION;
+pub use devhost::client::HOST_VERSION;
 
 /// The headers the host puts on every invocation request (besides Transfer-Encoding).
 pub fn host_headers() -> Vec<(&'static str, String)> {

@@ -427,7 +427,7 @@ fn is_valid_function_name(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::devhost::app_settings::tests::settings;
+    use crate::app_settings::tests::settings;
     use serde_json::json;
 
     #[test]

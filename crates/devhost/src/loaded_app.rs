@@ -12,7 +12,7 @@ use super::functions_dir::{self, FunctionSet};
 use super::host_json::HostConfig;
 use super::options::DevOptions;
 use super::routes::{Route, RouteTemplate, Router};
-use crate::config::{Mode, Settings, expose};
+use onboarding::config::{Mode, Settings, expose};
 
 /// The setting the host gives the handler; the dev host picks the handler's port itself.
 const HANDLER_PORT_SETTING: &str = "FUNCTIONS_CUSTOMHANDLER_PORT";
@@ -145,7 +145,7 @@ pub fn build_router(host: &HostConfig, functions: &[FunctionDef]) -> anyhow::Res
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::devhost::routes;
+    use crate::routes;
     use serde_json::json;
     use std::collections::BTreeMap;
 

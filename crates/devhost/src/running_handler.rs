@@ -15,7 +15,7 @@ use super::loaded_app::{LoadedApp, child_environment};
 use super::options::DevOptions;
 use super::process::ChildSpec;
 use super::public::HandlerView;
-use crate::app::App;
+use onboarding::app::App;
 
 /// How long the handler gets to be killed once everything else has stopped.
 const HANDLER_STOP_TIMEOUT: Duration = Duration::from_secs(5);

@@ -28,8 +28,8 @@ use tokio::time::Instant;
 use super::client::{HandlerClient, READINESS_POLL, READINESS_TIMEOUT};
 pub use super::error::Unavailable;
 use super::process::{ChildSpec, exited, spawn};
-use crate::app::App;
-use crate::server::ServeError;
+use onboarding::app::App;
+use onboarding::server::ServeError;
 
 /// Failures (counted exits, readiness timeouts) that stop the host: `ErrorEventsThreshold` in
 /// `HttpFunctionInvocationDispatcher.cs`.
@@ -162,7 +162,7 @@ impl HandlerControl {
 pub enum Launch {
     /// A child process (`--handler-process`).
     Process(ChildSpec),
-    /// `crate::server::serve` on `addr` in this process, with the dev host's `App` (its
+    /// `onboarding::server::serve` on `addr` in this process, with the dev host's `App` (its
     /// in-memory store outlives restarts, being the dev host's).
     InProcess { addr: SocketAddr, app: Arc<App> },
 }
@@ -333,7 +333,7 @@ impl Supervisor {
                 let listener = tokio::net::TcpListener::bind(*addr)
                     .await
                     .with_context(|| format!("cannot listen on {addr} for the handler"))?;
-                Ok(Instance::Task(tokio::spawn(crate::server::serve(
+                Ok(Instance::Task(tokio::spawn(onboarding::server::serve(
                     listener,
                     app.clone(),
                     std::future::pending(),

@@ -142,7 +142,7 @@ pub fn empty(status: StatusCode) -> Response<Bytes> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::devhost::function_json::{OutputBinding, Trigger};
+    use crate::function_json::{OutputBinding, Trigger};
     use serde_json::json;
 
     fn function() -> FunctionDef {

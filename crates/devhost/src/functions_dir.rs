@@ -107,7 +107,7 @@ pub fn queue_names(functions: &[FunctionDef]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::devhost::app_settings::tests::settings;
+    use crate::app_settings::tests::settings;
     use serde_json::json;
 
     #[test]

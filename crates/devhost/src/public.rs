@@ -308,7 +308,7 @@ mod tests {
         let (_tx, status) = tokio::sync::watch::channel(HandlerStatus {
             pid: None,
             restarts: 2,
-            state: crate::devhost::lifecycle::HandlerState::Starting,
+            state: crate::lifecycle::HandlerState::Starting,
             generation: 3,
         });
         let view = HandlerView {

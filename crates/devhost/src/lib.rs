@@ -62,8 +62,6 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::app::App;
-use crate::config::Settings;
 use consumer::TriggerDelivery;
 use function_json::Trigger;
 use functions_dir::queue_names;
@@ -71,6 +69,8 @@ use host_json::HostConfig;
 use invoke::Invoker;
 use loaded_app::LoadedApp;
 pub use loaded_app::build_router;
+use onboarding::app::App;
+use onboarding::config::Settings;
 pub use options::{DEFAULT_PORT, DevOptions};
 use public::HandlerView;
 use queue::{Bus, QueueOptions};
@@ -236,7 +236,7 @@ async fn wait_for_the_end(
         public_done: false,
     };
     tokio::select! {
-        () = crate::server::shutdown_signal() => {}
+        () = onboarding::server::shutdown_signal() => {}
         ended = handler_task => {
             ending.handler_done = true;
             let outcome = task_outcome(ended);
@@ -289,7 +289,7 @@ async fn drain(
 /// host.json, so the dev host, which reads both, says so at start.
 fn warn_about_the_send_window(settings: &Settings, host: &HostConfig) {
     // After its window an invocation may still spend a little time recording the outcome.
-    let window = settings.send_window + crate::functions::SEND_WINDOW_OVERRUN;
+    let window = settings.send_window + onboarding::functions::SEND_WINDOW_OVERRUN;
     let limits = [
         ("functionTimeout", host.function_timeout),
         (
@@ -304,7 +304,7 @@ fn warn_about_the_send_window(settings: &Settings, host: &HostConfig) {
                  not below host.json {name} ({} s): a long outage would outlast the invocation; \
                  keep the window well inside it",
                 settings.send_window.as_secs(),
-                crate::functions::SEND_WINDOW_OVERRUN.as_secs(),
+                onboarding::functions::SEND_WINDOW_OVERRUN.as_secs(),
                 limit.as_secs()
             );
         }

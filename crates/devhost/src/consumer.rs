@@ -191,7 +191,7 @@ fn settle(queue: &Queue, function: &str, message: &Message, result: Result<(), D
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::devhost::queue::{Bus, Counts, NewMessage, QueueError, QueueOptions};
+    use crate::queue::{Bus, Counts, NewMessage, QueueError, QueueOptions};
     use std::sync::Mutex;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use tokio::sync::Notify;

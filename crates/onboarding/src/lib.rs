@@ -22,7 +22,6 @@
 pub mod app;
 pub mod auth;
 pub mod config;
-pub mod devhost;
 pub mod domain;
 pub mod functions;
 pub mod mail;

@@ -9,8 +9,8 @@ use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tokio::net::TcpStream;
 use url::Url;
 
-use crate::app::App;
-use crate::config::{Settings, SmtpSettings, expose};
+use onboarding::app::App;
+use onboarding::config::{Settings, SmtpSettings, expose};
 
 /// The longest look at one backend.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -21,7 +21,7 @@ pub enum Unreachable {
     #[error("no answer within {0:?}")]
     Timeout(Duration),
     #[error("{0}")]
-    Store(#[from] crate::store::StoreError),
+    Store(#[from] onboarding::store::StoreError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
     #[error("the server greeted with {0:?}, not 220")]
@@ -111,7 +111,7 @@ async fn greeting(smtp: &SmtpSettings) -> Result<(), Unreachable> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Mode;
+    use onboarding::config::Mode;
 
     async fn app_with(env: &[(&str, String)]) -> (App, Settings) {
         let settings = Settings::from_lookup(Mode::Dev, |name| {

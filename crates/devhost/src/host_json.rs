@@ -233,7 +233,7 @@ fn set_path(root: &mut Value, keys: &[String], value: String) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::devhost::app_settings::tests::settings;
+    use crate::app_settings::tests::settings;
     use serde_json::json;
 
     #[test]

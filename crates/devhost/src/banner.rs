@@ -12,7 +12,7 @@ use super::lookup;
 use super::options::DevOptions;
 use super::public::{self, HandlerView};
 use super::routes::Router;
-use crate::config::Settings;
+use onboarding::config::Settings;
 
 /// The start-up text: what is real, what is embedded, and where to go.
 pub(super) struct Banner<'a> {
