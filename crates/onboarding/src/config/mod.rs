@@ -9,9 +9,15 @@ use lettre::message::Mailbox;
 use secrecy::{ExposeSecret, SecretString};
 use url::Url;
 
-/// Prefix of an app setting that Azure could not resolve from Key Vault: the value reaches the
-/// process verbatim, and using it as a password or key would fail in confusing ways later.
-const KEY_VAULT_REFERENCE: &str = "@Microsoft.KeyVault(";
+use parse::{
+    parse_jwt_secret, parse_key_prefix, parse_mail_from, parse_max_per_minute, parse_port,
+    parse_public_url, parse_redis_url, parse_seconds, parse_send_window, parse_smtp_url,
+};
+use reader::{Reader, Value};
+
+mod parse;
+mod reader;
+
 /// Shortest HS256 key accepted: the key must be as strong as the hash.
 pub const MIN_JWT_SECRET_BYTES: usize = 32;
 /// Token lifetime when `JWT_TTL_SECONDS` is not set.
@@ -137,41 +143,13 @@ impl Settings {
             "e.g. redis://127.0.0.1:6379 or rediss://:KEY@name.region.redis.azure.net:10000",
             |raw| parse_redis_url(raw).map_err(|why| format!("REDIS_URL {why}")),
         );
-        let smtp_timeout = read
-            .optional("SMTP_TIMEOUT_SECONDS", |raw| {
-                parse_seconds("SMTP_TIMEOUT_SECONDS", raw, 1..=600)
-            })
-            .unwrap_or(DEFAULT_SMTP_TIMEOUT);
         let send_window = read
             .optional("SMTP_SEND_WINDOW_SECONDS", parse_send_window)
             .unwrap_or(DEFAULT_SEND_WINDOW);
         let max_per_minute = read.optional("SMTP_MAX_PER_MINUTE", parse_max_per_minute);
-        let smtp = read.required(
-            "SMTP_URL",
-            "e.g. smtp://user:pass@smtp.example.com:587?tls=required",
-            |raw| parse_smtp_url(raw, smtp_timeout).map_err(|why| format!("SMTP_URL {why}")),
-        );
-
+        let smtp = read_smtp(&mut read);
         // Dev runs make up a key for the run (tokens end with it) and use a local sender.
-        let secret = match read.value("JWT_SECRET") {
-            Value::Missing if dev => Some((random_secret(), true)),
-            value => read
-                .require(
-                    "JWT_SECRET",
-                    "a random key of at least 32 bytes, e.g. from `openssl rand -base64 48`",
-                    value,
-                    |raw| parse_jwt_secret("JWT_SECRET", raw),
-                )
-                .map(|secret| (secret, false)),
-        };
-        let previous_secret = read.optional("JWT_SECRET_PREVIOUS", |raw| {
-            parse_jwt_secret("JWT_SECRET_PREVIOUS", raw)
-        });
-        let ttl = read
-            .optional("JWT_TTL_SECONDS", |raw| {
-                parse_seconds("JWT_TTL_SECONDS", raw, 60..=30 * 24 * 3600)
-            })
-            .unwrap_or(DEFAULT_JWT_TTL);
+        let jwt = read_jwt(&mut read, dev);
         let mail_from = match read.value("MAIL_FROM") {
             Value::Missing if dev => LOCAL_MAIL_FROM.parse::<Mailbox>().ok(),
             value => read.require(
@@ -186,17 +164,12 @@ impl Settings {
             .optional("REDIS_KEY_PREFIX", parse_key_prefix)
             .unwrap_or_else(|| DEFAULT_KEY_PREFIX.to_owned());
 
-        match (secret, mail_from) {
-            (Some((secret, generated)), Some(mail_from)) if read.problems.is_empty() => Ok(Self {
+        match (jwt, mail_from) {
+            (Some(jwt), Some(mail_from)) if read.problems.is_empty() => Ok(Self {
                 listen_port,
                 redis,
                 smtp,
-                jwt: JwtSettings {
-                    secret,
-                    previous_secret,
-                    ttl,
-                    generated,
-                },
+                jwt,
                 mail_from,
                 public_url,
                 key_prefix,
@@ -210,277 +183,49 @@ impl Settings {
     }
 }
 
-/// One setting's value as read: absent (or blank, as portals and `.env` files often leave
-/// them), unusable as it stands (already reported), or there.
-enum Value {
-    Missing,
-    Reported,
-    Present(String),
-}
-
-/// Reads settings one by one and collects every problem, so one run reports all of them.
-struct Reader<'a> {
-    lookup: &'a dyn Fn(&str) -> Option<String>,
-    /// Under the host every required setting must be there; `handler dev` fills them in.
-    serving: bool,
-    problems: Vec<String>,
-}
-
-impl Reader<'_> {
-    /// A setting's value, refusing the two kinds of text that only look like values: an
-    /// unresolved Key Vault reference and the example file's `<placeholder>`.
-    fn value(&mut self, name: &str) -> Value {
-        let Some(value) = (self.lookup)(name).filter(|v| !v.trim().is_empty()) else {
-            return Value::Missing;
-        };
-        let trimmed = value.trim();
-        if trimmed.starts_with(KEY_VAULT_REFERENCE) {
-            self.problems.push(format!(
-                "{name} is an unresolved Key Vault reference: check that the app's \
-                 keyVaultReferenceIdentity has the Key Vault Secrets User role on the vault \
-                 and that the reference names an existing secret"
-            ));
-            return Value::Reported;
-        }
-        // `<…>` is how local.settings.json.example marks a value to fill in; a placeholder used
-        // as a key would sign tokens with text anyone can read.
-        if trimmed.starts_with('<') && trimmed.ends_with('>') {
-            self.problems.push(format!(
-                "{name} still holds the placeholder from local.settings.json.example: set a \
-                 real value or remove the line"
-            ));
-            return Value::Reported;
-        }
-        Value::Present(value)
-    }
-
-    /// A setting that may be left out: its parsed value, or `None` when absent or refused (the
-    /// refusal, whose text `parse` writes, is recorded).
-    fn optional<T>(
-        &mut self,
-        name: &str,
-        parse: impl FnOnce(&str) -> Result<T, String>,
-    ) -> Option<T> {
-        match self.value(name) {
-            Value::Present(raw) => self.parsed(parse(&raw)),
-            Value::Missing | Value::Reported => None,
-        }
-    }
-
-    /// A setting the host must be given: as [`optional`](Self::optional), and when serving, a
-    /// missing one is a problem too, with `example` saying what to set.
-    fn required<T>(
-        &mut self,
-        name: &str,
-        example: &str,
-        parse: impl FnOnce(&str) -> Result<T, String>,
-    ) -> Option<T> {
-        let value = self.value(name);
-        self.require(name, example, value, parse)
-    }
-
-    /// [`required`](Self::required) for a value already read. A value refused as it stood
-    /// (a Key Vault reference, a placeholder) is reported once, not also as missing.
-    fn require<T>(
-        &mut self,
-        name: &str,
-        example: &str,
-        value: Value,
-        parse: impl FnOnce(&str) -> Result<T, String>,
-    ) -> Option<T> {
-        match value {
-            Value::Present(raw) => self.parsed(parse(&raw)),
-            Value::Reported => None,
-            Value::Missing => {
-                if self.serving {
-                    self.problems.push(format!("{name} is not set: {example}"));
-                }
-                None
-            }
-        }
-    }
-
-    fn parsed<T>(&mut self, parsed: Result<T, String>) -> Option<T> {
-        parsed.map_err(|why| self.problems.push(why)).ok()
-    }
-}
-
-/// `FUNCTIONS_CUSTOMHANDLER_PORT`: a port number the host chose.
-fn parse_port(raw: &str) -> Result<u16, String> {
-    match raw.trim().parse::<u16>() {
-        Ok(port) if port != 0 => Ok(port),
-        _ => Err(format!(
-            "FUNCTIONS_CUSTOMHANDLER_PORT must be a port number from 1 to 65535, got {raw:?}"
-        )),
-    }
-}
-
-/// A whole number of seconds within `range`.
-fn parse_seconds(
-    name: &str,
-    raw: &str,
-    range: std::ops::RangeInclusive<u64>,
-) -> Result<Duration, String> {
-    match raw.trim().parse::<u64>() {
-        Ok(secs) if range.contains(&secs) => Ok(Duration::from_secs(secs)),
-        _ => Err(format!(
-            "{name} must be a whole number of seconds from {} to {}, got {raw:?}",
-            range.start(),
-            range.end()
-        )),
-    }
-}
-
-/// An HS256 key: its bytes as written, at least [`MIN_JWT_SECRET_BYTES`] of them.
-fn parse_jwt_secret(name: &str, raw: &str) -> Result<SecretString, String> {
-    if raw.len() >= MIN_JWT_SECRET_BYTES {
-        Ok(SecretString::from(raw.to_owned()))
-    } else {
-        Err(format!(
-            "{name} must be at least {MIN_JWT_SECRET_BYTES} bytes, it has {}",
-            raw.len()
-        ))
-    }
-}
-
-/// `MAIL_FROM`: a mailbox, display name optional.
-fn parse_mail_from(raw: &str) -> Result<Mailbox, String> {
-    raw.trim().parse::<Mailbox>().map_err(|e| {
-        format!("MAIL_FROM must be a mailbox such as `Onboarding <no-reply@example.com>`: {e}")
-    })
-}
-
-/// `PUBLIC_URL`: an absolute http(s) URL with a host.
-fn parse_public_url(raw: &str) -> Result<Url, String> {
-    match Url::parse(raw.trim()) {
-        Ok(url) if matches!(url.scheme(), "http" | "https") && url.has_host() => Ok(url),
-        _ => Err(format!(
-            "PUBLIC_URL must be an absolute http(s) URL such as https://app.example.com, got {raw:?}"
-        )),
-    }
-}
-
-/// `REDIS_KEY_PREFIX`: no braces (they would move keys between cluster slots), no whitespace.
-fn parse_key_prefix(raw: &str) -> Result<String, String> {
-    let prefix = raw.trim();
-    if prefix.contains(['{', '}']) || prefix.chars().any(char::is_whitespace) {
-        return Err(
-            "REDIS_KEY_PREFIX must not contain braces or whitespace (braces would change \
-                    which cluster slot a key lives in)"
-                .to_owned(),
-        );
-    }
-    Ok(prefix.to_owned())
-}
-
-/// `SMTP_SEND_WINDOW_SECONDS`: whole seconds within [`SEND_WINDOW_SECONDS`].
-fn parse_send_window(raw: &str) -> Result<Duration, String> {
-    match raw.trim().parse::<u64>() {
-        Ok(secs) if SEND_WINDOW_SECONDS.contains(&secs) => Ok(Duration::from_secs(secs)),
-        _ => Err(format!(
-            "SMTP_SEND_WINDOW_SECONDS must be a whole number of seconds from {} to {} (keep it \
-             below the Service Bus lock renewal limit and functionTimeout, 5 minutes by \
-             default), got {raw:?}",
-            SEND_WINDOW_SECONDS.start(),
-            SEND_WINDOW_SECONDS.end()
-        )),
-    }
-}
-
-/// `SMTP_MAX_PER_MINUTE`: a whole number within [`MAX_PER_MINUTE`].
-fn parse_max_per_minute(raw: &str) -> Result<NonZeroU32, String> {
-    raw.trim()
-        .parse::<u32>()
-        .ok()
-        .filter(|n| MAX_PER_MINUTE.contains(n))
-        .and_then(NonZeroU32::new)
-        .ok_or_else(|| {
-            format!(
-                "SMTP_MAX_PER_MINUTE must be a whole number from {} to {} (emails a minute \
-                 across all instances), got {raw:?}",
-                MAX_PER_MINUTE.start(),
-                MAX_PER_MINUTE.end()
-            )
+/// `SMTP_URL` with its timeout (`SMTP_TIMEOUT_SECONDS`), which lettre needs when the transport is
+/// built.
+fn read_smtp(read: &mut Reader<'_>) -> Option<SmtpSettings> {
+    let timeout = read
+        .optional("SMTP_TIMEOUT_SECONDS", |raw| {
+            parse_seconds("SMTP_TIMEOUT_SECONDS", raw, 1..=600)
         })
+        .unwrap_or(DEFAULT_SMTP_TIMEOUT);
+    read.required(
+        "SMTP_URL",
+        "e.g. smtp://user:pass@smtp.example.com:587?tls=required",
+        |raw| parse_smtp_url(raw, timeout).map_err(|why| format!("SMTP_URL {why}")),
+    )
 }
 
-/// Accepts `redis://`, `rediss://` and the Azure portal's connection string
-/// (`host:6380,password=…,ssl=True,abortConnect=False`), and returns a URL for the client.
-fn parse_redis_url(raw: &str) -> Result<RedisSettings, String> {
-    let raw = raw.trim();
-    let url = if raw.starts_with("redis://") || raw.starts_with("rediss://") {
-        Url::parse(raw).map_err(|e| format!("is not a valid URL: {e}"))?
-    } else if raw.contains("://") {
-        return Err("must use the redis:// or rediss:// scheme".to_owned());
-    } else {
-        azure_connection_string_to_url(raw)?
+/// The session-token keys and lifetime. Every setting is read, so a missing key does not hide a
+/// problem with the others; `handler dev` makes a key up for the run when none is set.
+fn read_jwt(read: &mut Reader<'_>, dev: bool) -> Option<JwtSettings> {
+    let secret = match read.value("JWT_SECRET") {
+        Value::Missing if dev => Some((random_secret(), true)),
+        value => read
+            .require(
+                "JWT_SECRET",
+                "a random key of at least 32 bytes, e.g. from `openssl rand -base64 48`",
+                value,
+                |raw| parse_jwt_secret("JWT_SECRET", raw),
+            )
+            .map(|secret| (secret, false)),
     };
-    let host = url
-        .host_str()
-        .filter(|h| !h.is_empty())
-        .ok_or("has no host")?;
-    let port = url.port().unwrap_or(6379);
-    let display = format!("{}://{host}:{port}", url.scheme());
-    Ok(RedisSettings {
-        url: SecretString::from(url.to_string()),
-        display,
-    })
-}
-
-/// Converts the Azure portal form (StackExchange.Redis syntax) to a `redis(s)://` URL.
-fn azure_connection_string_to_url(raw: &str) -> Result<Url, String> {
-    let mut parts = raw.split(',').map(str::trim);
-    let endpoint = parts.next().filter(|e| !e.is_empty()).ok_or("is empty")?;
-    let (mut password, mut user, mut tls) = (None, None, false);
-    for part in parts.filter(|p| !p.is_empty()) {
-        let (key, value) = part.split_once('=').ok_or_else(|| {
-            "is neither a redis:// URL nor a connection string of the form host:port,password=…,ssl=True".to_owned()
-        })?;
-        match key.trim().to_ascii_lowercase().as_str() {
-            "password" => password = Some(value.to_owned()),
-            "user" => user = Some(value.to_owned()),
-            "ssl" => tls = value.trim().eq_ignore_ascii_case("true"),
-            // abortConnect, connectTimeout and friends tune the .NET client only.
-            _ => {}
-        }
-    }
-    let (host, port) = match endpoint.rsplit_once(':') {
-        Some((host, port)) => (
-            host,
-            port.parse::<u16>()
-                .map_err(|_| format!("has an invalid port in {endpoint:?}"))?,
-        ),
-        None => (endpoint, if tls { 6380 } else { 6379 }),
-    };
-    let scheme = if tls { "rediss" } else { "redis" };
-    let mut url = Url::parse(&format!("{scheme}://{host}:{port}"))
-        .map_err(|_| format!("has an invalid host {host:?}"))?;
-    if let Some(password) = password {
-        url.set_password(Some(&password))
-            .map_err(|_| "has a password that cannot be used".to_owned())?;
-    }
-    if let Some(user) = user {
-        url.set_username(&user)
-            .map_err(|_| "has a user name that cannot be used".to_owned())?;
-    }
-    Ok(url)
-}
-
-/// Checks an SMTP URL the way lettre will read it, without connecting.
-fn parse_smtp_url(raw: &str, timeout: Duration) -> Result<SmtpSettings, String> {
-    let raw = raw.trim();
-    let url = Url::parse(raw).map_err(|e| format!("is not a valid URL: {e}"))?;
-    if !matches!(url.scheme(), "smtp" | "smtps") {
-        return Err("must use the smtp:// or smtps:// scheme".to_owned());
-    }
-    lettre::AsyncSmtpTransport::<lettre::Tokio1Executor>::from_url(raw)
-        .map_err(|e| format!("is not usable: {e}"))?;
-    let host = url.host_str().unwrap_or_default();
-    let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
-    Ok(SmtpSettings {
-        url: SecretString::from(raw.to_owned()),
-        display: format!("{}://{host}{port}", url.scheme()),
-        timeout,
+    let previous_secret = read.optional("JWT_SECRET_PREVIOUS", |raw| {
+        parse_jwt_secret("JWT_SECRET_PREVIOUS", raw)
+    });
+    let ttl = read
+        .optional("JWT_TTL_SECONDS", |raw| {
+            parse_seconds("JWT_TTL_SECONDS", raw, 60..=30 * 24 * 3600)
+        })
+        .unwrap_or(DEFAULT_JWT_TTL);
+    let (secret, generated) = secret?;
+    Some(JwtSettings {
+        secret,
+        previous_secret,
+        ttl,
+        generated,
     })
 }
 
