@@ -2,7 +2,11 @@
 //!
 //! # Layout
 //!
-//! A request flows one way: client → host (or [`devhost`]) → [`protocol`] → [`functions`] →
+//! This crate is the product: everything the Functions host runs. The workspace around it adds
+//! the dev host (`crates/devhost`, which uses this crate as the Functions host would and is never
+//! used by it), the `handler` binary that ties the two together, and what tests share.
+//!
+//! A request flows one way: client → host (or the dev host) → [`protocol`] → [`functions`] →
 //! [`domain`] → [`store`] / [`mail`], and back out as one invocation envelope.
 //!
 //! - [`config`]: settings from the environment, validated together at start.
@@ -14,10 +18,9 @@
 //! - [`store`]: where users and onboarding markers live: Redis, or memory for local runs.
 //! - [`mail`]: the onboarding email and the ways to send it: SMTP, or `.eml` files for local runs.
 //! - [`pages`]: the browser's pages (sign-up form, welcome), escaped and under a strict CSP.
-//! - [`devhost`]: `handler dev`, a local stand-in for the Functions host. It uses the product
-//!   (the app, its settings, the server) exactly as the host would; nothing in the product uses
-//!   it, so dependencies run one way: domain ← store, mail, auth ← functions ← server ← devhost.
 //! - [`telemetry`]: logs to stdout, and each invocation's own lines for the host's `Logs`.
+//!
+//! Dependencies inside it run one way: domain ← store, mail, auth ← functions ← server.
 
 pub mod app;
 pub mod auth;
