@@ -1,6 +1,7 @@
 //! Black-box tests of the `handler` binary: a real Redis, a real SMTP server, and requests
 //! shaped exactly as the Functions host sends them (see `docs/PROTOCOL.md`).
 
+mod cluster;
 mod create_user;
 mod health;
 mod helpers;

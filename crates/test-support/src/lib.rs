@@ -2,3 +2,7 @@
 
 /// The host version the tests and the benchmark claim in their envelopes: the dev host's own.
 pub use devhost::client::HOST_VERSION;
+
+mod redis_cluster;
+
+pub use redis_cluster::RedisCluster;
