@@ -8,6 +8,7 @@ mod helpers;
 mod lifecycle;
 mod protocol;
 mod redis_markers;
+mod replication;
 mod root;
 mod send_onboarding;
 mod send_onboarding_faults;

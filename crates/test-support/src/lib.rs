@@ -4,5 +4,7 @@
 pub use devhost::client::HOST_VERSION;
 
 mod redis_cluster;
+mod redis_replica;
 
 pub use redis_cluster::RedisCluster;
+pub use redis_replica::RedisReplica;
