@@ -5,8 +5,9 @@
 //! `MOVED`, failovers and resharding. Credentials come from the URL today; a credentials
 //! provider (Entra ID tokens) belongs in [`Connector::open`] too, for both kinds.
 //!
-//! Azure: "the OSS clustering policy … requires the client to support clustering",
-//! <https://learn.microsoft.com/azure/redis/architecture#cluster-policies>.
+//! Azure Managed Redis's OSS clustering policy (its default) implements the Redis Cluster API:
+//! the client finds the shards and follows redirections itself,
+//! <https://learn.microsoft.com/azure/redis/choose-clustering-policy>.
 
 use std::time::Duration;
 

@@ -15,6 +15,10 @@
 //! restarted) stops costing the wait within one request, and one that appears is used within
 //! [`REFRESH_EVERY`]. A primary without replicas (a local `redis-server`) is written without
 //! `WAIT`: there is nothing to wait for.
+//!
+//! Redis Software (what Azure Managed Redis runs) supports `WAIT` too,
+//! <https://redis.io/docs/latest/operate/rs/clusters/optimize/wait/>; whether its `CLUSTER NODES`
+//! lists the replica shards (which decides here whether `WAIT` is sent) is not verified.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
