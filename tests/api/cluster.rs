@@ -139,6 +139,17 @@ fn record(tally: &mut Tally, answer: &InvocationAnswer) -> bool {
     }
 }
 
+/// The acknowledged users whose token no longer finds them (`GET /` is not 200).
+async fn lost_users(app: &TestApp, acknowledged: &[(String, String)]) -> Vec<String> {
+    let mut lost = Vec::new();
+    for (id, token) in acknowledged {
+        if app.root_with_token(token).await.res().status_code != 200 {
+            lost.push(id.clone());
+        }
+    }
+    lost
+}
+
 /// A primary is killed (SIGKILL) under sign-up load; its replica takes over. No acknowledged
 /// user is lost, nothing but 503 is answered meanwhile, and answers are back to normal within
 /// the bound.
@@ -179,13 +190,7 @@ async fn a_primary_killed_under_sign_up_load_loses_no_acknowledged_user() {
         .expect("the workers are done")
         .into_inner()
         .expect("tally");
-    let mut lost = Vec::new();
-    for (id, token) in &tally.acknowledged {
-        let answer = app.root_with_token(token).await;
-        if answer.res().status_code != 200 {
-            lost.push(id.clone());
-        }
-    }
+    let lost = lost_users(&app, &tally.acknowledged).await;
     let since_kill = |t: Option<Instant>| {
         t.filter(|&t| t > killed_at)
             .map_or(Duration::ZERO, |t| t - killed_at)
