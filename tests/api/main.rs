@@ -1,12 +1,14 @@
 //! Black-box tests of the `handler` binary: a real Redis, a real SMTP server, and requests
 //! shaped exactly as the Functions host sends them (see `docs/PROTOCOL.md`).
 
+mod cluster;
 mod create_user;
 mod health;
 mod helpers;
 mod lifecycle;
 mod protocol;
 mod redis_markers;
+mod replication;
 mod root;
 mod send_onboarding;
 mod send_onboarding_faults;

@@ -2,3 +2,9 @@
 
 /// The host version the tests and the benchmark claim in their envelopes: the dev host's own.
 pub use devhost::client::HOST_VERSION;
+
+mod redis_cluster;
+mod redis_replica;
+
+pub use redis_cluster::RedisCluster;
+pub use redis_replica::RedisReplica;

@@ -109,6 +109,19 @@ impl SignUpError {
                 None,
             )
             .header("Retry-After", "2"),
+            Self::Store(StoreError::NotReplicated(waited)) => {
+                tracing::warn!(?waited, "sign-up saved but not confirmed by a replica");
+                http::problem(
+                    503,
+                    "urn:onboarding:problem:not-replicated",
+                    "Sign-up not yet safe",
+                    "The account was saved but no replica confirmed it in time, so it is not \
+                     acknowledged. Send the same sign-up again: with the same password it \
+                     succeeds.",
+                    None,
+                )
+                .header("Retry-After", "2")
+            }
             Self::Store(e) => {
                 tracing::error!(error = %e, "sign-up could not reach the store");
                 http::unavailable(
@@ -270,6 +283,7 @@ async fn register(app: &App, sign_up: SignUp) -> Result<Registered, SignUpError>
         {
             // A retry of the same sign-up (a lost answer, a double click): sign in again, and
             // queue the email again only if it has not gone out.
+            app.store.confirm_replicated(&existing).await?;
             let pending =
                 app.store.onboarding_status(existing.id).await? == OnboardingStatus::Pending;
             tracing::info!(user_id = %existing.id, resend = pending, "sign-up repeated");

@@ -82,6 +82,16 @@ end
 return 0
 ";
 
+/// Writes a key again with the value it holds, permanently, if it still holds `ARGV[1]`; the
+/// write is replicated (so `WAIT` can confirm it) even when nothing changes. One key.
+pub const REWRITE_IF_EQUAL: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1])
+  return 1
+end
+return 0
+";
+
 /// Extends a claim this delivery holds, or takes a lapsed one back; otherwise returns whoever
 /// holds the marker. KEYS[1] the marker, ARGV[1] our `sending:` value, ARGV[2] the lease in ms.
 /// Returns 1 when the claim is ours, else the marker's value.

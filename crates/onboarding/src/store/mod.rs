@@ -1,10 +1,16 @@
 //! Where users and onboarding markers live. One interface, two homes: Redis for real runs and an
 //! in-memory map for `handler dev` without Redis.
 
+mod claim_attempt;
+mod connection;
 mod marker;
 mod memory;
+mod record;
 mod redis;
+mod redis_health;
+mod replication;
 mod send_rate;
+mod topology;
 
 use std::num::NonZeroU32;
 use std::time::Duration;
@@ -32,6 +38,23 @@ pub enum StoreError {
     Backend(String),
     #[error("a stored record is corrupt: {0}")]
     Corrupt(String),
+    /// The write is on the primary, but no replica confirmed it within the bound: a failover
+    /// now could lose it, so it is not acknowledged. Repeating the request is safe.
+    #[error("no replica confirmed the write within {0:?}")]
+    NotReplicated(Duration),
+}
+
+/// The store's shape, as `/health` reports it (Redis only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreHealth {
+    /// True for a Redis cluster (the client follows the slot map itself).
+    pub cluster: bool,
+    /// Primaries serving slots (1 for a single server).
+    pub primaries: u32,
+    /// Live replicas in all, as last read (kept a few seconds).
+    pub replicas: u32,
+    /// Hash slots whose primary is reachable (clusters only; 16384 when all are).
+    pub slots_ok: Option<u32>,
 }
 
 /// The result of trying to register a user.
@@ -56,7 +79,8 @@ pub enum Claim {
     InProgress,
 }
 
-/// The user store. Every Redis command behind it touches a single key, so a clustered Redis works.
+/// The user store. Every Redis command behind it touches a single key, and every pipeline stays
+/// in one hash slot, so a clustered Redis works.
 #[async_trait]
 pub trait UserStore: Send + Sync {
     /// Says where the data lives, for the banner and health output.
@@ -65,8 +89,21 @@ pub trait UserStore: Send + Sync {
     /// The name of this backend in health checks: `redis` or `memory`.
     fn check_name(&self) -> &'static str;
 
-    /// Checks the backend answers (for `/health`).
+    /// Checks the backend answers.
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Checks the backend answers and, for Redis, says what shape it has (for `/health`); a
+    /// cluster that does not serve every slot is an error.
+    async fn health(&self) -> Result<Option<StoreHealth>, StoreError> {
+        self.ping().await.map(|()| None)
+    }
+
+    /// Makes sure an existing user's record and email claim are on a replica before a repeated
+    /// sign-up is acknowledged (the first one may have been answered 503 unconfirmed). A store
+    /// without replicas has nothing to do.
+    async fn confirm_replicated(&self, _user: &User) -> Result<(), StoreError> {
+        Ok(())
+    }
 
     /// Registers a user unless the email (case-insensitively) is already registered.
     async fn insert_user(&self, user: &User) -> Result<Insert, StoreError>;

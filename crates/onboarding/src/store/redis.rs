@@ -1,4 +1,5 @@
-//! The Redis store: one multiplexed, self-reconnecting connection; every command touches one key.
+//! The Redis store, on a single server or a cluster (see `connection.rs`); every command touches
+//! one key, and every pipeline stays within one hash slot (it is sent to one node).
 //!
 //! Keys (after the configured prefix):
 //! - `email:<lower-cased email>` → user id: the uniqueness claim, taken with `SET NX` under a lease
@@ -9,33 +10,37 @@
 //! - `send-rate` → the shared send rate's state (see `send_rate.rs`), when a limit is set.
 //!
 //! The braces are a hash tag: a user's record and marker share a cluster slot, so both can be
-//! read in one pipeline.
+//! read in one pipeline. The pipelines, each checked for its slot: `find_user` and
+//! `find_user_and_claim_onboarding` (record and marker, one tag), `claim_onboarding` (the marker
+//! twice) and the durable writes of `replication.rs` (one key, then `WAIT`, which has none).
+//! The email key and the user's keys hash apart, so they are never in one pipeline.
 
-use std::borrow::Cow;
 use std::future::Future;
 use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use super::claim_attempt::ClaimAttempt;
+use super::connection::{Connector, Link};
 use super::marker;
+use super::record::{StoredUser, parse_user};
+use super::replication::{self, Replication};
 use super::send_rate::{self, GCRA_SCRIPT, SendSlot, TICKET_GRACE, TICKET_SCRIPT};
-use super::{Claim, EMAIL_CLAIM_LEASE, Insert, StoreError, UserStore};
-use crate::config::{RedisSettings, expose};
-use crate::domain::{Onboarding, OnboardingStatus, Refusal, User, UserEmail, UserId, UserName};
+use super::{Claim, EMAIL_CLAIM_LEASE, Insert, StoreError, StoreHealth, UserStore};
+use crate::config::RedisSettings;
+use crate::domain::{Onboarding, OnboardingStatus, Refusal, User, UserEmail, UserId};
 
 /// Bound on one store operation, reconnection included: a request answers 503 rather than hang.
 const OPERATION_TIMEOUT: Duration = Duration::from_secs(2);
-/// Bound on opening a connection.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The user store on Redis.
 #[derive(Clone)]
 pub struct RedisStore {
-    connection: ConnectionManager,
+    connector: Arc<Connector>,
+    pub(super) replication: Arc<Replication>,
     prefix: String,
     display: String,
     compare_and_delete: redis::Script,
@@ -44,63 +49,16 @@ pub struct RedisStore {
     take_ticket: redis::Script,
 }
 
-/// The user record as stored in Redis. Its text fields borrow from the reply (or, when writing,
-/// from the user) unless the JSON escaped them.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct StoredUser<'a> {
-    id: UserId,
-    #[serde(borrow)]
-    name: Cow<'a, str>,
-    #[serde(borrow)]
-    email: Cow<'a, str>,
-    #[serde(with = "time::serde::rfc3339")]
-    created_at: OffsetDateTime,
-    #[serde(borrow)]
-    password_hash: Cow<'a, str>,
-}
-
-impl<'a> StoredUser<'a> {
-    fn from_user(user: &'a User) -> Self {
-        Self {
-            id: user.id,
-            name: Cow::Borrowed(user.name.as_str()),
-            email: Cow::Borrowed(user.email.as_str()),
-            created_at: user.created_at,
-            password_hash: Cow::Borrowed(&user.password_hash),
-        }
-    }
-
-    fn into_user(self) -> Result<User, StoreError> {
-        let corrupt =
-            |what: &str| StoreError::Corrupt(format!("user {} has an invalid {what}", self.id));
-        Ok(User {
-            id: self.id,
-            name: UserName::parse(&self.name).map_err(|_| corrupt("name"))?,
-            email: UserEmail::parse(&self.email).map_err(|_| corrupt("email"))?,
-            created_at: self.created_at,
-            password_hash: self.password_hash.into_owned(),
-        })
-    }
-}
-
 impl RedisStore {
     /// Prepares the connection without opening it: the handler must answer the host's readiness
     /// ping before Redis is reached, and keep answering while Redis is down.
     pub fn new(settings: &RedisSettings, prefix: &str) -> anyhow::Result<Self> {
         use anyhow::Context as _;
-        let client = redis::Client::open(expose(&settings.url))
+        let connector = Connector::new(&settings.url, OPERATION_TIMEOUT)
             .with_context(|| format!("REDIS_URL for {} is not usable", settings.display))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_response_timeout(Some(OPERATION_TIMEOUT))
-            .set_number_of_retries(1)
-            .set_min_delay(Duration::from_millis(50))
-            .set_max_delay(Duration::from_millis(500));
-        let connection = ConnectionManager::new_lazy_with_config(client, config)
-            .context("could not prepare the Redis connection")?;
         Ok(Self {
-            connection,
+            connector: Arc::new(connector),
+            replication: Arc::default(),
             prefix: prefix.to_owned(),
             display: settings.display.clone(),
             compare_and_delete: redis::Script::new(marker::COMPARE_AND_DELETE),
@@ -118,7 +76,7 @@ impl RedisStore {
         format!("{}user:{{{id}}}", self.prefix)
     }
 
-    fn marker_key(&self, id: UserId) -> String {
+    pub(super) fn marker_key(&self, id: UserId) -> String {
         format!("{}user:{{{id}}}:onboarding", self.prefix)
     }
 
@@ -131,7 +89,7 @@ impl RedisStore {
     }
 
     /// Bounds one round trip in time, reconnection included, and maps its error.
-    async fn bounded<T>(
+    pub(super) async fn bounded<T>(
         &self,
         round_trip: impl Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, StoreError> {
@@ -142,9 +100,14 @@ impl RedisStore {
         }
     }
 
+    /// The shared connection, made on first use (which asks the server whether it is a cluster).
+    pub(super) async fn link(&self) -> Result<Link, StoreError> {
+        self.bounded(self.connector.link()).await
+    }
+
     /// Runs one command on the shared connection.
     async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, StoreError> {
-        let mut connection = self.connection.clone();
+        let mut connection = self.link().await?;
         self.bounded(cmd.query_async(&mut connection)).await
     }
 
@@ -153,18 +116,87 @@ impl RedisStore {
         &self,
         pipe: &redis::Pipeline,
     ) -> Result<T, StoreError> {
-        let mut connection = self.connection.clone();
+        let mut connection = self.link().await?;
         self.bounded(pipe.query_async(&mut connection)).await
     }
 
+    /// Runs a write on `key` and, when that key's primary has replicas, waits (bounded) until
+    /// one of them has it: a write that ends unconfirmed is [`StoreError::NotReplicated`].
+    async fn write_replicated<T: redis::FromRedisValue>(
+        &self,
+        key: &str,
+        cmd: &redis::Cmd,
+    ) -> Result<T, StoreError> {
+        let mut connection = self.link().await?;
+        let known = self
+            .bounded(self.replication.topology(&mut connection))
+            .await?;
+        let replicas = known.replicas_for(key);
+        let pipe = replication::with_wait(cmd, replicas);
+        let mut replies: Vec<redis::Value> =
+            self.bounded(pipe.query_async(&mut connection)).await?;
+        if replicas > 0 {
+            let acked: i64 = replies
+                .pop()
+                .and_then(|v| redis::from_redis_value(v).ok())
+                .unwrap_or(0);
+            if acked < 1 {
+                self.replication.forget();
+                return Err(StoreError::NotReplicated(replication::WAIT_TIMEOUT));
+            }
+        }
+        let reply = replies
+            .pop()
+            .ok_or_else(|| StoreError::Backend("an empty pipeline reply".to_owned()))?;
+        redis::from_redis_value(reply).map_err(|e| StoreError::Backend(e.to_string()))
+    }
+
     /// Deletes `key` if it still holds `value`.
-    async fn delete_if(&self, key: &str, value: &str) -> Result<(), StoreError> {
-        let mut connection = self.connection.clone();
+    pub(super) async fn delete_if(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        let mut connection = self.link().await?;
         let mut invocation = self.compare_and_delete.key(key);
         invocation.arg(value);
         self.bounded(invocation.invoke_async::<i64>(&mut connection))
             .await
             .map(drop)
+    }
+
+    /// The rest of a sign-up once its email claim is taken: the record, then the claim made
+    /// permanent, each confirmed by a replica where there is one.
+    async fn complete_insert(
+        &self,
+        user: &User,
+        email_key: &str,
+        id: &str,
+    ) -> Result<Insert, StoreError> {
+        let record = serde_json::to_string(&StoredUser::from_user(user))
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let user_key = self.user_key(user.id);
+        let written = self
+            .write_replicated::<()>(&user_key, redis::cmd("SET").arg(&user_key).arg(&record))
+            .await;
+        if let Err(e) = written {
+            // Give the address back (best effort: the lease frees it anyway), so that the
+            // client's retry, after our 503, takes it again at once instead of being told for
+            // the rest of the lease that a sign-up is in progress. The record, if it was
+            // written, is an orphan no token was ever issued for.
+            if let Err(release) = self.delete_if(email_key, id).await {
+                tracing::warn!(error = %release, "could not give an email claim back");
+            }
+            return Err(e);
+        }
+        // The record exists: the claim becomes permanent. Until here, a crash leaves a claim
+        // that expires and an orphan record no token was ever issued for. Its WAIT also covers
+        // the claim's SET NX, sent earlier on the same connection.
+        let persisted: i64 = self
+            .write_replicated(email_key, redis::cmd("PERSIST").arg(email_key))
+            .await?;
+        if persisted == 0 && self.get(email_key).await?.as_deref() != Some(id) {
+            // Our lease ran out before we finished and someone else took the address.
+            self.query::<()>(redis::cmd("DEL").arg(&user_key)).await?;
+            return Ok(Insert::EmailTaken(None));
+        }
+        Ok(Insert::Created)
     }
 
     async fn get(&self, key: &str) -> Result<Option<String>, StoreError> {
@@ -179,67 +211,12 @@ impl RedisStore {
     }
 }
 
-/// One try at claiming a user's onboarding send: `SET marker sending:<token> NX PX lease`, then
-/// `GET marker` in the same pipeline, so a refused claim tells at once who holds the marker.
-/// (Redis 7's `SET … NX GET` would do both in one command, but Azure Cache for Redis, whose
-/// connection-string form `REDIS_URL` accepts, runs Redis 6; the pipeline works on any version
-/// and costs the same single round trip.)
-struct ClaimAttempt {
-    key: String,
-    value: String,
-    lease_ms: u64,
-}
-
-impl ClaimAttempt {
-    fn new(store: &RedisStore, id: UserId, token: &str, lease: Duration) -> Self {
-        Self {
-            key: store.marker_key(id),
-            value: marker::sending(token),
-            lease_ms: lease.as_millis().max(1) as u64,
-        }
-    }
-
-    /// Appends the two commands, whose replies [`outcome`](Self::outcome) reads.
-    fn add_to(&self, pipe: &mut redis::Pipeline) {
-        pipe.cmd("SET")
-            .arg(&self.key)
-            .arg(&self.value)
-            .arg("NX")
-            .arg("PX")
-            .arg(self.lease_ms)
-            .get(&self.key);
-    }
-
-    /// The claim, from the replies to SET NX and GET; `None` when another claim expired between
-    /// the two, so the caller should try again.
-    fn outcome(&self, set: Option<String>, marker: Option<String>) -> Option<Claim> {
-        // Our own token: an earlier try whose reply timed out after Redis had taken the claim.
-        // It is ours to use (and to renew before sending); waiting for it to lapse would spend
-        // the window, and the delivery, on nothing.
-        if set.is_some() || marker.as_deref() == Some(self.value.as_str()) {
-            return Some(Claim::Claimed);
-        }
-        marker.map(|m| marker::claim_of_other(&m))
-    }
-
-    /// Gives this attempt's claim back, if it still holds the marker.
-    async fn release(&self, store: &RedisStore) -> Result<(), StoreError> {
-        store.delete_if(&self.key, &self.value).await
-    }
-}
-
 /// A Redis error without anything that could carry a secret (URLs are never in redis-rs errors,
 /// but the server's own text is kept short).
-fn describe_redis_error(e: &redis::RedisError) -> String {
+pub(super) fn describe_redis_error(e: &redis::RedisError) -> String {
     let mut text = e.to_string();
     text.truncate(200);
     text
-}
-
-fn parse_user(json: &str) -> Result<User, StoreError> {
-    serde_json::from_str::<StoredUser>(json)
-        .map_err(|e| StoreError::Corrupt(format!("a user record is not valid JSON: {e}")))?
-        .into_user()
 }
 
 #[async_trait]
@@ -253,12 +230,44 @@ impl UserStore for RedisStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        let pong: String = self.query(&redis::cmd("PING")).await?;
-        if pong == "PONG" {
-            Ok(())
-        } else {
-            Err(StoreError::Backend(format!("PING answered {pong:?}")))
+        let mut link = self.link().await?;
+        // One node, in a cluster a random one: the cluster connection would otherwise ask all.
+        let pong = self.bounded(link.query_any(&redis::cmd("PING"))).await?;
+        match redis::from_redis_value::<String>(pong) {
+            Ok(pong) if pong == "PONG" => Ok(()),
+            other => Err(StoreError::Backend(format!("PING answered {other:?}"))),
         }
+    }
+
+    async fn health(&self) -> Result<Option<StoreHealth>, StoreError> {
+        self.shape().await.map(Some)
+    }
+
+    #[tracing::instrument(skip_all, fields(user_id = %user.id))]
+    async fn confirm_replicated(&self, user: &User) -> Result<(), StoreError> {
+        let email_key = self.email_key(&user.email);
+        let user_key = self.user_key(user.id);
+        // Both keys are written again, so that this connection has something for WAIT to
+        // confirm: the first sign-up's writes may have gone out on another connection (or
+        // another instance) and been answered 503 unconfirmed. The record only if it still
+        // exists, the claim only if it is still this user's (a script: compare, then set).
+        let record = serde_json::to_string(&StoredUser::from_user(user))
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        self.write_replicated::<Option<String>>(
+            &user_key,
+            redis::cmd("SET").arg(&user_key).arg(&record).arg("XX"),
+        )
+        .await?;
+        self.write_replicated::<i64>(
+            &email_key,
+            redis::cmd("EVAL")
+                .arg(marker::REWRITE_IF_EQUAL)
+                .arg(1)
+                .arg(&email_key)
+                .arg(user.id.to_string()),
+        )
+        .await?;
+        Ok(())
     }
 
     #[tracing::instrument(skip_all, fields(user_id = %user.id))]
@@ -279,20 +288,7 @@ impl UserStore for RedisStore {
                 )
                 .await?;
             if claimed.is_some() {
-                let record = serde_json::to_string(&StoredUser::from_user(user))
-                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                let user_key = self.user_key(user.id);
-                self.query::<()>(redis::cmd("SET").arg(&user_key).arg(&record))
-                    .await?;
-                // The record exists: the claim becomes permanent. Until here, a crash leaves a
-                // claim that expires and an orphan record no token was ever issued for.
-                let persisted: i64 = self.query(redis::cmd("PERSIST").arg(&email_key)).await?;
-                if persisted == 0 && self.get(&email_key).await?.as_deref() != Some(id.as_str()) {
-                    // Our lease ran out before we finished and someone else took the address.
-                    self.query::<()>(redis::cmd("DEL").arg(&user_key)).await?;
-                    return Ok(Insert::EmailTaken(None));
-                }
-                return Ok(Insert::Created);
+                return self.complete_insert(user, &email_key, &id).await;
             }
             let Some(owner) = self.get(&email_key).await? else {
                 continue;
@@ -401,7 +397,7 @@ impl UserStore for RedisStore {
         token: &str,
         lease: Duration,
     ) -> Result<Claim, StoreError> {
-        let mut connection = self.connection.clone();
+        let mut connection = self.link().await?;
         let mut invocation = self.renew_claim.key(self.marker_key(id));
         invocation
             .arg(marker::sending(token))
@@ -444,7 +440,7 @@ impl UserStore for RedisStore {
         let interval_us = send_rate::interval(per_minute).as_micros() as u64;
         let max_wait_us = max_wait.as_micros() as u64;
         let ticket_key = self.send_ticket_key(id);
-        let mut connection = self.connection.clone();
+        let mut connection = self.link().await?;
         let mut ticket = self.take_ticket.key(&ticket_key);
         ticket.arg(interval_us).arg(max_wait_us);
         let (outcome, wait_us): (i64, i64) =
