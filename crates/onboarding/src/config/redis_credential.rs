@@ -39,6 +39,19 @@ pub struct ManagedIdentity {
     pub client_id: String,
 }
 
+impl RedisSettings {
+    /// Where Redis is and how the handler signs in, for the banner and logs (no credentials).
+    pub fn describe(&self) -> String {
+        match &self.credential {
+            RedisCredential::Url => self.display.clone(),
+            RedisCredential::ManagedIdentity(identity) => format!(
+                "{} (Entra ID: managed identity {})",
+                self.display, identity.client_id
+            ),
+        }
+    }
+}
+
 impl RedisCredential {
     /// True when the handler authenticates with Entra ID tokens.
     pub fn is_managed_identity(&self) -> bool {

@@ -1,6 +1,7 @@
 //! Where users and onboarding markers live. One interface, two homes: Redis for real runs and an
 //! in-memory map for `handler dev` without Redis.
 
+mod entra;
 mod marker;
 mod memory;
 mod redis;
@@ -13,6 +14,7 @@ use async_trait::async_trait;
 
 use crate::domain::{Onboarding, OnboardingStatus, Refusal, User, UserEmail, UserId};
 
+pub use self::entra::{ManagedIdentityCredentials, TokenError, credentials_provider};
 pub use self::memory::MemoryStore;
 pub use self::redis::RedisStore;
 pub use self::send_rate::SendSlot;

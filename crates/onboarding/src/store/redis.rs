@@ -21,6 +21,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use super::entra::credentials_provider;
 use super::marker;
 use super::send_rate::{self, GCRA_SCRIPT, SendSlot, TICKET_GRACE, TICKET_SCRIPT};
 use super::{Claim, EMAIL_CLAIM_LEASE, Insert, StoreError, UserStore};
@@ -91,18 +92,25 @@ impl RedisStore {
         use anyhow::Context as _;
         let client = redis::Client::open(expose(&settings.url))
             .with_context(|| format!("REDIS_URL for {} is not usable", settings.display))?;
-        let config = ConnectionManagerConfig::new()
+        let mut config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
             .set_response_timeout(Some(OPERATION_TIMEOUT))
             .set_number_of_retries(1)
             .set_min_delay(Duration::from_millis(50))
             .set_max_delay(Duration::from_millis(500));
+        // The same config, provider included, serves every reconnect: a new connection opens
+        // with the current token and re-authenticates with each new one.
+        if let Some(credentials) =
+            credentials_provider(settings).context("preparing Entra ID authentication")?
+        {
+            config = config.set_credentials_provider(credentials);
+        }
         let connection = ConnectionManager::new_lazy_with_config(client, config)
             .context("could not prepare the Redis connection")?;
         Ok(Self {
             connection,
             prefix: prefix.to_owned(),
-            display: settings.display.clone(),
+            display: settings.describe(),
             compare_and_delete: redis::Script::new(marker::COMPARE_AND_DELETE),
             renew_claim: redis::Script::new(marker::RENEW_CLAIM),
             gcra: redis::Script::new(GCRA_SCRIPT),
