@@ -6,6 +6,7 @@ mod health;
 mod helpers;
 mod lifecycle;
 mod protocol;
+mod redis_entra;
 mod redis_markers;
 mod root;
 mod send_onboarding;

@@ -2,3 +2,5 @@
 
 /// The host version the tests and the benchmark claim in their envelopes: the dev host's own.
 pub use devhost::client::HOST_VERSION;
+
+pub mod token_endpoint;
