@@ -26,13 +26,16 @@ pub struct TokenEndpointConfig {
     pub client_id: String,
     /// What `X-IDENTITY-HEADER` must carry (the platform's `IDENTITY_HEADER`).
     pub identity_header: String,
+    /// How long each token lives (`expires_on` is this after issue, in whole seconds).
     pub lifetime: Duration,
 }
 
 /// One token the endpoint handed out.
 #[derive(Clone, Debug)]
 pub struct IssuedToken {
+    /// The JWT-shaped token, as the handler uses it for a password.
     pub token: String,
+    /// When it was handed out, so a test can time an outage against the renewal.
     pub issued_at: SystemTime,
     /// `expires_on`, whole seconds as Azure gives it.
     pub expires_at: SystemTime,
@@ -42,8 +45,11 @@ pub struct IssuedToken {
 /// without an answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
+    /// Tokens for requests in the documented form, 400 for others.
     Serving,
+    /// 500 to every request.
     Failing,
+    /// Every connection closed without an answer.
     Refusing,
 }
 

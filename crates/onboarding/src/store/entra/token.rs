@@ -29,12 +29,17 @@ const MAX_DETAIL: usize = 200;
 /// them carries a token or the identity header.
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
+    /// At start: the HTTP client (its TLS setup) could not be made; the handler cannot run.
     #[error("the HTTP client for the managed identity endpoint could not be built: {0}")]
     Setup(String),
+    /// No answer (refused, reset, timed out): retried, the current token stays in use.
     #[error("the managed identity endpoint could not be reached: {0}")]
     Unreachable(String),
+    /// A non-2xx answer, with the start of its body (an identity not assigned to the app, a
+    /// wrong client id, a platform hiccup): retried likewise.
     #[error("the managed identity endpoint answered HTTP {status}: {detail}")]
     Refused { status: u16, detail: String },
+    /// A 2xx answer without a usable token (no `oid`, no expiry, already expired).
     #[error("the managed identity endpoint's answer is unusable: {0}")]
     Malformed(String),
 }
