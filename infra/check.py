@@ -4,9 +4,10 @@
 This is NOT the Bicep compiler: the Bicep CLI cannot be installed on our machines, so nothing here
 checks types, API versions against Azure's schemas, or what Azure would accept. It parses the
 template with pycep-parser (a Python Bicep parser; catches syntax errors) and then checks the
-decisions the app depends on: the Flex Consumption custom-handler runtime, identity-only access,
-every setting the handler and the function.json files need, Key Vault references for secrets, the
-queue's dead-lettering, and no secret in the parameters file. Prints "N passed, M failed".
+decisions the app depends on: the Flex Consumption custom-handler runtime, identity-only access
+(Redis through Entra ID with access keys off), every setting the handler and the function.json
+files need, Key Vault references for secrets, the queue's dead-lettering, and no secret in the
+parameters file. Prints "N passed, M failed".
 
 usage: python3 infra/check.py   (needs: pip install pycep-parser)
 """
@@ -22,8 +23,10 @@ ROOT = INFRA.parent
 # What crates/onboarding/src/config.rs requires when serving under the host (FUNCTIONS_CUSTOMHANDLER_PORT is set by
 # the host itself), plus the provider's send rate, which the deployment always sets so that a burst
 # of sign-ups waits for send slots; and which of those are secrets.
-HANDLER_REQUIRED = {"REDIS_URL", "JWT_SECRET", "SMTP_URL", "MAIL_FROM", "SMTP_MAX_PER_MINUTE"}
-SECRETS = {"REDIS_URL", "JWT_SECRET", "SMTP_URL"}
+HANDLER_REQUIRED = {"REDIS_URL", "REDIS_CREDENTIAL", "REDIS_CLIENT_ID", "JWT_SECRET", "SMTP_URL",
+                    "MAIL_FROM", "SMTP_MAX_PER_MINUTE"}
+# Redis is reached with the identity (Entra ID), so REDIS_URL is not a secret any more.
+SECRETS = {"JWT_SECRET", "SMTP_URL"}
 # App settings that Flex Consumption replaced with functionAppConfig or no longer supports.
 FLEX_DEPRECATED = {
     "FUNCTIONS_WORKER_RUNTIME", "FUNCTIONS_WORKER_RUNTIME_VERSION", "FUNCTIONS_EXTENSION_VERSION",
@@ -46,6 +49,14 @@ results = []
 def check(name, ok, detail=""):
     results.append(bool(ok))
     print(f"{'ok  ' if ok else 'FAIL'} {name}" + (f": {detail}" if detail and not ok else ""))
+
+
+def accessor(expr):
+    """`identity.properties.clientId` for pycep's nested property accessors; strings as they are."""
+    if isinstance(expr, dict) and expr.get("operator", {}).get("type") == "property_accessor":
+        operands = expr["operator"]["operands"]
+        return f'{accessor(operands["operand_1"])}.{accessor(operands["operand_2"])}'
+    return expr if isinstance(expr, str) else json.dumps(expr)
 
 
 def of_type(resources, resource_type):
@@ -123,12 +134,7 @@ def main():
     vault = one(resources, "Microsoft.KeyVault/vaults").get("properties", {})
     check("Key Vault uses RBAC", vault.get("enableRbacAuthorization") is True)
 
-    redis = one(resources, "Microsoft.Cache/redisEnterprise/databases").get("properties", {})
-    check("Redis over TLS on port 10000, one endpoint, no eviction",
-          redis.get("clientProtocol") == "Encrypted" and redis.get("port") in (10000, "redisPort")
-          and redis.get("clusteringPolicy") == "EnterpriseCluster"
-          and redis.get("evictionPolicy") == "NoEviction",
-          json.dumps(redis))
+    check_redis(resources, variables, settings)
     role_values = set(variables.get("roles", {}).get("value", {}).values())
     check("role assignments use the expected built-in roles", role_values == ROLE_IDS,
           f"unexpected {sorted(role_values - ROLE_IDS)}, missing {sorted(ROLE_IDS - role_values)}")
@@ -144,6 +150,54 @@ def main():
     check("parameters file holds no secret", not secure & parameters.keys(),
           f"secure parameters present: {sorted(secure & parameters.keys())}")
     return finish()
+
+
+def check_redis(resources, variables, settings):
+    """Azure Managed Redis as Azure ships it: OSS clustering, Entra ID only, no Redis secret."""
+    databases = of_type(resources, "Microsoft.Cache/redisEnterprise/databases")
+    database = databases[0] if len(databases) == 1 else {"config": {}}
+    redis = database["config"].get("properties", {})
+    database_name = next((k for k, r in resources.items() if r is database), None)
+    check("Redis over TLS on port 10000, no eviction",
+          redis.get("clientProtocol") == "Encrypted" and redis.get("port") in (10000, "redisPort")
+          and redis.get("evictionPolicy") == "NoEviction",
+          json.dumps(redis))
+    check("Redis clustering policy is Azure's default (OSS)",
+          redis.get("clusteringPolicy") in (None, "OSSCluster"), f"found {redis.get('clusteringPolicy')}")
+    check("Redis access keys are off", redis.get("accessKeysAuthentication") == "Disabled",
+          f"found {redis.get('accessKeysAuthentication')}")
+
+    assignments = [r["config"] for r in
+                   of_type(resources, "Microsoft.Cache/redisEnterprise/databases/accessPolicyAssignments")]
+    for_app = [a for a in assignments
+               if a.get("parent") == database_name
+               and a.get("properties", {}).get("accessPolicyName") == "default"
+               and accessor(a.get("properties", {}).get("user", {}).get("objectId"))
+               == "identity.properties.principalId"]
+    check("the app's identity has the 'default' access policy on the Redis database", for_app,
+          json.dumps(assignments))
+    names = {k for k, r in resources.items()
+             if r["type"] == "Microsoft.Cache/redisEnterprise/databases/accessPolicyAssignments"}
+    depends = set(one(resources, "Microsoft.Web/sites/config").get("dependsOn", []))
+    check("app settings wait for the Redis access policy", names and names <= depends,
+          f"dependsOn {sorted(depends)}")
+
+    url = settings.get("REDIS_URL")
+    url = variables.get(url, {}).get("value", url) if isinstance(url, str) else json.dumps(url)
+    check("REDIS_URL is rediss:// without a password",
+          isinstance(url, str) and url.startswith("rediss://") and "@" not in url
+          and "listKeys" not in url, f"found {url}")
+    check("Redis through the app's identity (REDIS_CREDENTIAL, REDIS_CLIENT_ID)",
+          settings.get("REDIS_CREDENTIAL") == "managedidentity"
+          and accessor(settings.get("REDIS_CLIENT_ID")) == "identity.properties.clientId",
+          f"REDIS_CREDENTIAL={settings.get('REDIS_CREDENTIAL')}, "
+          f"REDIS_CLIENT_ID={accessor(settings.get('REDIS_CLIENT_ID'))}")
+    vault_secrets = [r["config"].get("name", "") for r in
+                     of_type(resources, "Microsoft.KeyVault/vaults/secrets")]
+    dumped = json.dumps(resources) + json.dumps(variables)
+    check("no Redis secret in Key Vault and no Redis key read",
+          not [n for n in vault_secrets if "redis" in str(n).lower()] and "listKeys" not in dumped,
+          f"secrets {vault_secrets}")
 
 
 def finish():

@@ -1,7 +1,7 @@
 // The smallest set of Azure resources the onboarding function app needs, identity-only throughout:
 // a Flex Consumption plan and app (custom handler runtime) with one user-assigned identity, host
-// storage without shared keys, the Service Bus queue, Azure Managed Redis, Key Vault for the
-// secrets, Application Insights with Entra authentication, and the role assignments between them.
+// storage without shared keys, the Service Bus queue, Azure Managed Redis with Entra ID only,
+// Key Vault for the two secrets left (JWT key, SMTP URL), Application Insights with Entra authentication, and the role assignments between them.
 // Deploy into an existing resource group; see infra/README.md. The code goes in afterwards
 // (scripts/package, then zip deploy): this template creates an empty app.
 
@@ -79,7 +79,7 @@ var roles = {
 
 // ---------------------------------------------------------------------------------------------
 // Identity: one user-assigned identity for everything the app reaches (host storage, deployment
-// package, Service Bus, Key Vault references, Application Insights). No keys or connection
+// package, Service Bus, Redis, Key Vault references, Application Insights). No keys or connection
 // strings with secrets in app settings.
 
 resource identity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = {
@@ -194,9 +194,20 @@ resource serviceBusRoles 'Microsoft.Authorization/roleAssignments@2022-04-01' = 
 ]
 
 // ---------------------------------------------------------------------------------------------
-// Azure Managed Redis: TLS only on port 10000. The handler sends single-key commands over one
-// endpoint, so the database uses the Enterprise clustering policy (the proxy routes keys; the
-// client needs no cluster support). It stores accounts, so nothing is evicted.
+// Azure Managed Redis: TLS only on port 10000, as Azure creates it by default. It stores
+// accounts, so nothing is evicted.
+//
+// Clustering: Azure's default, the OSS policy (the cluster API; the client follows MOVED and the
+// shards' own ports), which the handler detects and follows by itself (issue 17). The policy
+// cannot be changed after creation, so a database created earlier with EnterpriseCluster keeps
+// it (the handler works with both); moving means a new database.
+// https://learn.microsoft.com/en-us/azure/redis/choose-clustering-policy
+//
+// Authentication: Microsoft Entra ID only, with access keys off (Azure's default for new caches
+// and Microsoft's advice), so there is no Redis secret anywhere. The app's identity gets the
+// data access policy "default" (the only one supported) on the database, and the handler signs
+// in with the identity's tokens (REDIS_CREDENTIAL=managedidentity). Entra ID works over TLS only.
+// https://learn.microsoft.com/en-us/azure/redis/entra-for-authentication
 
 resource redis 'Microsoft.Cache/redisEnterprise@2025-04-01' = {
   name: 'redis-${name}-${token}'
@@ -226,19 +237,33 @@ resource redisDatabase 'Microsoft.Cache/redisEnterprise/databases@2025-04-01' = 
   properties: {
     clientProtocol: 'Encrypted'
     port: redisPort
-    clusteringPolicy: 'EnterpriseCluster'
+    // Azure's default, written out so the choice is visible.
+    clusteringPolicy: 'OSSCluster'
     evictionPolicy: 'NoEviction'
-    // The handler authenticates with the access key (kept in Key Vault), not with Entra ID.
-    accessKeysAuthentication: 'Enabled'
+    accessKeysAuthentication: 'Disabled'
     persistence: redisPersistence ? persistenceOn : persistenceOff
   }
 }
 
-// The key is percent-encoded: base64 keys may hold '/', '+' or '=', which a URL cannot carry raw.
-var redisUrl = 'rediss://:${uriComponent(redisDatabase.listKeys().primaryKey)}@${redis.properties.hostName}:${redisPort}'
+// The identity's object id becomes a Redis user with the "default" access policy (all data
+// commands); it is the user name the handler signs in with (the token's oid claim).
+// https://learn.microsoft.com/en-us/azure/templates/microsoft.cache/2025-04-01/redisenterprise/databases/accesspolicyassignments
+resource redisAccess 'Microsoft.Cache/redisEnterprise/databases/accessPolicyAssignments@2025-04-01' = {
+  parent: redisDatabase
+  name: 'functionapp'
+  properties: {
+    accessPolicyName: 'default'
+    user: {
+      objectId: identity.properties.principalId
+    }
+  }
+}
+
+// No password: the token is the password (see above).
+var redisUrl = 'rediss://${redis.properties.hostName}:${redisPort}'
 
 // ---------------------------------------------------------------------------------------------
-// Key Vault (RBAC) with the three secrets the handler reads. Public network access stays on:
+// Key Vault (RBAC) with the two secrets the handler reads (Redis needs none: Entra ID). Public network access stays on:
 // Flex Consumption cannot resolve Key Vault references against a network-restricted vault.
 
 resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
@@ -272,15 +297,6 @@ resource smtpUrlValue 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = {
   name: 'SMTP-URL'
   properties: {
     value: smtpUrl
-    contentType: 'text/plain'
-  }
-}
-
-resource redisUrlValue 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = {
-  parent: vault
-  name: 'REDIS-URL'
-  properties: {
-    value: redisUrl
     contentType: 'text/plain'
   }
 }
@@ -416,8 +432,11 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     // Telemetry, authenticated with the identity (local auth is off on the component).
     APPLICATIONINSIGHTS_CONNECTION_STRING: appInsights.properties.ConnectionString
     APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identity.properties.clientId};Authorization=AAD'
-    // What the handler itself reads (crates/onboarding/src/config.rs). Secrets stay in Key Vault.
-    REDIS_URL: '@Microsoft.KeyVault(SecretUri=${redisUrlValue.properties.secretUri})'
+    // What the handler itself reads (crates/onboarding/src/config/). Secrets stay in Key Vault.
+    // Redis through the identity, named as the host names its own identity-based connections.
+    REDIS_URL: redisUrl
+    REDIS_CREDENTIAL: 'managedidentity'
+    REDIS_CLIENT_ID: identity.properties.clientId
     JWT_SECRET: '@Microsoft.KeyVault(SecretUri=${jwtSecretValue.properties.secretUri})'
     SMTP_URL: '@Microsoft.KeyVault(SecretUri=${smtpUrlValue.properties.secretUri})'
     MAIL_FROM: mailFrom
@@ -432,6 +451,7 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     serviceBusRoles
     vaultRole
     insightsRole
+    redisAccess
   ]
 }
 

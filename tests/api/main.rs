@@ -7,6 +7,7 @@ mod health;
 mod helpers;
 mod lifecycle;
 mod protocol;
+mod redis_entra;
 mod redis_markers;
 mod replication;
 mod root;

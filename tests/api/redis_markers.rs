@@ -4,7 +4,7 @@
 use std::num::NonZeroU32;
 use std::time::Duration;
 
-use onboarding::config::RedisSettings;
+use onboarding::config::{RedisCredential, RedisSettings};
 use onboarding::domain::{Onboarding, Refusal, User, UserEmail, UserId, UserName};
 use onboarding::store::{Claim, RedisStore, SendSlot, UserStore};
 
@@ -16,6 +16,7 @@ fn store(redis: &RedisServer) -> RedisStore {
     let settings = RedisSettings {
         url: redis.url().into(),
         display: redis.url(),
+        credential: RedisCredential::Url,
     };
     let prefix = format!("markers-{}:", uuid::Uuid::new_v4().simple());
     RedisStore::new(&settings, &prefix).expect("a Redis store")
@@ -84,6 +85,7 @@ async fn two_stores_share_one_send_rate() {
     let settings = RedisSettings {
         url: redis.url().into(),
         display: redis.url(),
+        credential: RedisCredential::Url,
     };
     let prefix = format!("rate-{}:", uuid::Uuid::new_v4().simple());
     let (a, b) = (

@@ -8,3 +8,4 @@ mod redis_replica;
 
 pub use redis_cluster::RedisCluster;
 pub use redis_replica::RedisReplica;
+pub mod token_endpoint;

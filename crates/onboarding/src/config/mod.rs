@@ -14,9 +14,11 @@ use parse::{
     parse_public_url, parse_redis_url, parse_seconds, parse_send_window, parse_smtp_url,
 };
 use reader::{Reader, Value};
+pub use redis_credential::{MANAGED_IDENTITY, ManagedIdentity, RedisCredential};
 
 mod parse;
 mod reader;
+mod redis_credential;
 
 /// Shortest HS256 key accepted: the key must be as strong as the hash.
 pub const MIN_JWT_SECRET_BYTES: usize = 32;
@@ -71,6 +73,22 @@ pub struct RedisSettings {
     pub url: SecretString,
     /// The host and port only, for the start-up banner and logs.
     pub display: String,
+    /// How the handler authenticates: the URL's own password, or Entra ID tokens.
+    pub credential: RedisCredential,
+}
+
+impl RedisSettings {
+    /// True when `url` names a user or a password, which Entra ID replaces with its own.
+    pub fn has_credentials_in_url(&self) -> bool {
+        Url::parse(expose(&self.url))
+            .map(|url| !url.username().is_empty() || url.password().is_some())
+            .unwrap_or(false)
+    }
+
+    /// True when the connection is TLS (`rediss://`); Azure accepts Entra ID tokens over TLS only.
+    pub fn is_tls(&self) -> bool {
+        self.display.starts_with("rediss://")
+    }
 }
 
 /// How to reach the SMTP server: a lettre URL whose credentials stay secret.
@@ -138,11 +156,15 @@ impl Settings {
             "the Functions host sets it; to run without the host, use `handler dev`",
             parse_port,
         );
-        let redis = read.required(
+        let url = read.value("REDIS_URL");
+        let url_given = !matches!(url, Value::Missing);
+        let redis = read.require(
             "REDIS_URL",
             "e.g. redis://127.0.0.1:6379 or rediss://:KEY@name.region.redis.azure.net:10000",
+            url,
             |raw| parse_redis_url(raw).map_err(|why| format!("REDIS_URL {why}")),
         );
+        let redis = redis_credential::read_credential(&mut read, redis, url_given);
         let send_window = read
             .optional("SMTP_SEND_WINDOW_SECONDS", parse_send_window)
             .unwrap_or(DEFAULT_SEND_WINDOW);

@@ -9,7 +9,8 @@ use secrecy::SecretString;
 use url::Url;
 
 use super::{
-    MAX_PER_MINUTE, MIN_JWT_SECRET_BYTES, RedisSettings, SEND_WINDOW_SECONDS, SmtpSettings,
+    MAX_PER_MINUTE, MIN_JWT_SECRET_BYTES, RedisCredential, RedisSettings, SEND_WINDOW_SECONDS,
+    SmtpSettings,
 };
 
 /// `FUNCTIONS_CUSTOMHANDLER_PORT`: a port number the host chose.
@@ -131,6 +132,7 @@ pub(super) fn parse_redis_url(raw: &str) -> Result<RedisSettings, String> {
     Ok(RedisSettings {
         url: SecretString::from(url.to_string()),
         display,
+        credential: RedisCredential::Url,
     })
 }
 

@@ -2,8 +2,9 @@
 //! runs in cluster mode (`INFO cluster` → `cluster_enabled:1`, as an Azure Managed Redis with the
 //! default OSS clustering policy does); the store then talks through a [`Link`]: one
 //! self-reconnecting connection to a single server, or a cluster connection that follows
-//! `MOVED`, failovers and resharding. Credentials come from the URL today; a credentials
-//! provider (Entra ID tokens) belongs in [`Connector::open`] too, for both kinds.
+//! `MOVED`, failovers and resharding. Credentials come from the URL, or from Entra ID tokens
+//! ([`ManagedIdentityCredentials`]), which sign in every connection of both kinds, the probe
+//! included, and re-authenticate each with every new token.
 //!
 //! Azure Managed Redis's OSS clustering policy (its default) implements the Redis Cluster API:
 //! the client finds the shards and follows redirections itself,
@@ -18,6 +19,8 @@ use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::{Cmd, Pipeline, RedisFuture, RedisResult, Value};
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::OnceCell;
+
+use super::entra::ManagedIdentityCredentials;
 
 /// Bound on opening a connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -95,16 +98,22 @@ pub(super) struct Connector {
     url: SecretString,
     client: redis::Client,
     operation_timeout: Duration,
+    credentials: Option<ManagedIdentityCredentials>,
     link: OnceCell<Link>,
 }
 
 impl Connector {
     /// Checks the URL without connecting.
-    pub(super) fn new(url: &SecretString, operation_timeout: Duration) -> RedisResult<Self> {
+    pub(super) fn new(
+        url: &SecretString,
+        operation_timeout: Duration,
+        credentials: Option<ManagedIdentityCredentials>,
+    ) -> RedisResult<Self> {
         Ok(Self {
             url: url.clone(),
             client: redis::Client::open(url.expose_secret())?,
             operation_timeout,
+            credentials,
             link: OnceCell::new(),
         })
     }
@@ -116,9 +125,12 @@ impl Connector {
 
     /// Asks the server which kind it is, then builds the matching connection.
     async fn open(&self) -> RedisResult<Link> {
-        let config = redis::AsyncConnectionConfig::new()
+        let mut config = redis::AsyncConnectionConfig::new()
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
             .set_response_timeout(Some(self.operation_timeout));
+        if let Some(credentials) = &self.credentials {
+            config = config.set_credentials_provider(credentials.clone());
+        }
         let mut probe = self
             .client
             .get_multiplexed_async_connection_with_config(&config)
@@ -136,12 +148,17 @@ impl Connector {
     }
 
     fn open_single(&self) -> RedisResult<ConnectionManager> {
-        let config = ConnectionManagerConfig::new()
+        let mut config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
             .set_response_timeout(Some(self.operation_timeout))
             .set_number_of_retries(1)
             .set_min_delay(Duration::from_millis(50))
             .set_max_delay(Duration::from_millis(500));
+        // The same config, provider included, serves every reconnect: a new connection opens
+        // with the current token.
+        if let Some(credentials) = &self.credentials {
+            config = config.set_credentials_provider(credentials.clone());
+        }
         ConnectionManager::new_lazy_with_config(self.client.clone(), config)
     }
 
@@ -149,13 +166,18 @@ impl Connector {
     /// from the first node). A failed node's slots are looked up again on the next error or
     /// `MOVED`; retries are few because each store operation is bounded to 2 s anyway.
     async fn open_cluster(&self) -> RedisResult<Link> {
-        let client = ClusterClient::builder([self.url.expose_secret()])
+        let mut builder = ClusterClient::builder([self.url.expose_secret()])
             .connection_timeout(CONNECT_TIMEOUT)
             .response_timeout(self.operation_timeout)
             .retries(4)
             .min_retry_wait(50)
-            .max_retry_wait(400)
-            .build()?;
+            .max_retry_wait(400);
+        // Every node's connection, including one opened after a failover or a `MOVED` to a new
+        // node, signs in with the current token.
+        if let Some(credentials) = &self.credentials {
+            builder = builder.set_credentials_provider(credentials.clone());
+        }
+        let client = builder.build()?;
         Ok(Link::Cluster(client.get_async_connection().await?))
     }
 }

@@ -3,6 +3,7 @@
 
 mod claim_attempt;
 mod connection;
+mod entra;
 mod marker;
 mod memory;
 mod record;
@@ -19,6 +20,7 @@ use async_trait::async_trait;
 
 use crate::domain::{Onboarding, OnboardingStatus, Refusal, User, UserEmail, UserId};
 
+pub use self::entra::{ManagedIdentityCredentials, TokenError, credentials_provider};
 pub use self::memory::MemoryStore;
 pub use self::redis::RedisStore;
 pub use self::send_rate::SendSlot;

@@ -25,6 +25,7 @@ use time::OffsetDateTime;
 
 use super::claim_attempt::ClaimAttempt;
 use super::connection::{Connector, Link};
+use super::entra::credentials_provider;
 use super::marker;
 use super::record::{StoredUser, parse_user};
 use super::replication::{self, Replication};
@@ -54,13 +55,17 @@ impl RedisStore {
     /// ping before Redis is reached, and keep answering while Redis is down.
     pub fn new(settings: &RedisSettings, prefix: &str) -> anyhow::Result<Self> {
         use anyhow::Context as _;
-        let connector = Connector::new(&settings.url, OPERATION_TIMEOUT)
+        // Entra ID tokens, when configured, sign in every connection of either kind, the probe
+        // included, and re-authenticate each one with every new token.
+        let credentials =
+            credentials_provider(settings).context("preparing Entra ID authentication")?;
+        let connector = Connector::new(&settings.url, OPERATION_TIMEOUT, credentials)
             .with_context(|| format!("REDIS_URL for {} is not usable", settings.display))?;
         Ok(Self {
             connector: Arc::new(connector),
             replication: Arc::default(),
             prefix: prefix.to_owned(),
-            display: settings.display.clone(),
+            display: settings.describe(),
             compare_and_delete: redis::Script::new(marker::COMPARE_AND_DELETE),
             renew_claim: redis::Script::new(marker::RENEW_CLAIM),
             gcra: redis::Script::new(GCRA_SCRIPT),
