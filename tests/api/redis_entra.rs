@@ -8,6 +8,7 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
+use test_support::RedisCluster;
 use test_support::token_endpoint::{IssuedToken, Mode, TokenEndpoint, TokenEndpointConfig};
 
 use crate::helpers::{RedisServer, SmtpSink, TestApp, new_user_body};
@@ -35,6 +36,15 @@ const ADMIN: (&str, &str) = ("entra-test-admin", "entra-test-admin-password");
 async fn entra_id_tokens_rotate_under_traffic_and_an_endpoint_outage_causes_no_error() {
     let redis = RedisServer::start();
     entra_id_scenario(&redis.url(), &[redis.url()]).await;
+}
+
+/// The same against a cluster of 3 primaries and 3 replicas: the token goes to every node's ACL,
+/// and the handler's connection to each node (found through `CLUSTER SLOTS`, not the URL)
+/// signs in and re-authenticates with every new token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entra_id_tokens_rotate_on_every_node_of_a_cluster() {
+    let cluster = RedisCluster::start();
+    entra_id_scenario(&cluster.url(), &cluster.node_urls()).await;
 }
 
 /// The scenario against any Redis the handler reaches at `redis_url`; `nodes` are the servers
@@ -228,6 +238,10 @@ impl Acl {
                 );
                 let admin_url = url.replacen("redis://", &format!("redis://{user}:{password}@"), 1);
                 let admin = connect(&admin_url);
+                // A replica that reconnects to its primary must still get in once the default
+                // user is off.
+                query(&mut open, &["CONFIG", "SET", "masteruser", user]);
+                query(&mut open, &["CONFIG", "SET", "masterauth", password]);
                 query(&mut open, &["ACL", "SETUSER", "default", "off"]);
                 Mutex::new(admin)
             })
@@ -279,12 +293,15 @@ impl Acl {
     }
 
     /// Every client connection other than the test's own runs as the identity's user, and
-    /// there is at least one.
+    /// there is at least one. (`TYPE normal` leaves out a cluster's replication links, which
+    /// are the servers' own.)
     fn assert_connections_signed_in_as_the_identity(&self) {
         let mut identity = 0;
         for admin in self.admins.iter() {
             let list: String = redis::cmd("CLIENT")
                 .arg("LIST")
+                .arg("TYPE")
+                .arg("normal")
                 .query(&mut lock(admin))
                 .expect("CLIENT LIST");
             for line in list.lines() {

@@ -68,6 +68,15 @@ impl RedisCluster {
         format!("redis://127.0.0.1:{}", self.nodes[0].port)
     }
 
+    /// `redis://127.0.0.1:<port>` of every node, primaries and replicas: where a test changes
+    /// something each node must know (an ACL user, say).
+    pub fn node_urls(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .map(|node| format!("redis://127.0.0.1:{}", node.port))
+            .collect()
+    }
+
     /// The ports of the nodes now serving slots as primaries (live ones only).
     pub fn primary_ports(&self) -> Vec<u16> {
         let nodes = self.cluster_nodes();
