@@ -28,6 +28,7 @@ pub mod app_error;
 pub mod app_settings;
 mod banner;
 pub mod client;
+pub use client::HOST_VERSION;
 pub mod consumer;
 pub mod error;
 pub mod function_json;

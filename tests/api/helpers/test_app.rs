@@ -10,8 +10,9 @@ use bytes::Bytes;
 use serde_json::Value;
 use tempfile::TempDir;
 
-use super::envelope::{self, InvocationAnswer, http_invocation, service_bus_invocation};
 use super::{RedisServer, TEST_JWT_SECRET};
+use test_support::InvocationAnswer;
+use test_support::envelope::{self, http_invocation, service_bus_invocation};
 
 /// The host gives up after 30 s; the handler should be far quicker than that.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
