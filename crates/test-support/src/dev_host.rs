@@ -14,6 +14,8 @@ use crate::process::Supervised;
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often the dev host's output, endpoints and outbox are polled.
 const POLL: Duration = Duration::from_millis(25);
+/// How long one request to the dev host may take.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
 /// How many lines of output a failure message shows.
 const TAIL: usize = 60;
 /// Settings a developer's environment must not leak into a test; a test sets what it needs.
@@ -158,7 +160,7 @@ impl DevHostBuilder {
         DevHost {
             process,
             base,
-            client: client(),
+            client: http_client(CLIENT_TIMEOUT),
             root: self.root,
             _work_dir: self.work_dir,
         }
@@ -314,12 +316,14 @@ fn eml_files(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
-/// An HTTP client for the dev host: loopback, no proxy, no redirects, 30 s per request.
-fn client() -> reqwest::Client {
+/// An HTTP client for checks against a local server: loopback, no proxy (a developer's proxy
+/// settings must not catch 127.0.0.1), no redirects (a test asserts them), and `timeout` per
+/// request.
+pub fn http_client(timeout: Duration) -> reqwest::Client {
     reqwest::Client::builder()
         .no_proxy()
         .redirect(reqwest::redirect::Policy::none())
-        .timeout(Duration::from_secs(30))
+        .timeout(timeout)
         .build()
         .expect("an HTTP client")
 }

@@ -18,7 +18,7 @@ mod silent;
 pub mod smtp;
 
 pub use answer::{InvocationAnswer, Res};
-pub use dev_host::{DevHost, DevHostBuilder, app_root};
+pub use dev_host::{DevHost, DevHostBuilder, app_root, http_client};
 pub use port::free_port;
 pub use process::Supervised;
 pub use redis::{Persistence, RedisServer};
