@@ -248,6 +248,11 @@ impl DevHost {
         self.dev("queues").await
     }
 
+    /// One queue's counts and dead letters, from `/_dev/queues`.
+    pub async fn queue(&self, name: &str) -> Value {
+        self.queues().await[name].clone()
+    }
+
     /// Polls `/_dev/<what>` until `done` holds; panics with the last value after `timeout`.
     pub async fn wait_for(
         &self,
