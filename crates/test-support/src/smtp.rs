@@ -28,6 +28,8 @@ mod front;
 mod mime;
 mod policy;
 mod refuse_logins;
+#[cfg(test)]
+mod tests;
 
 use std::collections::BTreeMap;
 use std::net::TcpListener;
