@@ -1190,16 +1190,11 @@ impl Instance {
         }
         let unreachable = |e: reqwest::Error| format!("cannot reach the handler: {e}");
         let response = request.send().await.map_err(unreachable)?;
-        let status = response.status().as_u16();
-        let content_type = response
-            .headers()
-            .get(reqwest::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let text = response.text().await.map_err(unreachable)?;
-        let answer = InvocationAnswer::from_parts(status, content_type, text);
+        let answer = InvocationAnswer::from_response(response)
+            .await
+            .map_err(unreachable)?;
         if !answer.host_ok() {
-            return Err(format!("the handler answered {status}"));
+            return Err(format!("the handler answered {}", answer.host_status));
         }
         if !answer.outputs.is_object() {
             return Err(format!(

@@ -50,6 +50,18 @@ impl InvocationAnswer {
         }
     }
 
+    /// Reads the handler's HTTP response as the host does: status, `Content-Type`, body.
+    pub async fn from_response(response: reqwest::Response) -> reqwest::Result<Self> {
+        let status = response.status().as_u16();
+        let content_type = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let text = response.text().await?;
+        Ok(Self::from_parts(status, content_type, text))
+    }
+
     /// Whether the host would count the invocation as a success (2xx).
     pub fn host_ok(&self) -> bool {
         (200..300).contains(&self.host_status)

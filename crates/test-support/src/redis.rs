@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use tempfile::TempDir;
 
-use crate::free_port;
+use crate::port::free_port;
 
 /// How long `redis-server` may take to answer its first PING (a durable one replays its
 /// append-only file first).

@@ -25,6 +25,7 @@
 //! mailin's own listener, with nothing in between to measure.
 
 mod front;
+mod mail;
 mod mime;
 mod policy;
 mod refuse_logins;
@@ -41,48 +42,15 @@ use anyhow::Context as _;
 use mailin_embedded::Server;
 
 use front::{Backends, Front};
+pub use mail::ReceivedMail;
 pub use mime::MimePart;
 pub use policy::{Modes, Record};
 use policy::{Policy, Recorder};
 pub use refuse_logins::AuthRefusingSmtp;
+use refuse_logins::NAME;
 
-/// The server's name in greetings.
-const NAME: &str = "sink.example.test";
 /// How often the `wait_for` methods look.
 const POLL: Duration = Duration::from_millis(25);
-
-/// One message as the sink accepted it.
-#[derive(Clone, Debug)]
-pub struct ReceivedMail {
-    /// The envelope sender (`MAIL FROM`), without angle brackets.
-    pub from: String,
-    /// The envelope recipients (`RCPT TO`), without angle brackets.
-    pub to: Vec<String>,
-    /// The message as sent after `DATA` (headers and body), dot-unstuffed.
-    pub data: String,
-    /// When the sink accepted it (before its `250` went out).
-    pub received_at: Instant,
-}
-
-impl ReceivedMail {
-    /// A top-level header of the message, matched case-insensitively.
-    pub fn header(&self, name: &str) -> Option<String> {
-        mime::parse(&self.data).header(name).map(str::to_owned)
-    }
-
-    /// The message's leaf parts (text/plain, text/html, ...), bodies decoded.
-    pub fn parts(&self) -> Vec<MimePart> {
-        mime::parse(&self.data).leaves()
-    }
-
-    /// The decoded body of the first leaf part with this media type (e.g. `text/html`).
-    pub fn part(&self, media_type: &str) -> Option<String> {
-        self.parts()
-            .into_iter()
-            .find(|part| part.media_type() == media_type)
-            .map(|part| part.body)
-    }
-}
 
 /// How a sink is set up; [`SmtpSink::start`] and [`SmtpSink::start_with`] cover the usual
 /// cases, [`SmtpSink::try_start`] takes it whole.

@@ -277,17 +277,9 @@ impl TestApp {
             .send()
             .await
             .unwrap_or_else(|e| panic!("POST /{function} got no HTTP answer: {e}"));
-        let status = response.status().as_u16();
-        let content_type = response
-            .headers()
-            .get(reqwest::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let text = response
-            .text()
+        InvocationAnswer::from_response(response)
             .await
-            .unwrap_or_else(|e| panic!("reading the answer to POST /{function}: {e}"));
-        InvocationAnswer::from_parts(status, content_type, text)
+            .unwrap_or_else(|e| panic!("reading the answer to POST /{function}: {e}"))
     }
 
     /// `root`: a client's `GET /` with these headers.

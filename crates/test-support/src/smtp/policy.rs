@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use mailin_embedded::{Handler, Response, response};
 
-use super::ReceivedMail;
+use super::mail::ReceivedMail;
 
 /// The rate limit's window: at most R messages in any span this long.
 const RATE_WINDOW: Duration = Duration::from_secs(1);

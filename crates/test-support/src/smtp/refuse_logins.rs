@@ -10,7 +10,8 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use super::NAME;
+/// The server's name in greetings (the sink's mailin says the same).
+pub(super) const NAME: &str = "sink.example.test";
 
 /// The server; it serves on std threads until the process ends.
 pub struct AuthRefusingSmtp {
