@@ -13,8 +13,6 @@ mod chrome;
 mod dev_host;
 #[path = "browser/email.rs"]
 mod email;
-#[path = "browser/process.rs"]
-mod process;
 
 use std::future::Future;
 use std::time::{Duration, Instant};

@@ -2,67 +2,19 @@
 //! host.json and function folders as the app root, sign-up over HTTP, the in-process queue,
 //! and the email, with the embedded defaults and with a real Redis and a real SMTP server.
 
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::Read;
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use tempfile::TempDir;
+use test_support::{DevHost, RedisServer, SilentServer, SmtpSink, app_root, free_port};
 
 /// How long the dev host may take to print its address.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long an email may take to go out once a user signed up.
 const MAIL_TIMEOUT: Duration = Duration::from_secs(30);
-/// Settings the developer's environment must not leak into a test.
-const SETTINGS: &[&str] = &[
-    "REDIS_URL",
-    "REDIS_KEY_PREFIX",
-    "SMTP_URL",
-    "SMTP_TIMEOUT_SECONDS",
-    "JWT_SECRET",
-    "JWT_SECRET_PREVIOUS",
-    "JWT_TTL_SECONDS",
-    "MAIL_FROM",
-    "PUBLIC_URL",
-    "FUNCTIONS_CUSTOMHANDLER_PORT",
-    "ONBOARDING_QUEUE",
-];
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("find a free port")
-        .port()
-}
-
-/// A temporary app root holding the repository's host.json and every `<function>/function.json`.
-fn app_root() -> TempDir {
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let dir = tempfile::tempdir().expect("create the app root");
-    std::fs::copy(repo.join("host.json"), dir.path().join("host.json"))
-        .expect("the repository has a host.json");
-    let mut copied = 0;
-    for entry in std::fs::read_dir(repo).expect("read the repository root") {
-        let folder = entry.expect("a directory entry").path();
-        let function_json = folder.join("function.json");
-        if function_json.is_file() {
-            let name = folder.file_name().expect("a folder name");
-            std::fs::create_dir(dir.path().join(name)).expect("create a function folder");
-            std::fs::copy(&function_json, dir.path().join(name).join("function.json"))
-                .expect("copy function.json");
-            copied += 1;
-        }
-    }
-    assert!(
-        copied >= 4,
-        "expected the four function folders at the repository root"
-    );
-    dir
-}
-
 /// Rewrites a copied function.json.
 fn edit_function(root: &Path, function: &str, edit: impl FnOnce(&mut Value)) {
     let path = root.join(function).join("function.json");
@@ -73,121 +25,53 @@ fn edit_function(root: &Path, function: &str, edit: impl FnOnce(&mut Value)) {
     std::fs::write(&path, doc.to_string()).expect("write function.json");
 }
 
-/// A running `handler dev`, killed when dropped.
-struct DevHost {
-    child: Child,
-    base: String,
-    output: Arc<Mutex<String>>,
-    /// The threads copying stdout and stderr into `output`; they end with the process's pipes.
-    readers: Vec<std::thread::JoinHandle<()>>,
-    root: TempDir,
+/// How long one request to the dev host may take.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `handler dev` from this package's `handler` binary, serving `root` with these settings and
+/// arguments.
+fn start_dev(root: TempDir, env: &[(&str, String)], args: &[&str]) -> DevHost {
+    DevHost::builder(env!("CARGO_BIN_EXE_handler"))
+        .root(root)
+        .envs(env)
+        .args(args)
+        .start()
 }
 
-impl DevHost {
-    /// Starts `handler dev --port 0` on `root` with these settings and extra arguments, and waits
-    /// for the address it prints.
-    fn start(root: TempDir, env: &[(&str, String)], args: &[&str]) -> Self {
-        let mut child = dev_command(root.path(), env, args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start the handler binary");
-        let output = Arc::new(Mutex::new(String::new()));
-        let stdout = child.stdout.take().expect("piped stdout");
-        let stderr = child.stderr.take().expect("piped stderr");
-        let readers = vec![
-            collect_lines(stdout, output.clone()),
-            collect_lines(stderr, output.clone()),
-        ];
-        let deadline = Instant::now() + START_TIMEOUT;
-        let base = loop {
-            let text = output.lock().expect("output lock").clone();
-            if let Some(base) = text
-                .lines()
-                .find_map(|l| l.strip_prefix("Listening on "))
-                .map(|b| b.trim().to_owned())
-            {
-                break base;
-            }
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!("handler dev exited with {status} before listening:\n{text}");
-            }
-            assert!(
-                Instant::now() < deadline,
-                "handler dev did not print its address within {START_TIMEOUT:?}:\n{text}"
-            );
-            std::thread::sleep(Duration::from_millis(25));
-        };
-        Self {
-            child,
-            base,
-            output,
-            readers,
-            root,
-        }
-    }
+fn client() -> reqwest::Client {
+    test_support::http_client(CLIENT_TIMEOUT)
+}
 
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
+fn unique_email(tag: &str) -> String {
+    format!("{tag}-{}@example.com", uuid::Uuid::new_v4().simple())
+}
 
-    fn output(&self) -> String {
-        self.output.lock().expect("output lock").clone()
-    }
+/// Waits for an `.eml` file in the dev host's outbox that mentions `recipient`; returns its text.
+async fn wait_for_eml(dev: &DevHost, recipient: &str) -> String {
+    dev.wait_for_email(MAIL_TIMEOUT, |text| text.contains(recipient))
+        .await
+        .1
+}
 
-    /// Sends SIGTERM and waits (bounded) for the exit.
-    fn terminate(&mut self, timeout: Duration) -> ExitStatus {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -TERM failed");
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait for handler dev") {
-                // The readers end at the pipes' end of file, with the last lines taken.
-                for reader in self.readers.drain(..) {
-                    reader.join().expect("an output reader");
-                }
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "handler dev still running {timeout:?} after SIGTERM:\n{}",
-                self.output()
-            );
-            std::thread::sleep(Duration::from_millis(25));
-        }
-    }
-
-    async fn queues(&self) -> Value {
-        let response = client()
-            .get(self.url("/_dev/queues"))
-            .send()
-            .await
-            .expect("GET /_dev/queues");
-        assert_eq!(response.status(), 200);
-        response.json().await.expect("/_dev/queues is JSON")
-    }
-
+/// What these tests ask of a dev host beyond test-support's launcher.
+trait DevHostExt {
     /// Polls `/_dev/queues` until `done` holds; panics with the last state after `timeout`.
+    async fn wait_for_queues(&self, timeout: Duration, done: impl Fn(&Value) -> bool) -> Value;
+    /// POST /createUser with JSON; returns the status and the body.
+    async fn sign_up(&self, email: &str) -> (u16, Value);
+    /// Sends `body` to the onboarding queue.
+    async fn enqueue(&self, body: Value);
+    /// Polls `/_dev/handler` until `done` holds.
+    async fn wait_for_handler(&self, done: impl Fn(&Value) -> bool) -> Value;
+    /// The handler's URL as `/_dev/handler` shows it.
+    async fn handler_url(&self) -> Value;
+}
+
+impl DevHostExt for DevHost {
     async fn wait_for_queues(&self, timeout: Duration, done: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let queues = self.queues().await;
-            if done(&queues) {
-                return queues;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "queues not as expected within {timeout:?}: {queues:#}\n{}",
-                self.output()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        self.wait_for("queues", timeout, done).await
     }
 
-    /// POST /createUser with JSON; returns the status and the body.
     async fn sign_up(&self, email: &str) -> (u16, Value) {
         let response = client()
             .post(self.url("/createUser"))
@@ -198,88 +82,24 @@ impl DevHost {
         let status = response.status().as_u16();
         (status, response.json().await.unwrap_or(Value::Null))
     }
-}
 
-impl Drop for DevHost {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    async fn enqueue(&self, body: Value) {
+        let sent = client()
+            .post(self.url("/_dev/queues/onboarding/messages"))
+            .json(&body)
+            .send()
+            .await
+            .expect("enqueue");
+        assert_eq!(sent.status(), 201);
     }
-}
 
-fn dev_command(root: &Path, env: &[(&str, String)], args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_handler"));
-    command
-        .args(["dev", "--port", "0", "--app-root"])
-        .arg(root)
-        .args(args)
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null());
-    for name in SETTINGS {
-        command.env_remove(name);
+    async fn wait_for_handler(&self, done: impl Fn(&Value) -> bool) -> Value {
+        self.wait_for("handler", Duration::from_secs(30), done)
+            .await
     }
-    for (name, _) in std::env::vars() {
-        if name
-            .to_ascii_lowercase()
-            .starts_with("azurefunctionsjobhost__")
-        {
-            command.env_remove(name);
-        }
-    }
-    for (name, value) in env {
-        command.env(name, value);
-    }
-    command
-}
 
-fn collect_lines(
-    stream: impl Read + Send + 'static,
-    into: Arc<Mutex<String>>,
-) -> std::thread::JoinHandle<()> {
-    std::thread::spawn(move || {
-        for line in BufReader::new(stream).lines() {
-            let Ok(line) = line else { break };
-            let mut text = into.lock().expect("output lock");
-            text.push_str(&line);
-            text.push('\n');
-        }
-    })
-}
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(Duration::from_secs(30))
-        .build()
-        .expect("an HTTP client")
-}
-
-fn unique_email(tag: &str) -> String {
-    format!("{tag}-{}@example.com", uuid::Uuid::new_v4().simple())
-}
-
-/// Waits for an `.eml` file in `dir` that mentions `recipient`; returns its text.
-async fn wait_for_eml(dir: &Path, recipient: &str) -> String {
-    let deadline = Instant::now() + MAIL_TIMEOUT;
-    loop {
-        if let Ok(entries) = std::fs::read_dir(dir) {
-            for entry in entries.flatten() {
-                let path = entry.path();
-                if path.extension().is_some_and(|e| e == "eml")
-                    && let Ok(text) = std::fs::read_to_string(&path)
-                    && text.contains(recipient)
-                {
-                    return text;
-                }
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no .eml for {recipient} in {} within {MAIL_TIMEOUT:?}",
-            dir.display()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    async fn handler_url(&self) -> Value {
+        self.dev("handler").await["url"].clone()
     }
 }
 
@@ -305,7 +125,7 @@ async fn assert_profile_and_redirect(dev: &DevHost, token: &str, email: &str) {
 /// the token opens `GET /`, and the email lands in `<app root>/outbox` through the queue.
 #[tokio::test]
 async fn sign_up_profile_and_email_work_with_the_embedded_defaults() {
-    let dev = DevHost::start(app_root(), &[], &[]);
+    let dev = start_dev(app_root(), &[], &[]);
     let banner = dev.output();
     for expected in [
         "[embedded]",
@@ -327,7 +147,7 @@ async fn sign_up_profile_and_email_work_with_the_embedded_defaults() {
     let token = body["token"].as_str().expect("a token");
     assert_profile_and_redirect(&dev, token, &email).await;
 
-    let eml = wait_for_eml(&dev.root.path().join("outbox"), &email).await;
+    let eml = wait_for_eml(&dev, &email).await;
     assert!(
         eml.contains("onboarding@localhost"),
         "the local sender is used:\n{eml}"
@@ -344,7 +164,7 @@ async fn sign_up_profile_and_email_work_with_the_embedded_defaults() {
 /// not list 405 with `Allow`, case-insensitive routes, and health.
 #[tokio::test]
 async fn routes_follow_the_function_json_files() {
-    let dev = DevHost::start(app_root(), &[], &[]);
+    let dev = start_dev(app_root(), &[], &[]);
 
     let health = client()
         .get(dev.url("/HEALTH"))
@@ -377,8 +197,8 @@ async fn routes_follow_the_function_json_files() {
 #[tokio::test]
 async fn with_redis_and_smtp_set_the_real_servers_are_used() {
     let redis = RedisServer::start();
-    let smtp = SmtpSink::start(free_port());
-    let dev = DevHost::start(
+    let smtp = SmtpSink::start();
+    let dev = start_dev(
         app_root(),
         &[("REDIS_URL", redis.url()), ("SMTP_URL", smtp.url())],
         &[],
@@ -386,7 +206,7 @@ async fn with_redis_and_smtp_set_the_real_servers_are_used() {
     let banner = dev.output();
     assert!(banner.contains("[real]"), "{banner}");
     assert!(
-        banner.contains(&format!("127.0.0.1:{}", redis.port)),
+        banner.contains(&format!("127.0.0.1:{}", redis.port())),
         "{banner}"
     );
     let email = unique_email("grace");
@@ -395,12 +215,11 @@ async fn with_redis_and_smtp_set_the_real_servers_are_used() {
     assert_eq!(status, 201, "{body}");
     assert_profile_and_redirect(&dev, body["token"].as_str().expect("a token"), &email).await;
 
-    let mail = smtp.wait_for(|m| m.to.iter().any(|t| t == &email)).await;
+    let mail = smtp
+        .wait_for_mail(MAIL_TIMEOUT, |m| m.to.iter().any(|t| t == &email))
+        .await;
     assert!(mail.data.contains("Subject:"), "{}", mail.data);
-    assert!(
-        !dev.root.path().join("outbox").exists(),
-        "no outbox with real SMTP"
-    );
+    assert!(!dev.outbox().exists(), "no outbox with real SMTP");
     let health = client()
         .get(dev.url("/health"))
         .send()
@@ -416,7 +235,7 @@ async fn with_redis_and_smtp_set_the_real_servers_are_used() {
 #[tokio::test]
 async fn a_failing_mail_server_leads_to_redelivery_then_dead_letter_then_recovery() {
     let smtp_port = free_port();
-    let dev = DevHost::start(
+    let dev = start_dev(
         app_root(),
         &[
             ("SMTP_URL", format!("smtp://127.0.0.1:{smtp_port}")),
@@ -452,11 +271,12 @@ async fn a_failing_mail_server_leads_to_redelivery_then_dead_letter_then_recover
     }
     assert!(output.contains("dead-lettered"), "{output}");
 
-    let smtp = SmtpSink::start(smtp_port);
+    let smtp = SmtpSink::start_on(smtp_port);
     let second = unique_email("second");
     let (status, body) = dev.sign_up(&second).await;
     assert_eq!(status, 201, "{body}");
-    smtp.wait_for(|m| m.to.iter().any(|t| t == &second)).await;
+    smtp.wait_for_mail(MAIL_TIMEOUT, |m| m.to.iter().any(|t| t == &second))
+        .await;
     assert!(
         !smtp
             .messages()
@@ -486,7 +306,7 @@ async fn local_settings_resolve_binding_names_and_the_environment_wins() {
         .to_string(),
     )
     .expect("write local.settings.json");
-    let dev = DevHost::start(root, &[("ONBOARDING_QUEUE", "from-env".to_owned())], &[]);
+    let dev = start_dev(root, &[("ONBOARDING_QUEUE", "from-env".to_owned())], &[]);
 
     let queues = dev.queues().await;
     assert!(queues.get("from-env").is_some(), "{queues}");
@@ -494,7 +314,7 @@ async fn local_settings_resolve_binding_names_and_the_environment_wins() {
     let email = unique_email("lin");
     let (status, _) = dev.sign_up(&email).await;
     assert_eq!(status, 201);
-    let eml = wait_for_eml(&dev.root.path().join("outbox"), &email).await;
+    let eml = wait_for_eml(&dev, &email).await;
     assert!(eml.contains("file-sender@example.com"), "{eml}");
 }
 
@@ -503,7 +323,7 @@ async fn local_settings_resolve_binding_names_and_the_environment_wins() {
 async fn sigterm_stops_and_reports_the_pending_messages() {
     let dev_smtp_down = [("SMTP_URL", format!("smtp://127.0.0.1:{}", free_port()))];
     // Failing deliveries come back at once; 2000 of them outlast the test.
-    let mut dev = DevHost::start(
+    let mut dev = start_dev(
         app_root(),
         &dev_smtp_down,
         &["--max-delivery-count", "2000"],
@@ -530,7 +350,9 @@ async fn an_unsupported_route_template_is_an_error_at_start() {
     edit_function(root.path(), "health", |doc| {
         doc["bindings"][0]["route"] = json!("health/{id:regex(^[a-z]+$)}");
     });
-    let mut child = dev_command(root.path(), &[], &[])
+    let dev = DevHost::builder(env!("CARGO_BIN_EXE_handler")).root(root);
+    let mut child = dev
+        .command()
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -558,182 +380,6 @@ async fn an_unsupported_route_template_is_an_error_at_start() {
         stderr.contains("health") && stderr.contains("regex"),
         "{stderr}"
     );
-}
-
-/// A throwaway `redis-server` on a free loopback port, persistence off; killed when dropped.
-struct RedisServer {
-    port: u16,
-    child: Child,
-    _dir: TempDir,
-}
-
-impl RedisServer {
-    /// Panics when `redis-server` is missing: these tests never skip.
-    fn start() -> Self {
-        let dir = tempfile::tempdir().expect("a directory for redis-server");
-        let port = free_port();
-        let child = match Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-        {
-            Ok(child) => child,
-            Err(e) if e.kind() == ErrorKind::NotFound => panic!(
-                "redis-server not found: install it with `apt-get install -y redis-server` \
-                 (scripts/test does this)"
-            ),
-            Err(e) => panic!("could not start redis-server: {e}"),
-        };
-        let mut server = Self {
-            port,
-            child,
-            _dir: dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !server.answers_ping() {
-            if let Ok(Some(status)) = server.child.try_wait() {
-                panic!("redis-server exited with {status}");
-            }
-            assert!(
-                Instant::now() < deadline,
-                "redis-server did not answer PING"
-            );
-            std::thread::sleep(Duration::from_millis(25));
-        }
-        server
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    fn answers_ping(&self) -> bool {
-        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) else {
-            return false;
-        };
-        let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
-        let mut reply = [0u8; 7];
-        stream.write_all(b"PING\r\n").is_ok()
-            && stream.read_exact(&mut reply).is_ok()
-            && &reply == b"+PONG\r\n"
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// One message as the SMTP sink received it.
-#[derive(Clone, Debug)]
-struct Mail {
-    to: Vec<String>,
-    data: String,
-}
-
-/// mailin's callbacks; cloned per connection, so `current` is per connection.
-#[derive(Clone)]
-struct Recorder {
-    received: Arc<Mutex<Vec<Mail>>>,
-    current: Option<Mail>,
-}
-
-impl mailin_embedded::Handler for Recorder {
-    fn data_start(
-        &mut self,
-        _domain: &str,
-        _from: &str,
-        _is8bit: bool,
-        to: &[String],
-    ) -> mailin_embedded::Response {
-        self.current = Some(Mail {
-            to: to
-                .iter()
-                .map(|t| {
-                    t.trim()
-                        .trim_start_matches('<')
-                        .trim_end_matches('>')
-                        .to_owned()
-                })
-                .collect(),
-            data: String::new(),
-        });
-        mailin_embedded::response::OK
-    }
-
-    fn data(&mut self, buf: &[u8]) -> std::io::Result<()> {
-        if let Some(mail) = self.current.as_mut() {
-            mail.data.push_str(&String::from_utf8_lossy(buf));
-        }
-        Ok(())
-    }
-
-    fn data_end(&mut self) -> mailin_embedded::Response {
-        if let Some(mail) = self.current.take() {
-            self.received.lock().expect("mailbox lock").push(mail);
-        }
-        mailin_embedded::response::OK
-    }
-}
-
-/// A real SMTP server (mailin-embedded) on a loopback port, serving on a thread for the rest of
-/// the test process.
-struct SmtpSink {
-    port: u16,
-    received: Arc<Mutex<Vec<Mail>>>,
-}
-
-impl SmtpSink {
-    fn start(port: u16) -> Self {
-        let listener = TcpListener::bind(("127.0.0.1", port))
-            .unwrap_or_else(|e| panic!("bind the SMTP sink to 127.0.0.1:{port}: {e}"));
-        let received = Arc::new(Mutex::new(Vec::new()));
-        let mut server = mailin_embedded::Server::new(Recorder {
-            received: received.clone(),
-            current: None,
-        });
-        server
-            .with_name("sink.example.test")
-            .with_num_threads(4)
-            .with_tcp_listener(listener);
-        std::thread::spawn(move || {
-            if let Err(e) = server.serve() {
-                eprintln!("SMTP sink stopped: {e}");
-            }
-        });
-        Self { port, received }
-    }
-
-    fn url(&self) -> String {
-        format!("smtp://127.0.0.1:{}", self.port)
-    }
-
-    fn messages(&self) -> Vec<Mail> {
-        self.received.lock().expect("mailbox lock").clone()
-    }
-
-    /// Waits (bounded) for a message matching `wanted`.
-    async fn wait_for(&self, wanted: impl Fn(&Mail) -> bool) -> Mail {
-        let deadline = Instant::now() + MAIL_TIMEOUT;
-        loop {
-            if let Some(mail) = self.messages().into_iter().find(|m| wanted(m)) {
-                return mail;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the expected email did not arrive within {MAIL_TIMEOUT:?}; got {:?}",
-                self.messages().iter().map(|m| &m.to).collect::<Vec<_>>()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -879,46 +525,6 @@ fn app_root_with_host(edit: impl FnOnce(&mut Value)) -> TempDir {
     root
 }
 
-impl DevHost {
-    async fn dev_json(&self, what: &str) -> Value {
-        client()
-            .get(self.url(&format!("/_dev/{what}")))
-            .send()
-            .await
-            .expect("GET /_dev/…")
-            .json()
-            .await
-            .expect("JSON")
-    }
-
-    async fn enqueue(&self, body: Value) {
-        let sent = client()
-            .post(self.url("/_dev/queues/onboarding/messages"))
-            .json(&body)
-            .send()
-            .await
-            .expect("enqueue");
-        assert_eq!(sent.status(), 201);
-    }
-
-    /// Polls `/_dev/handler` until `done` holds.
-    async fn wait_for_handler(&self, done: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let handler = self.dev_json("handler").await;
-            if done(&handler) {
-                return handler;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "handler not as expected: {handler}\n{}",
-                self.output()
-            );
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-    }
-}
-
 /// A failing delivery comes back at once with DeliveryCount + 1 (no backoff) and the tenth is
 /// dead-lettered with MaxDeliveryCountExceeded and the last error in /_dev/queues.
 #[tokio::test]
@@ -927,7 +533,7 @@ async fn failed_deliveries_come_back_at_once_and_the_tenth_is_dead_lettered() {
     fake.set("sendOnboarding", "fail");
     let args = fake.args();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let dev = DevHost::start(app_root(), &fake.env(&[]), &args);
+    let dev = start_dev(app_root(), &fake.env(&[]), &args);
     dev.enqueue(json!({"userId": "u1"})).await;
 
     let queues = dev
@@ -969,7 +575,7 @@ async fn an_invocation_past_the_lock_renewal_limit_loses_its_message() {
         h["functionTimeout"] = json!("00:00:10");
         h["extensions"]["serviceBus"]["maxAutoLockRenewalDuration"] = json!("00:00:02");
     });
-    let dev = DevHost::start(root, &fake.env(&[]), &args);
+    let dev = start_dev(root, &fake.env(&[]), &args);
     dev.enqueue(json!({"userId": "u1"})).await;
 
     dev.wait_for_queues(Duration::from_secs(30), |q| {
@@ -1001,30 +607,17 @@ async fn an_invocation_past_the_lock_renewal_limit_loses_its_message() {
     );
 }
 
-/// Accepts connections and never answers (a Redis that hangs).
-fn silent_server() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for stream in listener.incoming().flatten() {
-            held.push(stream);
-        }
-    });
-    port
-}
-
 /// In-process mode too: at functionTimeout the caller gets an empty 500, the handler is killed
 /// and restarted (same port, same in-memory App), and the other invocation in flight fails
 /// with it, before its own timeout.
 #[tokio::test]
 async fn a_function_timeout_restarts_the_in_process_handler_and_fails_the_other_invocation() {
     let root = app_root_with_host(|h| h["functionTimeout"] = json!("00:00:01"));
-    let dev = DevHost::start(
+    let dev = start_dev(
         root,
         &[(
             "REDIS_URL",
-            format!("redis://127.0.0.1:{}", silent_server()),
+            format!("redis://127.0.0.1:{}", SilentServer::start().port),
         )],
         &[],
     );
@@ -1059,12 +652,6 @@ async fn sign_up_at(url: String, email: String) -> (u16, String) {
     (status, response.text().await.unwrap_or_default())
 }
 
-impl DevHost {
-    async fn handler_url(&self) -> Value {
-        self.dev_json("handler").await["url"].clone()
-    }
-}
-
 /// An invocation arriving while the handler restarts (after a counted crash, exit code 3) is
 /// held until it answers, not failed.
 #[tokio::test]
@@ -1073,12 +660,12 @@ async fn invocations_arriving_during_a_restart_are_held_not_failed() {
     fake.set("createUser", "exit3once");
     let args = fake.args();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let dev = DevHost::start(
+    let dev = start_dev(
         app_root(),
         &fake.env(&[("FAKE_RESTART_DELAY", "1.5".to_owned())]),
         &args,
     );
-    let first_pid = dev.dev_json("handler").await["pid"].clone();
+    let first_pid = dev.dev("handler").await["pid"].clone();
     let crashed = sign_up_at(dev.url("/createUser"), unique_email("a")).await;
     assert_eq!(
         crashed,
@@ -1089,7 +676,7 @@ async fn invocations_arriving_during_a_restart_are_held_not_failed() {
     dev.wait_for_handler(|h| h["state"] == "starting").await;
     let held = sign_up_at(dev.url("/createUser"), unique_email("b")).await;
     assert_eq!(held, (200, "done".to_owned()));
-    let handler = dev.dev_json("handler").await;
+    let handler = dev.dev("handler").await;
     assert_eq!(handler["restarts"], 1);
     assert_ne!(handler["pid"], first_pid);
     let seen = fake.invocations("createUser");
@@ -1108,7 +695,7 @@ async fn a_handler_that_exits_0_is_not_restarted() {
     fake.set("createUser", "exit0once");
     let args = fake.args();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let dev = DevHost::start(app_root(), &fake.env(&[]), &args);
+    let dev = start_dev(app_root(), &fake.env(&[]), &args);
     assert_eq!(
         sign_up_at(dev.url("/createUser"), unique_email("a"))
             .await
@@ -1142,8 +729,8 @@ async fn a_handler_that_exits_0_is_not_restarted() {
 /// though the user was saved; once sends work, the same sign-up again queues the email.
 #[tokio::test]
 async fn a_failed_queue_send_is_an_empty_500_after_the_user_was_saved() {
-    let dev = DevHost::start(app_root(), &[], &["--fail-queue-sends"]);
-    assert_eq!(dev.dev_json("faults").await, json!({"queueSends": "fail"}));
+    let dev = start_dev(app_root(), &[], &["--fail-queue-sends"]);
+    assert_eq!(dev.dev("faults").await, json!({"queueSends": "fail"}));
     let email = unique_email("send");
     let failed = sign_up_at(dev.url("/createUser"), email.clone()).await;
     assert_eq!(failed, (500, String::new()));
@@ -1156,10 +743,10 @@ async fn a_failed_queue_send_is_an_empty_500_after_the_user_was_saved() {
         .await
         .expect("PUT /_dev/faults");
     assert_eq!(switched.status(), 200);
-    assert_eq!(dev.dev_json("faults").await, json!({"queueSends": "ok"}));
+    assert_eq!(dev.dev("faults").await, json!({"queueSends": "ok"}));
     let (status, body) = dev.sign_up(&email).await;
     assert_eq!(status, 200, "a repeated sign-up of a saved user: {body}");
-    wait_for_eml(&dev.root.path().join("outbox"), &email).await;
+    wait_for_eml(&dev, &email).await;
 }
 
 /// Client bodies of 4, 16 and 64 MiB through `handler dev`: the envelope carries each about
@@ -1167,7 +754,7 @@ async fn a_failed_queue_send_is_an_empty_500_after_the_user_was_saved() {
 /// a failed invocation would give.
 #[tokio::test]
 async fn an_oversized_client_body_gets_the_413_problem_through_the_dev_host() {
-    let dev = DevHost::start(app_root(), &[], &[]);
+    let dev = start_dev(app_root(), &[], &[]);
     for mib in [4usize, 16, 64] {
         let body = json!({"name": "x".repeat(mib << 20), "email": unique_email("big"), "password": "long enough"})
             .to_string();

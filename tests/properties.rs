@@ -15,6 +15,7 @@ use onboarding::server::routes;
 use onboarding::store::MemoryStore;
 use proptest::prelude::*;
 use serde_json::{Value, json};
+use test_support::envelope::http_invocation;
 
 /// Cases per property; each is cheap except the few that reach password hashing.
 const CASES: u32 = 256;
@@ -54,15 +55,10 @@ async fn invoke(app: &Arc<App>, function: &str, body: Vec<u8>) -> (u16, Option<u
     (status, res_status)
 }
 
-fn http_envelope(headers: Value, body: Option<String>) -> Vec<u8> {
-    let mut req = json!({
-        "Url": "https://app.example.net/createUser", "Method": "POST",
-        "Query": {}, "Headers": headers, "Params": {},
-    });
-    if let Some(body) = body {
-        req["Body"] = Value::String(body);
-    }
-    json!({"Data": {"req": req}, "Metadata": {}})
+/// A createUser invocation as the host builds it, with one header and this body.
+fn http_envelope(header: &str, value: &str, body: &str) -> Vec<u8> {
+    let url = "https://app.example.net/createUser";
+    http_invocation("POST", url, &[(header, value)], Some(body))
         .to_string()
         .into_bytes()
 }
@@ -121,7 +117,7 @@ proptest! {
         header in "(?i:content-type)",
     ) {
         let app = app();
-        let envelope = http_envelope(json!({header: ["application/json"]}), Some(body.to_string()));
+        let envelope = http_envelope(&header, "application/json", &body.to_string());
         runtime().block_on(async {
             let (status, res) = invoke(&app, "createUser", envelope).await;
             prop_assert_eq!(status, 200);
@@ -143,7 +139,7 @@ proptest! {
         ],
     ) {
         let app = app();
-        let envelope = http_envelope(json!({"Content-Type": [media]}), Some(body));
+        let envelope = http_envelope("Content-Type", &media, &body);
         runtime().block_on(async {
             let (status, res) = invoke(&app, "createUser", envelope).await;
             prop_assert_eq!(status, 200);
@@ -201,7 +197,7 @@ proptest! {
 fn a_deeply_nested_body_is_refused_cleanly() {
     let app = app();
     let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
-    let envelope = http_envelope(json!({"Content-Type": ["application/json"]}), Some(deep));
+    let envelope = http_envelope("Content-Type", "application/json", &deep);
     let (status, res) = runtime().block_on(invoke(&app, "createUser", envelope));
     assert_eq!(status, 200);
     assert!(matches!(res, Some(400) | Some(413)), "{res:?}");

@@ -1,9 +1,6 @@
-//! The fault tests' SMTP sink (tests/faults/smtp.rs) in each of its provider modes, over real
+//! test-support's SMTP sink (crates/test-support/src/smtp.rs) in each of its provider modes, over real
 //! TCP on loopback with lettre: the rate limit (451 at RCPT TO), refused mailboxes (550 at RCPT
 //! TO), refused logins (535 to AUTH), and stopping and starting it on the same port.
-
-#[path = "faults/smtp.rs"]
-mod smtp;
 
 use std::io::ErrorKind;
 use std::net::TcpStream;
@@ -12,7 +9,7 @@ use std::time::{Duration, Instant};
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
-use smtp::{Modes, SmtpSink};
+use test_support::{Modes, SmtpSink};
 
 /// A transport of its own (lettre pools connections) to the sink, without TLS.
 fn transport(sink: &SmtpSink) -> AsyncSmtpTransport<Tokio1Executor> {
@@ -134,7 +131,7 @@ async fn a_refused_mailbox_gets_550_at_rcpt_to_and_costs_no_rate() {
 
 #[tokio::test]
 async fn refused_logins_get_535_and_nothing_is_sent() {
-    let sink = SmtpSink::start();
+    let sink = SmtpSink::start_with(&Modes::default());
     // Switched on while running: it applies to sessions opened from now on.
     sink.set_auth_refused(true);
     let credentials = Credentials::new("apikey".to_owned(), "not-the-password".to_owned());
@@ -167,7 +164,7 @@ async fn refused_logins_get_535_and_nothing_is_sent() {
 
 #[tokio::test]
 async fn down_refuses_connections_and_up_accepts_again_on_the_same_port() {
-    let mut sink = SmtpSink::start();
+    let mut sink = SmtpSink::start_with(&Modes::default());
     let url = sink.url();
     let port: u16 = url.rsplit(':').next().unwrap().parse().unwrap();
     transport(&sink).send(email("a@example.com")).await.unwrap();
@@ -191,5 +188,5 @@ async fn down_refuses_connections_and_up_accepts_again_on_the_same_port() {
     let mails = sink.messages();
     assert_eq!(mails.len(), 2);
     assert_eq!(mails[1].to, ["b@example.com"]);
-    assert!(mails[1].at >= before);
+    assert!(mails[1].received_at >= before);
 }

@@ -26,12 +26,12 @@ pub struct HttpAnswer {
 
 /// Starts the handler on a free port and waits until it answers `GET /`.
 pub fn start(s: &Session, services: &Services) -> anyhow::Result<Server> {
-    let port = procs::free_port()?;
+    let port = test_support::free_port();
     let command = s.handler_command(
         &services.handler_bin,
         port,
         &services.redis_url,
-        services.sink.port,
+        services.sink.port(),
     );
     let mut child = Child::spawn("handler", command, &s.logs())?;
     procs::wait_http(&mut child, port, "/", 200, Duration::from_secs(30))?;

@@ -11,7 +11,7 @@ use crate::fixtures::{health_envelope, root_envelope, user_key};
 use crate::handler::{self, HttpAnswer};
 use crate::mail::Sample;
 use crate::session::{Server, Services, Session};
-use crate::sink::Sink;
+use test_support::SmtpSink;
 
 /// What the preflight learned: the user, their token, their record in the store, and their
 /// email as the sink received it.
@@ -112,7 +112,7 @@ async fn expect_200(
 async fn send_email(
     s: &Session,
     handler: &Server,
-    sink: &Sink,
+    sink: &SmtpSink,
     user_id: &str,
 ) -> anyhow::Result<Sent> {
     sink.capture_next();

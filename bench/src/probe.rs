@@ -71,7 +71,7 @@ pub async fn fixed_rate(
 pub fn readiness(runs: usize, make: impl Fn(u16) -> Command) -> anyhow::Result<Vec<f64>> {
     let mut times = Vec::with_capacity(runs);
     for _ in 0..runs {
-        let port = procs::free_port()?;
+        let port = test_support::free_port();
         let mut command = make(port);
         command
             .stdin(Stdio::null())

@@ -1,10 +1,10 @@
-//! The processes a run starts (redis-server, the handler, `handler dev`, the ceiling servers), and
-//! their memory as the kernel reports it. Every child is stopped when its guard drops, so a run
-//! that fails half-way leaves nothing behind.
+//! The processes a run starts (the handler, `handler dev`, the ceiling servers; redis-server is
+//! test-support's), and their memory as the kernel reports it. Every child is stopped when its
+//! guard drops, so a run that fails half-way leaves nothing behind.
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -12,11 +12,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-
-/// A free loopback port (bound, read, released).
-pub fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
 
 /// A child process, stopped (SIGTERM, then SIGKILL after 3 s) when dropped.
 pub struct Child {
@@ -77,44 +72,6 @@ impl Child {
 impl Drop for Child {
     fn drop(&mut self) {
         self.stop();
-    }
-}
-
-/// Starts a throwaway redis-server on `port`: no persistence, loopback only.
-pub fn start_redis(port: u16, logs: &Path) -> anyhow::Result<Child> {
-    let mut command = Command::new("redis-server");
-    command.args([
-        "--port",
-        &port.to_string(),
-        "--bind",
-        "127.0.0.1",
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-        "--protected-mode",
-        "no",
-        "--loglevel",
-        "warning",
-    ]);
-    let mut child = Child::spawn("redis-server", command, logs)?;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        child.check_alive()?;
-        if let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) {
-            stream.set_read_timeout(Some(Duration::from_secs(1)))?;
-            stream.write_all(b"PING\r\n")?;
-            let mut buf = [0u8; 16];
-            if let Ok(n) = stream.read(&mut buf)
-                && buf[..n].starts_with(b"+PONG")
-            {
-                return Ok(child);
-            }
-        }
-        if Instant::now() > deadline {
-            bail!("redis-server did not answer PING within 10 s");
-        }
-        std::thread::sleep(Duration::from_millis(10));
     }
 }
 

@@ -1,7 +1,7 @@
 //! The provider-limit phase: sendOnboarding through `handler dev` (so Service Bus semantics
 //! apply: a failed delivery is redelivered at once and dead-lettered after the 10th) against a
 //! sink that accepts at most R messages in any 1 s and answers `451 4.7.0` at `RCPT TO` past it
-//! ([`Sink::start_limited`]).
+//! ([`crate::sink::limited`]).
 //!
 //! It runs twice, each time with a fresh limited sink and a fresh `handler dev` on the run's
 //! redis-server: *paced*, with `SMTP_MAX_PER_MINUTE` = R × 60 (the sends reserve evenly spaced
@@ -26,7 +26,7 @@ use serde_json::Value;
 
 use crate::envelope;
 use crate::procs::{self, Child, RssWatch};
-use crate::sink::Sink;
+use test_support::SmtpSink;
 
 /// Sign-ups sent at once.
 const SIGN_UP_CONCURRENCY: usize = 16;
@@ -99,7 +99,7 @@ impl Outcome {
 /// and SMTP_URL pointing at `sink`); this adds the rate setting, the port and the app root.
 pub async fn measure(
     setup: &Setup<'_>,
-    sink: &Sink,
+    sink: &SmtpSink,
     mut command: Command,
     max_per_minute: Option<u32>,
     http: &reqwest::Client,
@@ -112,7 +112,7 @@ pub async fn measure(
     if let Some(per_minute) = max_per_minute {
         command.env("SMTP_MAX_PER_MINUTE", per_minute.to_string());
     }
-    let port = procs::free_port()?;
+    let port = test_support::free_port();
     command
         .arg("dev")
         .arg("--port")
@@ -150,7 +150,7 @@ pub async fn measure(
     let peak_rss_mib = watch.finish() as f64 / 1024.0;
     dev.stop();
 
-    let times = sink.accepted_times();
+    let times = crate::sink::accepted_times(sink);
     let steady = match (times.first(), times.last()) {
         (Some(first), Some(last)) => *last - *first,
         _ => Duration::ZERO,
@@ -164,7 +164,7 @@ pub async fn measure(
     Ok(Outcome {
         max_per_minute,
         accepted: sink.accepted(),
-        refused: sink.throttled(),
+        refused: sink.throttled() as u64,
         steady_rate,
         steady,
         sign_ups,

@@ -13,8 +13,8 @@ use crate::fixtures::{JWT_SECRET, KEY_PREFIX};
 use crate::options::{Options, Phase};
 use crate::procs::{self, Child};
 use crate::report::Report;
-use crate::sink::Sink;
 use crate::wrk::{Body, Spec};
+use test_support::{Persistence, RedisServer, SmtpSink};
 
 /// One run: its options, where it writes, how long a phase lasts, and the report so far.
 pub struct Session {
@@ -35,8 +35,8 @@ pub struct Services {
     pub handler_bin: PathBuf,
     pub redis_port: u16,
     pub redis_url: String,
-    pub sink: Sink,
-    _redis: Child,
+    pub sink: SmtpSink,
+    _redis: RedisServer,
 }
 
 /// A server the run started, listening on `port`.
@@ -169,12 +169,13 @@ impl Services {
                 s.options.handler.display()
             )
         })?;
-        let redis_port = procs::free_port()?;
-        let redis = procs::start_redis(redis_port, &s.logs())?;
-        let sink = Sink::start()?;
+        let redis =
+            RedisServer::try_start(Persistence::Off, Some(s.logs().join("redis-server.log")))?;
+        let redis_port = redis.port();
+        let sink = crate::sink::unlimited()?;
         eprintln!(
             "bench: redis-server on {redis_port}, SMTP sink on {}, {} connections, {} s phases",
-            sink.port,
+            sink.port(),
             s.options.connections,
             s.short.as_secs()
         );

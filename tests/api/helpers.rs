@@ -1,23 +1,16 @@
 //! Test support: real servers (Redis, an SMTP sink, the `handler` binary) and the Functions
 //! host's side of the wire protocol, so every test speaks to the handler as the host does.
 
-mod auth_refusing_smtp;
-mod envelope;
-mod mime;
-mod redis_server;
-mod smtp_sink;
+mod raw_tcp;
 mod test_app;
 mod tokens;
 
-use std::net::TcpListener;
-
-pub use auth_refusing_smtp::AuthRefusingSmtp;
-pub use envelope::{
-    InvocationAnswer, http_invocation, post_chunked_over_raw_tcp, service_bus_invocation_of_text,
-};
-pub use redis_server::RedisServer;
-pub use smtp_sink::SmtpSink;
+pub use raw_tcp::post_chunked_over_raw_tcp;
 pub use test_app::{PUBLIC_ORIGIN, TestApp, TestAppBuilder};
+pub use test_support::envelope::{http_invocation, service_bus_invocation_of_text};
+pub use test_support::{
+    AuthRefusingSmtp, InvocationAnswer, RedisServer, SilentServer, SmtpSink, free_port,
+};
 pub use tokens::{Claims, alg_none_token, forge_token};
 
 /// The JWT key every test app is started with (48 bytes, well above the 32-byte minimum).
@@ -31,12 +24,6 @@ pub const TEST_PASSWORD: &str = "Tr0ub4dor&3-horse-battery";
 pub const KIB: usize = 1024;
 pub const MIB: usize = 1024 * KIB;
 
-/// A loopback port that was free a moment ago: bind port 0, read the port, release it.
-pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0 to pick a free port");
-    listener.local_addr().expect("local address").port()
-}
-
 /// A fresh, unique email address (the test apps share nothing, but unique data reads better).
 pub fn unique_email() -> String {
     format!("user-{}@example.com", uuid::Uuid::new_v4().simple())
@@ -49,28 +36,6 @@ pub fn new_user_body() -> serde_json::Value {
         "email": unique_email(),
         "password": TEST_PASSWORD,
     })
-}
-
-/// A "server" that accepts TCP connections and then never says a word: no SMTP greeting, no
-/// Redis reply. Clients must give up on their own timeouts.
-pub struct SilentServer {
-    pub port: u16,
-}
-
-impl SilentServer {
-    /// Starts accepting on a free port; the connections are held open, silent, forever.
-    pub fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the silent server");
-        let port = listener.local_addr().expect("silent server address").port();
-        std::thread::spawn(move || {
-            // Keeping the streams keeps the connections open.
-            let mut held = Vec::new();
-            for stream in listener.incoming().flatten() {
-                held.push(stream);
-            }
-        });
-        Self { port }
-    }
 }
 
 /// Everything one test needs: Redis, an SMTP sink and the handler wired to both.

@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    InvocationAnswer, RedisServer, SilentServer, SmtpSink, TestApp, new_user_body, spawn_app,
-    spawn_app_with, unique_email,
+    InvocationAnswer, RedisServer, SilentServer, SmtpSink, TestApp, free_port, new_user_body,
+    spawn_app, spawn_app_with, unique_email,
 };
 
 /// How long an email may take to show up in the sink.
@@ -170,7 +170,7 @@ async fn send_onboarding_sends_only_one_email_for_five_concurrent_deliveries() {
 #[tokio::test]
 async fn send_onboarding_fails_while_smtp_is_down_and_sends_once_it_is_back() {
     let redis = RedisServer::start();
-    let smtp_port = SmtpSink::reserve_port();
+    let smtp_port = free_port();
     let app = TestApp::builder(&redis.url(), &format!("smtp://127.0.0.1:{smtp_port}"))
         .env("SMTP_SEND_WINDOW_SECONDS", "2")
         .spawn()

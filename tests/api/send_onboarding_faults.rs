@@ -6,7 +6,8 @@
 use std::time::{Duration, Instant};
 
 use crate::helpers::{
-    AuthRefusingSmtp, RedisServer, SmtpSink, TestApp, new_user_body, spawn_app, unique_email,
+    AuthRefusingSmtp, RedisServer, SmtpSink, TestApp, free_port, new_user_body, spawn_app,
+    unique_email,
 };
 
 /// How long an email may take to show up in the sink.
@@ -92,7 +93,7 @@ async fn refused_credentials_fail_after_the_window_and_name_smtp_url_not_the_pas
     let smtp = AuthRefusingSmtp::start();
     let app = TestApp::builder(
         &redis.url(),
-        &format!("smtp://mailer:{PASSWORD}@127.0.0.1:{}", smtp.port),
+        &format!("smtp://mailer:{PASSWORD}@127.0.0.1:{}", smtp.port()),
     )
     .env("SMTP_SEND_WINDOW_SECONDS", "2")
     .spawn()
@@ -129,7 +130,7 @@ async fn refused_credentials_fail_after_the_window_and_name_smtp_url_not_the_pas
 #[tokio::test]
 async fn an_smtp_outage_inside_the_window_is_ridden_out_in_one_delivery() {
     let redis = RedisServer::start();
-    let smtp_port = SmtpSink::reserve_port();
+    let smtp_port = free_port();
     let app = TestApp::builder(&redis.url(), &format!("smtp://127.0.0.1:{smtp_port}"))
         .env("SMTP_SEND_WINDOW_SECONDS", "15")
         .spawn()
@@ -153,7 +154,7 @@ async fn an_smtp_outage_inside_the_window_is_ridden_out_in_one_delivery() {
 #[tokio::test]
 async fn a_throttling_provider_slows_the_process_down_and_nothing_fails() {
     let stack = spawn_app().await;
-    stack.smtp.throttle_past(5, Duration::from_secs(1));
+    stack.smtp.set_rate_limit(Some(5));
     let mut users = Vec::new();
     for _ in 0..12 {
         users.push(stack.app.sign_up(&new_user_body()).await);
@@ -181,7 +182,7 @@ async fn a_throttling_provider_slows_the_process_down_and_nothing_fails() {
 async fn the_send_rate_is_shared_by_two_handler_processes_through_redis() {
     let redis = RedisServer::start();
     let smtp = SmtpSink::start();
-    smtp.throttle_past(6, Duration::from_secs(1));
+    smtp.set_rate_limit(Some(6));
     let prefix = format!("shared-{}:", uuid::Uuid::new_v4().simple());
     let spawn = || {
         TestApp::builder(&redis.url(), &smtp.url())

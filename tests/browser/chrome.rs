@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use tempfile::TempDir;
 use tokio::sync::{Semaphore, SemaphorePermit};
 
-use super::process::{Supervised, free_port};
+use test_support::{Supervised, free_port};
 
 /// What `apt-get install -y chromium chromium-driver` puts on a Debian machine.
 const CHROMIUM: &str = "/usr/bin/chromium";

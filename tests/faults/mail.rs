@@ -10,8 +10,8 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use super::load::{self, Load};
-use super::smtp::Modes;
 use super::{Rig, RigOptions, check, figures, http, ms, within};
+use test_support::smtp::Modes;
 
 /// The password in the SMTP URL of the refused-login scenario: it must appear in no log line.
 const SMTP_PASSWORD: &str = "smtp-Pa55word-never-logged";
@@ -133,7 +133,7 @@ async fn a_45_second_smtp_outage_under_sign_up_load_dead_letters_nothing() {
         let down_at = load.now();
         rig.smtp.down();
         tokio::time::sleep(OUTAGE).await;
-        let queue_before_up = rig.dev.onboarding_queue().await;
+        let queue_before_up = rig.dev.queue("onboarding").await;
         rig.smtp.up();
         let up_at = load.now();
         let answers = load.stop().await;
@@ -186,7 +186,7 @@ async fn a_provider_limit_of_2_per_second_absorbs_a_burst_of_30_with_and_without
             let users = load::acknowledged(&answers);
             assert_eq!(users.len(), 30, "every sign-up of the burst answered");
             let outcome = check(&rig, &users).await;
-            let last = rig.smtp.messages().iter().map(|m| m.at).max();
+            let last = rig.smtp.messages().iter().map(|m| m.received_at).max();
             let mut f = figures(
                 &format!("provider-limit-2-per-second-{tag}"),
                 &answers,
@@ -194,7 +194,8 @@ async fn a_provider_limit_of_2_per_second_absorbs_a_burst_of_30_with_and_without
                 &outcome,
             );
             f.detail("throttle replies (451)", rig.smtp.throttled());
-            let mut accepted: Vec<Instant> = rig.smtp.messages().iter().map(|m| m.at).collect();
+            let mut accepted: Vec<Instant> =
+                rig.smtp.messages().iter().map(|m| m.received_at).collect();
             accepted.sort();
             let gaps: Vec<u64> = accepted.windows(2).map(|w| ms(w[1] - w[0])).collect();
             f.detail("gaps between accepted emails (ms)", format!("{gaps:?}"));
@@ -240,7 +241,7 @@ async fn a_refused_mailbox_is_settled_as_undeliverable_within_two_deliveries() {
         let deadline = Instant::now() + Duration::from_secs(20);
         let queue = loop {
             deliveries.poll(&rig.dev.output());
-            let queue = rig.dev.onboarding_queue().await;
+            let queue = rig.dev.queue("onboarding").await;
             if queue["completed"] == 1 || Instant::now() >= deadline {
                 break queue;
             }
@@ -333,7 +334,7 @@ async fn a_refused_login_keeps_the_messages_and_logs_an_error_without_the_passwo
                 user.email
             );
         }
-        let queue = rig.dev.onboarding_queue().await;
+        let queue = rig.dev.queue("onboarding").await;
         assert_eq!(queue["active"], 3, "the messages must be kept: {queue:#}");
         assert_eq!(queue["completed"], 0, "{queue:#}");
         assert_eq!(queue["deadLetter"].as_array().map_or(0, Vec::len), 0);
@@ -462,7 +463,7 @@ async fn under_a_tight_limit_a_message_keeps_its_send_slot_across_deliveries() {
             outcome.duplicates()
         );
 
-        let mut sent: Vec<Instant> = rig.smtp.messages().iter().map(|m| m.at).collect();
+        let mut sent: Vec<Instant> = rig.smtp.messages().iter().map(|m| m.received_at).collect();
         sent.sort();
         let gaps: Vec<u64> = sent.windows(2).map(|w| ms(w[1] - w[0])).collect();
         assert!(

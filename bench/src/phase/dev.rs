@@ -78,9 +78,9 @@ fn start(s: &Session, services: &Services) -> anyhow::Result<Server> {
     let app = s.dir.join("app");
     copy_app(&s.options.app_root, &app)?;
     let app = std::fs::canonicalize(&app)?;
-    let port = procs::free_port()?;
+    let port = test_support::free_port();
     let mut command = std::process::Command::new(&services.handler_bin);
-    s.handler_env(&mut command, &services.redis_url, services.sink.port);
+    s.handler_env(&mut command, &services.redis_url, services.sink.port());
     command
         .arg("dev")
         .arg("--port")

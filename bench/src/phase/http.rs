@@ -5,7 +5,6 @@ use crate::fixtures::{health_envelope, marker_key, root_envelope, user_key};
 use crate::measure::{self, Measured, MedianRound};
 use crate::preflight::Preflight;
 use crate::probe;
-use crate::procs;
 use crate::report::Report;
 use crate::session::{Server, Services, Session};
 use crate::table::Paired;
@@ -74,7 +73,7 @@ pub async fn run(
 fn start_ceilings(s: &Session, pre: &Preflight, redis_url: &str) -> anyhow::Result<Ceilings> {
     let exe = std::env::current_exe()?;
     let start = |name: &str, redis: Option<&str>, second: bool| -> anyhow::Result<Server> {
-        let port = procs::free_port()?;
+        let port = test_support::free_port();
         let mut command = s.ceiling_command(&exe, port);
         if let Some(url) = redis {
             command

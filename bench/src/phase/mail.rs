@@ -14,7 +14,6 @@ use crate::mail::{self, MailRun};
 use crate::measure::{self, Measured, Rate};
 use crate::preflight::Preflight;
 use crate::probe;
-use crate::procs;
 use crate::report::Report;
 use crate::session::{Server, Services, Session};
 use crate::table::{Paired, Row};
@@ -96,7 +95,7 @@ pub async fn run(
     services: &Services,
     pre: &Preflight,
 ) -> anyhow::Result<MailResult> {
-    let ceilings = ceilings(s, services.sink.port, &pre.sample).await?;
+    let ceilings = ceilings(s, services.sink.port(), &pre.sample).await?;
     // Users for sendOnboarding, each message for a different one.
     let per_thread = if s.options.smoke { 10_000 } else { 100_000 };
     seed_users(s, &services.redis_url, pre, per_thread).await?;
@@ -446,7 +445,7 @@ fn start_onboarding_ceiling(
     services: &Services,
     answer: &Path,
 ) -> anyhow::Result<Server> {
-    let port = procs::free_port()?;
+    let port = test_support::free_port();
     let mut command = s.ceiling_command(&std::env::current_exe()?, port);
     command
         .arg("--redis")
@@ -454,7 +453,7 @@ fn start_onboarding_ceiling(
         .arg("--key-prefix")
         .arg(KEY_PREFIX)
         .arg("--smtp-port")
-        .arg(services.sink.port.to_string())
+        .arg(services.sink.port().to_string())
         .arg("--onboarding-answer")
         .arg(answer);
     s.start_server("warp-redis-smtp", command, port)

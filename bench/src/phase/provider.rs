@@ -10,7 +10,6 @@ use crate::fixtures::copy_app;
 use crate::provider::{self, Outcome};
 use crate::report::Report;
 use crate::session::{Services, Session};
-use crate::sink::Sink;
 use crate::table::{ProviderSetup, Row};
 
 /// Both modes' outcomes and the parameters they ran with.
@@ -84,9 +83,9 @@ async fn mode(
         app: &app.root,
         logs: &logs,
     };
-    let sink = Sink::start_limited(per_second)?;
+    let sink = crate::sink::limited(per_second)?;
     let mut command = Command::new(&services.handler_bin);
-    s.handler_env(&mut command, &services.redis_url, sink.port);
+    s.handler_env(&mut command, &services.redis_url, sink.port());
     let outcome = provider::measure(&scenario, &sink, command, max_per_minute, &s.http).await?;
     let name = match max_per_minute {
         Some(m) => format!(

@@ -2,7 +2,6 @@
 //! with Redis down, and for a bare warp server.
 
 use crate::probe;
-use crate::procs;
 use crate::report::Report;
 use crate::session::{Services, Session};
 use crate::table::Row;
@@ -30,8 +29,8 @@ pub fn run(s: &mut Session, services: &Services) -> anyhow::Result<Readiness> {
         .options
         .starts
         .unwrap_or(if s.options.smoke { 5 } else { 20 });
-    let (bin, smtp_port) = (&services.handler_bin, services.sink.port);
-    let closed = procs::free_port()?;
+    let (bin, smtp_port) = (&services.handler_bin, services.sink.port());
+    let closed = test_support::free_port();
     let down_url = format!("redis://127.0.0.1:{closed}/");
     let up = probe::readiness(runs, |port| {
         s.handler_command(bin, port, &services.redis_url, smtp_port)

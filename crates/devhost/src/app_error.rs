@@ -7,7 +7,7 @@ use super::function_json::FunctionProblem;
 
 /// Why the app folder cannot be run; every message names the file and what to fix.
 #[derive(Debug, thiserror::Error)]
-pub enum AppDirError {
+pub(crate) enum AppDirError {
     #[error("cannot read {}: {source}", path.display())]
     Read {
         path: PathBuf,

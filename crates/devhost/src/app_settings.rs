@@ -20,14 +20,14 @@ const HOST_OVERRIDE_PREFIX: &str = "AzureFunctionsJobHost__";
     "%{0}% names an app setting that is not set (add it to local.settings.json's Values or to \
      the environment)"
 )]
-pub struct UnsetSetting(pub String);
+pub(crate) struct UnsetSetting(pub String);
 
 /// Looks up one environment variable (the real environment, or a test's).
 type EnvLookup = Box<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
 /// App settings as the host sees them: real environment variables win over
 /// `local.settings.json`'s `Values`.
-pub struct AppSettings {
+pub(crate) struct AppSettings {
     env: EnvLookup,
     /// Names of environment variables that override host.json (`AzureFunctionsJobHost__…`).
     env_host_overrides: Vec<String>,
@@ -47,7 +47,7 @@ impl std::fmt::Debug for AppSettings {
 
 impl AppSettings {
     /// Reads `local.settings.json` under `app_root` when present, over the process environment.
-    pub fn load(app_root: &Path) -> Result<Self, AppDirError> {
+    pub(crate) fn load(app_root: &Path) -> Result<Self, AppDirError> {
         let mut settings = Self::load_with_env(app_root, |name| std::env::var(name).ok())?;
         settings.env_host_overrides = std::env::vars()
             .map(|(name, _)| name)
@@ -57,7 +57,7 @@ impl AppSettings {
     }
 
     /// Like [`AppSettings::load`] with another environment (tests).
-    pub fn load_with_env(
+    pub(crate) fn load_with_env(
         app_root: &Path,
         env: impl Fn(&str) -> Option<String> + Send + Sync + 'static,
     ) -> Result<Self, AppDirError> {
@@ -76,7 +76,8 @@ impl AppSettings {
     }
 
     /// Builds settings from explicit parts (tests).
-    pub fn from_parts(
+    #[cfg(test)]
+    pub(crate) fn from_parts(
         env: impl Fn(&str) -> Option<String> + Send + Sync + 'static,
         local: BTreeMap<String, String>,
     ) -> Self {
@@ -90,7 +91,7 @@ impl AppSettings {
 
     /// One setting: the environment variable if set, else `Values` (whose names the host
     /// matches case-insensitively).
-    pub fn get(&self, name: &str) -> Option<String> {
+    pub(crate) fn get(&self, name: &str) -> Option<String> {
         (self.env)(name).or_else(|| {
             self.local
                 .get(name)
@@ -101,7 +102,7 @@ impl AppSettings {
 
     /// Every name in `Values` with its effective value (the environment's when it sets it too):
     /// with the process environment, what a handler process gets as its environment.
-    pub fn local_values(&self) -> Vec<(String, String)> {
+    pub(crate) fn local_values(&self) -> Vec<(String, String)> {
         self.local
             .keys()
             .filter_map(|name| Some((name.clone(), self.get(name)?)))
@@ -109,7 +110,7 @@ impl AppSettings {
     }
 
     /// Where `Values` came from, if a file was read, and how many there were.
-    pub fn local_file(&self) -> Option<(&Path, usize)> {
+    pub(crate) fn local_file(&self) -> Option<(&Path, usize)> {
         self.local_file
             .as_deref()
             .map(|path| (path, self.local.len()))
@@ -140,7 +141,7 @@ impl AppSettings {
     }
 
     /// Replaces every `%NAME%` in `text` with its setting; `%%` stays a literal `%`.
-    pub fn resolve(&self, text: &str) -> Result<String, UnsetSetting> {
+    pub(crate) fn resolve(&self, text: &str) -> Result<String, UnsetSetting> {
         let mut out = String::with_capacity(text.len());
         let mut rest = text;
         while let Some(start) = rest.find('%') {

@@ -30,7 +30,7 @@ pub(super) struct Banner<'a> {
 
 impl Banner<'_> {
     /// The banner text, one line per part.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut lines = Vec::new();
         self.settings_lines(&mut lines);
         self.queue_line(&mut lines);

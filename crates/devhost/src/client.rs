@@ -14,18 +14,18 @@ use super::lookup;
 /// The host version we claim in `X-Azure-Functions-HostVersion` and `User-Agent`.
 pub const HOST_VERSION: &str = "4.1036.1.23224";
 /// How often the host pings `GET /` while waiting for the handler to listen.
-pub const READINESS_POLL: Duration = Duration::from_millis(25);
+pub(crate) const READINESS_POLL: Duration = Duration::from_millis(25);
 /// How long the host waits for the first answer before giving up on the handler.
-pub const READINESS_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const READINESS_TIMEOUT: Duration = Duration::from_secs(30);
 /// Most of a handler's failing answer quoted in our log (the host discards it).
 const ERROR_PREVIEW_CHARS: usize = 300;
 /// How much longer than `functionTimeout` the host's HTTP client waits for the handler
 /// (`DefaultHttpWorkerService.cs`), so the function timeout always fires first.
-pub const CLIENT_TIMEOUT_MARGIN: Duration = Duration::from_secs(60);
+pub(crate) const CLIENT_TIMEOUT_MARGIN: Duration = Duration::from_secs(60);
 
 /// A 2xx answer: `{"Outputs": {...}, "Logs": [...], "ReturnValue": ...}`.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Answer {
+pub(crate) struct Answer {
     pub outputs: Map<String, Value>,
     pub logs: Vec<String>,
     pub return_value: Value,
@@ -33,7 +33,7 @@ pub struct Answer {
 
 impl Answer {
     /// Reads an answer body; field names are matched case-insensitively (Newtonsoft does).
-    pub fn from_slice(bytes: &[u8]) -> Result<Self, InvokeError> {
+    pub(crate) fn from_slice(bytes: &[u8]) -> Result<Self, InvokeError> {
         let value: Value =
             serde_json::from_slice(bytes).map_err(|e| InvokeError::BadAnswer(e.to_string()))?;
         let Value::Object(root) = value else {
@@ -68,7 +68,7 @@ impl Answer {
 
     /// An output binding's value: `Outputs.<name>` (exact name, as the host), or `ReturnValue`
     /// for `$return`.
-    pub fn output(&self, name: &str) -> Option<&Value> {
+    pub(crate) fn output(&self, name: &str) -> Option<&Value> {
         if name == "$return" {
             return Some(&self.return_value).filter(|v| !v.is_null());
         }
@@ -78,7 +78,7 @@ impl Answer {
 
 /// An HTTP client for the handler on 127.0.0.1.
 #[derive(Debug, Clone)]
-pub struct HandlerClient {
+pub(crate) struct HandlerClient {
     client: reqwest::Client,
     base: String,
     timeout: Option<Duration>,
@@ -86,7 +86,7 @@ pub struct HandlerClient {
 
 impl HandlerClient {
     /// A client for the handler at `addr`; `timeout` bounds each invocation (`None`: no limit).
-    pub fn new(addr: SocketAddr, timeout: Option<Duration>) -> Result<Self, InvokeError> {
+    pub(crate) fn new(addr: SocketAddr, timeout: Option<Duration>) -> Result<Self, InvokeError> {
         let client = reqwest::Client::builder()
             // The handler is on loopback: a proxy from the environment must not get in between.
             .no_proxy()
@@ -100,7 +100,7 @@ impl HandlerClient {
     }
 
     /// The host's readiness check: `GET /` every `poll` until any HTTP answer, for at most `give_up`.
-    pub async fn wait_until_ready(
+    pub(crate) async fn wait_until_ready(
         &self,
         poll: Duration,
         give_up: Duration,
@@ -124,7 +124,7 @@ impl HandlerClient {
     }
 
     /// `POST /<function>` with the envelope, as the host sends it.
-    pub async fn invoke(
+    pub(crate) async fn invoke(
         &self,
         function: &str,
         invocation_id: Uuid,

@@ -18,7 +18,7 @@ use super::queue::{Disposition, MAX_DELIVERY_COUNT_EXCEEDED, Message, Queue};
 /// Why a delivery failed; its text becomes the message's `errorDescription` when it is
 /// dead-lettered.
 #[derive(Debug, thiserror::Error)]
-pub enum DeliveryError {
+pub(crate) enum DeliveryError {
     #[error(transparent)]
     Invocation(#[from] InvokeError),
     #[error("{0} has no Service Bus trigger")]
@@ -27,19 +27,19 @@ pub enum DeliveryError {
 
 /// Hands one message to a function; `Err` abandons it.
 #[async_trait::async_trait]
-pub trait Deliver: Send + Sync {
+pub(crate) trait Deliver: Send + Sync {
     async fn deliver(&self, message: &Message) -> Result<(), DeliveryError>;
 }
 
 /// Delivers a queue's messages to one Service Bus-triggered function.
-pub struct TriggerDelivery {
+pub(crate) struct TriggerDelivery {
     invoker: Arc<Invoker>,
     function: FunctionDef,
 }
 
 impl TriggerDelivery {
     /// A deliverer for `function`, which must have a Service Bus trigger.
-    pub fn new(invoker: Arc<Invoker>, function: FunctionDef) -> Self {
+    pub(crate) fn new(invoker: Arc<Invoker>, function: FunctionDef) -> Self {
         Self { invoker, function }
     }
 }
@@ -74,7 +74,7 @@ impl Deliver for TriggerDelivery {
 /// a time (one whose lock was lost still holds its slot until it ends, as on Azure), until
 /// `shutdown` turns true; then waits up to `drain` for deliveries in flight. Returns how many
 /// deliveries were still running when the drain time ran out.
-pub async fn consume(
+pub(crate) async fn consume(
     queue: Arc<Queue>,
     function: String,
     deliverer: Arc<dyn Deliver>,

@@ -10,7 +10,7 @@ use super::queue::QueueError;
 
 /// Why an invocation failed, as the host would see it.
 #[derive(Debug, thiserror::Error)]
-pub enum InvokeError {
+pub(crate) enum InvokeError {
     #[error("the handler did not answer GET / within {0:?}")]
     NotReady(Duration),
     #[error("the invocation timed out after {0:?} (host.json functionTimeout)")]
@@ -44,14 +44,14 @@ pub enum InvokeError {
 impl InvokeError {
     /// Whether the host treats this failure as a function timeout: the handler is killed and
     /// restarted, with every invocation in flight on it.
-    pub fn kills_the_handler(&self) -> bool {
+    pub(crate) fn kills_the_handler(&self) -> bool {
         matches!(self, Self::Timeout(_) | Self::NeverCompleted(_))
     }
 }
 
 /// Why an invocation could not be sent to the handler.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Unavailable {
+pub(crate) enum Unavailable {
     #[error("the handler was not ready within {0:?} (the host stops the app at this point)")]
     HoldExpired(Duration),
     #[error("the handler has been stopped")]
@@ -60,7 +60,7 @@ pub enum Unavailable {
 
 /// Why `Outputs.res` cannot be read.
 #[derive(Debug, thiserror::Error)]
-pub enum HttpOutputError {
+pub(crate) enum HttpOutputError {
     #[error("the HTTP output is a string that is not a JSON object")]
     StringNotAnObject,
     #[error("the HTTP output is not an object: {0}")]

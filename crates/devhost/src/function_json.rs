@@ -11,7 +11,7 @@ use super::lookup;
 
 /// What starts a function.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Trigger {
+pub(crate) enum Trigger {
     /// `httpTrigger`: served on the public port.
     Http {
         /// The trigger's binding name: `Data.<binding>`.
@@ -27,7 +27,7 @@ pub enum Trigger {
 
 /// Where an output binding's value goes.
 #[derive(Debug, Clone, PartialEq)]
-pub enum OutputKind {
+pub(crate) enum OutputKind {
     /// `http`: the answer to the HTTP caller.
     Http,
     /// `serviceBus`: messages to a queue of the in-process bus.
@@ -38,7 +38,7 @@ pub enum OutputKind {
 
 /// One output binding.
 #[derive(Debug, Clone, PartialEq)]
-pub struct OutputBinding {
+pub(crate) struct OutputBinding {
     /// The key in `Outputs` (or `$return` for `ReturnValue`).
     pub name: String,
     pub kind: OutputKind,
@@ -46,7 +46,7 @@ pub struct OutputBinding {
 
 /// One function as read from `<name>/function.json`.
 #[derive(Debug, Clone, PartialEq)]
-pub struct FunctionDef {
+pub(crate) struct FunctionDef {
     /// The folder name: the path the host POSTs to.
     pub name: String,
     pub trigger: Trigger,
@@ -55,7 +55,7 @@ pub struct FunctionDef {
 
 /// One thing wrong in a function.json; it names the function (and the binding) or the file.
 #[derive(Debug, thiserror::Error)]
-pub enum FunctionProblem {
+pub(crate) enum FunctionProblem {
     #[error("{}: {source}", path.display())]
     Unreadable {
         path: PathBuf,
@@ -96,7 +96,7 @@ pub enum FunctionProblem {
 
 /// What is wrong with one binding.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum BindingProblem {
+pub(crate) enum BindingProblem {
     #[error("must be an object")]
     NotAnObject,
     #[error("property {key}: {unset}")]
@@ -127,14 +127,14 @@ pub enum BindingProblem {
 
 /// The outcome of reading one function.json.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Parsed {
+pub(crate) enum Parsed {
     Function(FunctionDef),
     /// Disabled, or a trigger the dev host does not run; the reason is shown at start.
     Skipped(String),
 }
 
 /// Interprets one function.json; every problem is returned, each prefixed with the function name.
-pub fn parse_function(
+pub(crate) fn parse_function(
     name: &str,
     doc: &Value,
     settings: &AppSettings,

@@ -15,13 +15,13 @@ use super::lookup;
 
 /// Every loadable function, plus the ones skipped and why (for the banner).
 #[derive(Debug, Clone, Default)]
-pub struct FunctionSet {
+pub(crate) struct FunctionSet {
     pub functions: Vec<FunctionDef>,
     pub skipped: Vec<(String, String)>,
 }
 
 /// Reads every `*/function.json` under `app_root`; reports all problems at once.
-pub fn load_functions(
+pub(crate) fn load_functions(
     app_root: &Path,
     host: &HostConfig,
     settings: &AppSettings,
@@ -89,7 +89,7 @@ pub fn load_functions(
 }
 
 /// Queues named by triggers and outputs.
-pub fn queue_names(functions: &[FunctionDef]) -> Vec<String> {
+pub(crate) fn queue_names(functions: &[FunctionDef]) -> Vec<String> {
     let mut names = Vec::new();
     for function in functions {
         if let Trigger::ServiceBus { queue, .. } = &function.trigger {

@@ -12,18 +12,18 @@ use super::jsonc::{get_path, parse_json};
 use super::lookup;
 
 /// Route prefix the host uses when host.json does not set `extensions.http.routePrefix`.
-pub const DEFAULT_ROUTE_PREFIX: &str = "api";
+pub(crate) const DEFAULT_ROUTE_PREFIX: &str = "api";
 /// Service Bus trigger concurrency when host.json does not set `maxConcurrentCalls`.
-pub const DEFAULT_MAX_CONCURRENT_CALLS: usize = 16;
+pub(crate) const DEFAULT_MAX_CONCURRENT_CALLS: usize = 16;
 /// Invocation time limit when host.json has no `functionTimeout` (the Consumption plan's).
-pub const DEFAULT_FUNCTION_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+pub(crate) const DEFAULT_FUNCTION_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 /// How long the Service Bus extension renews a delivery's lock when host.json does not set
 /// `extensions.serviceBus.maxAutoLockRenewalDuration` (the extension's default, 5 minutes).
-pub const DEFAULT_MAX_AUTO_LOCK_RENEWAL: Duration = Duration::from_secs(5 * 60);
+pub(crate) const DEFAULT_MAX_AUTO_LOCK_RENEWAL: Duration = Duration::from_secs(5 * 60);
 
 /// What the dev host takes from host.json.
 #[derive(Debug, Clone, PartialEq)]
-pub struct HostConfig {
+pub(crate) struct HostConfig {
     /// `extensions.http.routePrefix` ("api" when absent, as the real host).
     pub route_prefix: String,
     /// Service Bus trigger deliveries in flight at once, per function.
@@ -41,7 +41,7 @@ pub struct HostConfig {
 
 impl HostConfig {
     /// Reads `host.json` under `app_root`, applying `AzureFunctionsJobHost__…` overrides.
-    pub fn load(app_root: &Path, settings: &AppSettings) -> Result<Self, AppDirError> {
+    pub(crate) fn load(app_root: &Path, settings: &AppSettings) -> Result<Self, AppDirError> {
         let path = app_root.join("host.json");
         let text = match std::fs::read_to_string(&path) {
             Ok(text) => text,
@@ -58,7 +58,7 @@ impl HostConfig {
     }
 
     /// Interprets a host.json document.
-    pub fn from_value(root: &Value) -> Result<Self, AppDirError> {
+    pub(crate) fn from_value(root: &Value) -> Result<Self, AppDirError> {
         if !root.is_object() {
             return Err(problem("must be a JSON object".to_owned()));
         }

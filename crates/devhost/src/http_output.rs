@@ -8,17 +8,17 @@ use serde_json::Value;
 use warp::http::{HeaderName, HeaderValue, Response, StatusCode};
 
 use super::client::Answer;
-pub use super::error::HttpOutputError;
+pub(crate) use super::error::HttpOutputError;
 use super::function_json::{FunctionDef, OutputKind};
 use super::lookup;
 
 /// Content type of a response body the handler gave without one, as the host sends it.
-pub const DEFAULT_CONTENT_TYPE: &str = "text/plain; charset=utf-8";
+pub(crate) const DEFAULT_CONTENT_TYPE: &str = "text/plain; charset=utf-8";
 
 /// The response for the function's HTTP output: `Ok(None)` when the function has none;
 /// `Err(why)` when the output cannot be read (the host then fails the invocation before any
 /// output is bound). An HTTP output left unset is an empty 200.
-pub fn response(
+pub(crate) fn response(
     function: &FunctionDef,
     answer: &Answer,
 ) -> Result<Option<Response<Bytes>>, HttpOutputError> {
@@ -133,7 +133,7 @@ fn set_headers(
 }
 
 /// A response with a status and nothing else.
-pub fn empty(status: StatusCode) -> Response<Bytes> {
+pub(crate) fn empty(status: StatusCode) -> Response<Bytes> {
     let mut response = Response::new(Bytes::new());
     *response.status_mut() = status;
     response

@@ -9,10 +9,8 @@ use bytes::Bytes;
 use serde_json::Value;
 use uuid::Uuid;
 
-pub use super::client::{
-    Answer, CLIENT_TIMEOUT_MARGIN, HOST_VERSION, HandlerClient, READINESS_POLL, READINESS_TIMEOUT,
-};
-pub use super::error::InvokeError;
+use super::client::{Answer, HandlerClient};
+pub(crate) use super::error::InvokeError;
 use super::function_json::{FunctionDef, OutputKind};
 use super::http_output;
 use super::lifecycle::{HOLD_LIMIT, HOLD_POLL, HandlerControl};
@@ -24,17 +22,15 @@ use super::queue::{Bus, QueueError};
 /// handler is gone (it looks every 25 ms): see `HandlerControl::notice_lost`.
 const LOSS_NOTICE: Duration = Duration::from_millis(200);
 
-/// A completed invocation: the handler's answer, and the client's response when the function
-/// has an HTTP output.
+/// A completed invocation: the client's response, when the function has an HTTP output.
 #[derive(Debug)]
-pub struct Invocation {
-    pub answer: Answer,
+pub(crate) struct Invocation {
     pub http: Option<warp::http::Response<Bytes>>,
 }
 
 /// Runs invocations and binds their outputs, as the host's function executor does.
 #[derive(Debug)]
-pub struct Invoker {
+pub(crate) struct Invoker {
     client: HandlerClient,
     bus: Arc<Bus>,
     handler: HandlerControl,
@@ -45,7 +41,7 @@ pub struct Invoker {
 impl Invoker {
     /// An invoker sending to `client`, holding invocations and restarting the handler through
     /// `handler`, and delivering Service Bus outputs to `bus`.
-    pub fn new(
+    pub(crate) fn new(
         client: HandlerClient,
         bus: Arc<Bus>,
         handler: HandlerControl,
@@ -63,7 +59,7 @@ impl Invoker {
     /// cut at `functionTimeout` (the handler is then killed and restarted), the HTTP output read
     /// before anything is bound, then the Service Bus outputs sent (after the answer: a failed
     /// send fails the invocation though the handler did its work).
-    pub async fn invoke(
+    pub(crate) async fn invoke(
         &self,
         function: &FunctionDef,
         envelope: &Value,
@@ -148,7 +144,7 @@ impl Invoker {
         warn_unbound_outputs(function, &answer);
         let http = http_output::response(function, &answer).map_err(InvokeError::BadHttpOutput)?;
         self.send_outputs(function, &answer)?;
-        Ok(Invocation { answer, http })
+        Ok(Invocation { http })
     }
 
     /// Sends each Service Bus output's messages; the first failed send fails the invocation.

@@ -9,7 +9,7 @@ use super::app_error::AppDirError;
 use super::lookup;
 
 /// Parses JSON the host's lenient way: `//` and `/* */` comments are allowed.
-pub fn parse_json(path: &Path, text: &str) -> Result<Value, AppDirError> {
+pub(crate) fn parse_json(path: &Path, text: &str) -> Result<Value, AppDirError> {
     parse(text).map_err(|source| AppDirError::Json {
         path: path.to_owned(),
         source,
@@ -17,7 +17,7 @@ pub fn parse_json(path: &Path, text: &str) -> Result<Value, AppDirError> {
 }
 
 /// Parses JSON with comments and an optional byte-order mark.
-pub fn parse(text: &str) -> Result<Value, serde_json::Error> {
+pub(crate) fn parse(text: &str) -> Result<Value, serde_json::Error> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     serde_json::from_str(&strip_comments(text))
 }
@@ -71,7 +71,7 @@ fn strip_comments(text: &str) -> String {
     out
 }
 
-pub fn get_path<'a>(root: &'a Value, path: &[&str]) -> Option<&'a Value> {
+pub(crate) fn get_path<'a>(root: &'a Value, path: &[&str]) -> Option<&'a Value> {
     path.iter().try_fold(root, |value, key| match value {
         Value::Object(map) => lookup::json_field(map, key),
         _ => None,

@@ -24,32 +24,34 @@
 //! empty 500 and triggered messages are abandoned. Unlike the real host, a method a function
 //! does not accept gets 405 with `Allow` (the host answers 404).
 
-pub mod app_error;
-pub mod app_settings;
+#![warn(unreachable_pub)]
+
+mod app_error;
+mod app_settings;
 mod banner;
-pub mod client;
-pub mod consumer;
-pub mod error;
-pub mod function_json;
-pub mod functions_dir;
-pub mod host_json;
-pub mod http_output;
-pub mod invoke;
+mod client;
+mod consumer;
+mod error;
+mod function_json;
+mod functions_dir;
+mod host_json;
+mod http_output;
+mod invoke;
 mod jsonc;
-pub mod lifecycle;
+mod lifecycle;
 mod loaded_app;
-pub mod lookup;
+mod lookup;
 mod options;
-pub mod payload;
-pub mod process;
-pub mod public;
-pub mod queue;
-pub mod reachability;
-pub mod route_constraint;
-pub mod route_template;
-pub mod routes;
+mod payload;
+mod process;
+mod public;
+mod queue;
+mod reachability;
+mod route_constraint;
+mod route_template;
+mod routes;
 mod running_handler;
-pub mod timestamps;
+mod timestamps;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -68,16 +70,19 @@ use functions_dir::queue_names;
 use host_json::HostConfig;
 use invoke::Invoker;
 use loaded_app::LoadedApp;
-pub use loaded_app::build_router;
 use onboarding::app::App;
 use onboarding::config::Settings;
-pub use options::{DEFAULT_PORT, DevOptions};
+pub use options::DevOptions;
 use public::HandlerView;
 use queue::{Bus, QueueOptions};
 use running_handler::{RunningHandler, StartedHandler, task_outcome};
 
+/// The Functions host version the dev host claims, as the real host does, in every invocation
+/// (`X-Azure-Functions-HostVersion`, `User-Agent`); tests and the benchmark claim the same one.
+pub use client::HOST_VERSION;
+
 /// How long, at exit, requests and queue deliveries in flight may take to finish.
-pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Runs the dev host until Ctrl-C or SIGTERM: reads the app folder and settings, starts the
 /// handler (in this process, or as a supervised child process) on a loopback port, waits for its
 /// readiness, then serves the public routes and consumes the queues.

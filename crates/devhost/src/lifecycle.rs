@@ -10,7 +10,7 @@
 //! - Exit code 200: restarted, not counted. Any other exit, or no answer to `GET /` within 30 s:
 //!   restarted at once and counted; the third failure, each within 30 minutes of the previous
 //!   one, stops the host.
-//! - A function timeout kills the worker (no grace: see [`TIMEOUT_GRACE`]) and restarts it,
+//! - A function timeout kills the worker (no grace: the host never sets one) and restarts it,
 //!   uncounted; every invocation in flight on it fails.
 //! - Invocations arriving while the worker starts are held: polled every 25 ms, up to 2 minutes.
 //! - The host never sends SIGTERM: a worker is killed (SIGKILL), at shutdown too.
@@ -26,37 +26,30 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::client::{HandlerClient, READINESS_POLL, READINESS_TIMEOUT};
-pub use super::error::Unavailable;
+pub(crate) use super::error::Unavailable;
 use super::process::{ChildSpec, exited, spawn};
 use onboarding::app::App;
 use onboarding::server::ServeError;
 
 /// Failures (counted exits, readiness timeouts) that stop the host: `ErrorEventsThreshold` in
 /// `HttpFunctionInvocationDispatcher.cs`.
-pub const MAX_FAILURES: usize = 3;
+pub(crate) const MAX_FAILURES: usize = 3;
 /// A failure more than this after the previous one starts the count afresh
 /// (`WorkerConstants.WorkerRestartErrorIntervalThresholdInMinutes`).
-pub const FAILURE_INTERVAL: Duration = Duration::from_secs(30 * 60);
+pub(crate) const FAILURE_INTERVAL: Duration = Duration::from_secs(30 * 60);
 /// The exit code that asks for a restart without counting as a failure
 /// (`WorkerConstants.IntentionalRestartExitCode`).
-pub const INTENTIONAL_RESTART_EXIT_CODE: i32 = 200;
+pub(crate) const INTENTIONAL_RESTART_EXIT_CODE: i32 = 200;
 /// How often a held invocation looks whether the handler is ready
 /// (`WorkerConstants.WorkerReadyCheckPollingIntervalMilliseconds`).
-pub const HOLD_POLL: Duration = Duration::from_millis(25);
+pub(crate) const HOLD_POLL: Duration = Duration::from_millis(25);
 /// How long an invocation is held before it fails: `(ErrorEventsThreshold + 1) ×
 /// HttpWorkerOptions.InitializationTimeout` = 4 × 30 s (`WorkerFunctionInvoker.cs`).
-pub const HOLD_LIMIT: Duration = Duration::from_secs(120);
-/// Time between a function timeout and the worker's restart. The WebJobs SDK waits
-/// `JobHostFunctionTimeoutOptions.GracePeriod` for the timed-out task; the Functions host never
-/// sets it (`Config/JobHostFunctionTimeoutOptionsSetup.cs`), so it is `TimeSpan.Zero`, and
-/// `WebScriptHostExceptionHandler.OnTimeoutExceptionAsync` restarts the worker at once. (The 2 s
-/// in the SDK's `TimeoutAttribute` constructor is overwritten by
-/// `JobHostFunctionTimeoutOptions.ToAttribute`.)
-pub const TIMEOUT_GRACE: Duration = Duration::ZERO;
+pub(crate) const HOLD_LIMIT: Duration = Duration::from_secs(120);
 
 /// Where the handler is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HandlerState {
+pub(crate) enum HandlerState {
     /// Started (or restarting), not yet answering `GET /`: invocations are held.
     Starting,
     Ready,
@@ -68,7 +61,7 @@ pub enum HandlerState {
 
 impl HandlerState {
     /// The name `/_dev/handler` shows.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Starting => "starting",
             Self::Ready => "ready",
@@ -80,7 +73,7 @@ impl HandlerState {
 
 /// The handler as `/_dev/handler` shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HandlerStatus {
+pub(crate) struct HandlerStatus {
     /// The running handler's process id (the dev host's own in-process); `None` while down.
     pub pid: Option<u32>,
     /// Starts after the first one.
@@ -103,21 +96,21 @@ impl Default for HandlerStatus {
 
 /// What the invoker needs from the lifecycle: holding, and killing after a timeout.
 #[derive(Debug, Clone)]
-pub struct HandlerControl {
+pub(crate) struct HandlerControl {
     status: watch::Receiver<HandlerStatus>,
     kill_tx: mpsc::UnboundedSender<u64>,
 }
 
 impl HandlerControl {
     /// The handler's status, updated as it changes.
-    pub fn status(&self) -> watch::Receiver<HandlerStatus> {
+    pub(crate) fn status(&self) -> watch::Receiver<HandlerStatus> {
         self.status.clone()
     }
 
     /// Holds an invocation while the handler starts, as `WorkerFunctionInvoker` does: polls
     /// every `poll` for up to `limit`. Returns the generation to send to. A handler that
     /// exited with 0 is not waited for: the invocation goes out and fails, as on Azure.
-    pub async fn wait_until_available(
+    pub(crate) async fn wait_until_available(
         &self,
         poll: Duration,
         limit: Duration,
@@ -142,7 +135,7 @@ impl HandlerControl {
     /// hand the failed message back; the supervisor here looks every 25 ms. Without this wait an
     /// in-process redelivery, which takes microseconds, would meet the dead port ten times and be
     /// dead-lettered, where Azure holds it for the restarted handler.
-    pub async fn notice_lost(&self, generation: u64, within: Duration) {
+    pub(crate) async fn notice_lost(&self, generation: u64, within: Duration) {
         let mut status = self.status.clone();
         let _ = tokio::time::timeout(
             within,
@@ -153,13 +146,13 @@ impl HandlerControl {
 
     /// Kills and restarts the handler after a function timeout, unless `generation` is gone
     /// already (another timed-out invocation had it killed).
-    pub fn restart_after_timeout(&self, generation: u64) {
+    pub(crate) fn restart_after_timeout(&self, generation: u64) {
         let _ = self.kill_tx.send(generation);
     }
 }
 
 /// What to run as the handler.
-pub enum Launch {
+pub(crate) enum Launch {
     /// A child process (`--handler-process`).
     Process(ChildSpec),
     /// `onboarding::server::serve` on `addr` in this process, with the dev host's `App` (its
@@ -237,7 +230,7 @@ impl From<Exit> for Ended {
 /// Recent failures, to decide when to give up: a failure more than `interval` after the
 /// previous one clears the count (`HttpFunctionInvocationDispatcher.AddOrUpdateErrorBucket`).
 #[derive(Debug)]
-pub struct Failures {
+pub(crate) struct Failures {
     limit: usize,
     interval: Duration,
     times: Vec<Instant>,
@@ -245,7 +238,7 @@ pub struct Failures {
 
 impl Failures {
     /// No failure yet.
-    pub fn new(limit: usize, interval: Duration) -> Self {
+    pub(crate) fn new(limit: usize, interval: Duration) -> Self {
         Self {
             limit,
             interval,
@@ -255,7 +248,7 @@ impl Failures {
 
     /// Records a failure at `now`; true when it is the `limit`-th in a row, each within
     /// `interval` of the previous one.
-    pub fn record(&mut self, now: Instant) -> bool {
+    pub(crate) fn record(&mut self, now: Instant) -> bool {
         if self
             .times
             .last()
@@ -270,7 +263,7 @@ impl Failures {
 
 /// How patient the supervisor is (the host's numbers by default; tests shrink them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RestartPolicy {
+pub(crate) struct RestartPolicy {
     pub max_failures: usize,
     pub failure_interval: Duration,
     pub readiness_poll: Duration,
@@ -289,7 +282,7 @@ impl Default for RestartPolicy {
 }
 
 /// Starts the handler and keeps it running as the host does.
-pub struct Supervisor {
+pub(crate) struct Supervisor {
     launch: Launch,
     client: HandlerClient,
     policy: RestartPolicy,
@@ -301,7 +294,7 @@ pub struct Supervisor {
 impl Supervisor {
     /// A supervisor for `launch`, pinging it through `client` (which must point at the
     /// handler's port).
-    pub fn new(launch: Launch, client: HandlerClient, policy: RestartPolicy) -> Self {
+    pub(crate) fn new(launch: Launch, client: HandlerClient, policy: RestartPolicy) -> Self {
         let (kill_tx, kill_rx) = mpsc::unbounded_channel();
         Self {
             launch,
@@ -314,7 +307,7 @@ impl Supervisor {
     }
 
     /// The handle the invoker holds.
-    pub fn control(&self) -> HandlerControl {
+    pub(crate) fn control(&self) -> HandlerControl {
         HandlerControl {
             status: self.status.subscribe(),
             kill_tx: self.kill_tx.clone(),
@@ -361,7 +354,7 @@ impl Supervisor {
     /// Starts the handler and restarts it by the host's rules until `stop` turns true (then
     /// kills it). Fails when it cannot be started at all, or fails `max_failures` times in a
     /// row within the interval.
-    pub async fn run(mut self, mut stop: watch::Receiver<bool>) -> anyhow::Result<()> {
+    pub(crate) async fn run(mut self, mut stop: watch::Receiver<bool>) -> anyhow::Result<()> {
         let mut failures = Failures::new(self.policy.max_failures, self.policy.failure_interval);
         let mut restarts = 0;
         let mut generation = 0;
@@ -463,7 +456,13 @@ impl Supervisor {
                 exit = instance.ended() => return Ended::from(exit),
                 Some(timed_out) = self.kill_rx.recv() => {
                     if timed_out == generation {
-                        // TIMEOUT_GRACE is zero: no wait before the kill.
+                        // No grace before the kill. The WebJobs SDK waits
+                        // `JobHostFunctionTimeoutOptions.GracePeriod` for the timed-out task; the
+                        // Functions host never sets it (`JobHostFunctionTimeoutOptionsSetup.cs`),
+                        // so it is `TimeSpan.Zero`, and `WebScriptHostExceptionHandler
+                        // .OnTimeoutExceptionAsync` restarts the worker at once. (The 2 s in the
+                        // SDK's `TimeoutAttribute` constructor is overwritten by
+                        // `JobHostFunctionTimeoutOptions.ToAttribute`.)
                         instance.kill().await;
                         return Ended::TimedOut;
                     }

@@ -30,7 +30,7 @@ pub(super) struct LoadedApp {
 impl LoadedApp {
     /// Reads host.json, the function.json files and the app settings; refuses an app with no
     /// function to run, and a handler process without the shared backends it needs.
-    pub fn load(options: &DevOptions) -> anyhow::Result<Self> {
+    pub(crate) fn load(options: &DevOptions) -> anyhow::Result<Self> {
         let root = std::fs::canonicalize(&options.app_root).with_context(|| {
             format!(
                 "the app root {} cannot be opened",
@@ -111,7 +111,7 @@ pub(super) fn child_environment(
 }
 
 /// Every HTTP function's route under the host's prefix; all bad templates reported at once.
-pub fn build_router(host: &HostConfig, functions: &[FunctionDef]) -> anyhow::Result<Router> {
+pub(crate) fn build_router(host: &HostConfig, functions: &[FunctionDef]) -> anyhow::Result<Router> {
     let mut routes = Vec::new();
     let mut problems = Vec::new();
     for function in functions {

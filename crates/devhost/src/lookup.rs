@@ -4,17 +4,20 @@
 use serde_json::{Map, Value};
 
 /// Whether two names are equal ignoring ASCII case.
-pub fn same(a: &str, b: &str) -> bool {
+pub(crate) fn same(a: &str, b: &str) -> bool {
     a.eq_ignore_ascii_case(b)
 }
 
 /// Whether `names` holds `name`, ignoring case.
-pub fn contains<S: AsRef<str>>(names: impl IntoIterator<Item = S>, name: &str) -> bool {
+pub(crate) fn contains<S: AsRef<str>>(names: impl IntoIterator<Item = S>, name: &str) -> bool {
     names.into_iter().any(|n| same(n.as_ref(), name))
 }
 
 /// The value of the first entry whose key is `key` ignoring case (maps, or `.iter()` of pairs).
-pub fn get<'a, K, V>(entries: impl IntoIterator<Item = (&'a K, &'a V)>, key: &str) -> Option<&'a V>
+pub(crate) fn get<'a, K, V>(
+    entries: impl IntoIterator<Item = (&'a K, &'a V)>,
+    key: &str,
+) -> Option<&'a V>
 where
     K: AsRef<str> + ?Sized + 'a,
     V: ?Sized + 'a,
@@ -26,7 +29,7 @@ where
 }
 
 /// The value of the first pair whose key is `key` ignoring case.
-pub fn get_pair<'a, K: AsRef<str>, V>(pairs: &'a [(K, V)], key: &str) -> Option<&'a V> {
+pub(crate) fn get_pair<'a, K: AsRef<str>, V>(pairs: &'a [(K, V)], key: &str) -> Option<&'a V> {
     pairs
         .iter()
         .find(|(k, _)| same(k.as_ref(), key))
@@ -34,7 +37,10 @@ pub fn get_pair<'a, K: AsRef<str>, V>(pairs: &'a [(K, V)], key: &str) -> Option<
 }
 
 /// Like [`get_pair`], to change the value.
-pub fn get_pair_mut<'a, K: AsRef<str>, V>(pairs: &'a mut [(K, V)], key: &str) -> Option<&'a mut V> {
+pub(crate) fn get_pair_mut<'a, K: AsRef<str>, V>(
+    pairs: &'a mut [(K, V)],
+    key: &str,
+) -> Option<&'a mut V> {
     pairs
         .iter_mut()
         .find(|(k, _)| same(k.as_ref(), key))
@@ -42,7 +48,7 @@ pub fn get_pair_mut<'a, K: AsRef<str>, V>(pairs: &'a mut [(K, V)], key: &str) ->
 }
 
 /// The spelling under which `keys` already holds `key`, ignoring case.
-pub fn existing_key<'a, K>(keys: impl IntoIterator<Item = &'a K>, key: &str) -> Option<&'a K>
+pub(crate) fn existing_key<'a, K>(keys: impl IntoIterator<Item = &'a K>, key: &str) -> Option<&'a K>
 where
     K: AsRef<str> + ?Sized + 'a,
 {
@@ -51,7 +57,7 @@ where
 
 /// A key of a JSON object as .NET configuration reads it: the exact spelling, else the first
 /// spelling that differs only in case.
-pub fn json_field<'a>(map: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
+pub(crate) fn json_field<'a>(map: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
     map.get(key).or_else(|| get(map, key))
 }
 

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use super::queue;
 
 /// The port `func start` uses by default.
-pub const DEFAULT_PORT: u16 = 7071;
+pub(crate) const DEFAULT_PORT: u16 = 7071;
 /// Options of `handler dev`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct DevOptions {

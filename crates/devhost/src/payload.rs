@@ -9,17 +9,17 @@ use uuid::Uuid;
 use super::lookup;
 use super::queue::{Message, NewMessage};
 use super::routes::RouteValues;
-pub use super::timestamps::{dotnet_utc, to_the_second};
+pub(crate) use super::timestamps::{dotnet_utc, to_the_second};
 
 /// Content type the Service Bus output binding gives a message made from a JSON object: the
 /// object is written as indented text, and sent as such.
-pub const OBJECT_CONTENT_TYPE: &str = "text/plain";
+pub(crate) const OBJECT_CONTENT_TYPE: &str = "text/plain";
 /// What a Service Bus output string that happens to be valid base64 turns into (docs/PROTOCOL.md).
-pub const BYTE_ARRAY_TEXT: &str = "System.Byte[]";
+pub(crate) const BYTE_ARRAY_TEXT: &str = "System.Byte[]";
 
 /// The `sys` entry of Metadata: which function, when, and a random id.
 #[derive(Debug, Clone)]
-pub struct Sys {
+pub(crate) struct Sys {
     pub method_name: String,
     pub utc_now: OffsetDateTime,
     pub rand_guid: Uuid,
@@ -27,7 +27,7 @@ pub struct Sys {
 
 impl Sys {
     /// `sys` for an invocation of `function` starting now.
-    pub fn now(function: &str) -> Self {
+    pub(crate) fn now(function: &str) -> Self {
         Self {
             method_name: function.to_owned(),
             utc_now: OffsetDateTime::now_utc(),
@@ -46,7 +46,7 @@ impl Sys {
 
 /// A client's HTTP request as the public side received it.
 #[derive(Debug, Clone)]
-pub struct IncomingRequest {
+pub(crate) struct IncomingRequest {
     pub method: String,
     /// The full original URL: scheme, `Host`, path and query.
     pub url: String,
@@ -64,7 +64,7 @@ impl IncomingRequest {
 
     /// The query as the host gives it: string → string, repeated keys comma-joined, names
     /// compared case-insensitively (first spelling kept).
-    pub fn query(&self) -> Vec<(String, String)> {
+    pub(crate) fn query(&self) -> Vec<(String, String)> {
         let mut query: Vec<(String, Vec<String>)> = Vec::new();
         for (key, value) in url::form_urlencoded::parse(self.raw_query.as_bytes()) {
             if key.is_empty() {
@@ -82,7 +82,7 @@ impl IncomingRequest {
     }
 
     /// Headers grouped by name (in Kestrel's canonical casing), values in order.
-    pub fn grouped_headers(&self) -> Vec<(String, Vec<String>)> {
+    pub(crate) fn grouped_headers(&self) -> Vec<(String, Vec<String>)> {
         let mut headers: Vec<(String, Vec<String>)> = Vec::new();
         for (name, value) in &self.headers {
             match lookup::get_pair_mut(&mut headers, name) {
@@ -101,7 +101,7 @@ impl IncomingRequest {
     /// `Body` as the host sends it: present only when the request declared a `Content-Length`
     /// above 0 (a chunked request gets none, whatever it carried), base64 for octet-stream and
     /// multipart bodies (and, here, any body that is not UTF-8), else the text itself.
-    pub fn body_value(&self) -> Option<Value> {
+    pub(crate) fn body_value(&self) -> Option<Value> {
         if self.body.is_empty() || self.content_length().is_none_or(|n| n == 0) {
             return None;
         }
@@ -184,7 +184,7 @@ fn encoded(value: impl serde::Serialize) -> Value {
 }
 
 /// The envelope for an HTTP-triggered invocation: `{"Data": {trigger: req}, "Metadata": …}`.
-pub fn http_envelope(
+pub(crate) fn http_envelope(
     trigger: &str,
     request: &IncomingRequest,
     params: &RouteValues,
@@ -252,7 +252,7 @@ pub fn http_envelope(
 
 /// The envelope for one Service Bus delivery: the body JSON-encoded once more under the trigger's
 /// name, and the message's properties as JSON-encoded scalars, body fields merged over them.
-pub fn service_bus_envelope(trigger: &str, message: &Message, sys: &Sys) -> Value {
+pub(crate) fn service_bus_envelope(trigger: &str, message: &Message, sys: &Sys) -> Value {
     let mut data = BindingData::default();
     data.set("DeliveryCount", encoded(message.delivery_count));
     data.set("LockToken", encoded(message.lock_token.to_string()));
@@ -284,7 +284,7 @@ pub fn service_bus_envelope(trigger: &str, message: &Message, sys: &Sys) -> Valu
 /// message (indented JSON, content type text/plain), an array one per element, a string that
 /// holds a JSON array one per element too, a string that is valid base64 is decoded to bytes
 /// (and so arrives as the text `System.Byte[]`), any other string is sent as it is.
-pub fn messages_from_output(binding: &str, value: &Value) -> Vec<NewMessage> {
+pub(crate) fn messages_from_output(binding: &str, value: &Value) -> Vec<NewMessage> {
     match value {
         Value::Null => Vec::new(),
         Value::Array(items) => items.iter().filter_map(element_message).collect(),
@@ -320,7 +320,7 @@ fn element_message(value: &Value) -> Option<NewMessage> {
 
 /// `Convert.FromBase64String` would accept it: whitespace ignored, length a multiple of 4, the
 /// standard alphabet, at most two `=` at the end. (The empty string is valid base64 too.)
-pub fn is_dotnet_base64(text: &str) -> bool {
+pub(crate) fn is_dotnet_base64(text: &str) -> bool {
     let compact: Vec<u8> = text
         .bytes()
         .filter(|b| !matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
@@ -336,7 +336,7 @@ pub fn is_dotnet_base64(text: &str) -> bool {
 }
 
 /// Standard base64 with padding, as .NET's `Convert.ToBase64String`.
-pub fn base64_encode(bytes: &[u8]) -> String {
+pub(crate) fn base64_encode(bytes: &[u8]) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }

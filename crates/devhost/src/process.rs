@@ -13,7 +13,7 @@ const EXIT_POLL: Duration = Duration::from_millis(25);
 /// What to start: the program, its arguments, environment (added to the inherited one) and
 /// working directory.
 #[derive(Debug, Clone)]
-pub struct ChildSpec {
+pub(crate) struct ChildSpec {
     pub program: PathBuf,
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
@@ -26,7 +26,7 @@ pub struct ChildSpec {
 ///
 /// Call it on the async workers, never on a blocking thread: on Linux the child is signalled
 /// when the thread that started it ends, and the workers live as long as the runtime.
-pub fn spawn(spec: &ChildSpec) -> std::io::Result<Child> {
+pub(crate) fn spawn(spec: &ChildSpec) -> std::io::Result<Child> {
     let mut command = Command::new(&spec.program);
     command
         .args(&spec.args)
@@ -46,7 +46,7 @@ pub fn spawn(spec: &ChildSpec) -> std::io::Result<Child> {
 }
 
 /// Resolves when the child has exited (and reaps it).
-pub async fn exited(child: &mut Child) -> ExitStatus {
+pub(crate) async fn exited(child: &mut Child) -> ExitStatus {
     loop {
         match child.try_wait() {
             Ok(Some(status)) => return status,
@@ -66,7 +66,7 @@ mod sys {
     use std::process::Command;
 
     /// Makes the child receive SIGKILL when the thread that started it ends (the dev host died).
-    pub fn exit_with_parent(command: &mut Command) {
+    pub(super) fn exit_with_parent(command: &mut Command) {
         use std::os::unix::process::CommandExt as _;
         let parent = std::process::id();
         // SAFETY: between fork and exec only async-signal-safe functions may run; prctl(2) and

@@ -22,12 +22,12 @@ use super::queue::{Bus, NewMessage};
 use super::routes::{RouteMatch, Router};
 
 /// Largest request body accepted: the Functions host's default `maxRequestBodySize` (100 MB).
-pub const MAX_REQUEST_BODY: usize = 104_857_600;
+pub(crate) const MAX_REQUEST_BODY: usize = 104_857_600;
 /// Path under which the dev host serves its own endpoints, before any function route.
-pub const DEV_PATH: &str = "/_dev/";
+pub(crate) const DEV_PATH: &str = "/_dev/";
 
 /// Everything the public side needs to answer a request.
-pub struct PublicState {
+pub(crate) struct PublicState {
     pub router: Router,
     pub functions: BTreeMap<String, FunctionDef>,
     pub invoker: Arc<Invoker>,
@@ -38,7 +38,7 @@ pub struct PublicState {
 }
 
 /// Where the handler runs, as `GET /_dev/handler` shows it.
-pub struct HandlerView {
+pub(crate) struct HandlerView {
     /// True when the handler runs inside the dev host (then `pid` is the dev host's own).
     pub in_process: bool,
     pub addr: SocketAddr,
@@ -47,7 +47,7 @@ pub struct HandlerView {
 
 impl HandlerView {
     /// `{"mode", "pid", "restarts", "ready", "state", "url"}`.
-    pub fn snapshot(&self) -> Value {
+    pub(crate) fn snapshot(&self) -> Value {
         let status = *self.status.borrow();
         json!({
             "mode": if self.in_process { "in-process" } else { "process" },
@@ -61,7 +61,7 @@ impl HandlerView {
 }
 
 /// Any method, any path: the whole public surface as one filter.
-pub fn filter(
+pub(crate) fn filter(
     state: Arc<PublicState>,
 ) -> impl Filter<Extract = (Response<Bytes>,), Error = warp::Rejection> + Clone + Send + Sync + 'static
 {

@@ -16,17 +16,17 @@ use tokio::sync::Notify;
 use uuid::Uuid;
 
 /// Deliveries before a message is dead-lettered: Service Bus's default `MaxDeliveryCount`.
-pub const DEFAULT_MAX_DELIVERY_COUNT: u32 = 10;
+pub(crate) const DEFAULT_MAX_DELIVERY_COUNT: u32 = 10;
 /// Message time-to-live shown in `ExpiresAtUtc` (the portal's default for a new queue).
-pub const TIME_TO_LIVE: Duration = Duration::from_secs(14 * 24 * 3600);
+pub(crate) const TIME_TO_LIVE: Duration = Duration::from_secs(14 * 24 * 3600);
 /// The reason Service Bus records when it dead-letters after too many deliveries.
-pub const MAX_DELIVERY_COUNT_EXCEEDED: &str = "MaxDeliveryCountExceeded";
+pub(crate) const MAX_DELIVERY_COUNT_EXCEEDED: &str = "MaxDeliveryCountExceeded";
 /// What Service Bus calls settling a message whose lock has already gone.
-pub const MESSAGE_LOCK_LOST: &str = "MessageLockLost";
+pub(crate) const MESSAGE_LOCK_LOST: &str = "MessageLockLost";
 
 /// Why a message could not be sent.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum QueueError {
+pub(crate) enum QueueError {
     #[error("no queue named {0:?} (queues come from the function.json files)")]
     UnknownQueue(String),
     /// Sends were made to fail (`--fail-queue-sends`, `PUT /_dev/faults`), as a missing
@@ -41,14 +41,14 @@ pub enum QueueError {
 #[error(
     "{MESSAGE_LOCK_LOST}: the lock on message {message_id} (delivery {delivery_count}) was lost"
 )]
-pub struct LockLost {
+pub(crate) struct LockLost {
     pub message_id: String,
     pub delivery_count: u32,
 }
 
 /// How the in-process bus treats deliveries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct QueueOptions {
+pub(crate) struct QueueOptions {
     /// Deliveries before dead-lettering (the queue's `MaxDeliveryCount`).
     pub max_delivery_count: u32,
     /// How long the host keeps renewing a delivery's lock (host.json
@@ -67,7 +67,7 @@ impl Default for QueueOptions {
 
 /// A message to send, as an output binding produced it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NewMessage {
+pub(crate) struct NewMessage {
     /// The body text.
     pub body: String,
     pub content_type: Option<String>,
@@ -75,7 +75,7 @@ pub struct NewMessage {
 
 impl NewMessage {
     /// A text message without content type.
-    pub fn text(body: impl Into<String>) -> Self {
+    pub(crate) fn text(body: impl Into<String>) -> Self {
         Self {
             body: body.into(),
             content_type: None,
@@ -85,7 +85,7 @@ impl NewMessage {
 
 /// A message on the bus, with the system properties the trigger's Metadata shows.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Message {
+pub(crate) struct Message {
     /// 32 lower-case hex digits, as the Service Bus SDK makes them.
     pub message_id: String,
     pub sequence_number: i64,
@@ -101,7 +101,7 @@ pub struct Message {
 
 /// A message that exhausted its deliveries, kept for inspection.
 #[derive(Debug, Clone)]
-pub struct DeadLetter {
+pub(crate) struct DeadLetter {
     pub message: Message,
     pub reason: String,
     pub description: String,
@@ -110,7 +110,7 @@ pub struct DeadLetter {
 
 /// What happened to a message whose delivery failed or whose lock was lost.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Disposition {
+pub(crate) enum Disposition {
     /// It is available again at once, for its next delivery.
     Redeliver,
     DeadLettered,
@@ -118,7 +118,7 @@ pub enum Disposition {
 
 /// How many messages are where, at one moment.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Counts {
+pub(crate) struct Counts {
     /// Waiting for a consumer.
     pub ready: usize,
     /// Delivered and locked (not yet settled, lock not lost).
@@ -131,7 +131,7 @@ pub struct Counts {
 
 impl Counts {
     /// Messages that would be lost if the process stopped now.
-    pub fn pending(&self) -> usize {
+    pub(crate) fn pending(&self) -> usize {
         self.ready + self.in_flight
     }
 }
@@ -174,7 +174,7 @@ impl State {
 
 /// One queue.
 #[derive(Debug)]
-pub struct Queue {
+pub(crate) struct Queue {
     name: String,
     options: QueueOptions,
     next_sequence: AtomicU64,
@@ -184,7 +184,7 @@ pub struct Queue {
 
 impl Queue {
     /// An empty queue.
-    pub fn new(name: impl Into<String>, options: QueueOptions) -> Self {
+    pub(crate) fn new(name: impl Into<String>, options: QueueOptions) -> Self {
         Self {
             name: name.into(),
             options,
@@ -195,12 +195,12 @@ impl Queue {
     }
 
     /// The queue's name as function.json spells it.
-    pub fn name(&self) -> &str {
+    pub(crate) fn name(&self) -> &str {
         &self.name
     }
 
     /// The queue's delivery rules.
-    pub fn options(&self) -> QueueOptions {
+    pub(crate) fn options(&self) -> QueueOptions {
         self.options
     }
 
@@ -210,7 +210,7 @@ impl Queue {
     }
 
     /// Enqueues a message; consumers are woken.
-    pub fn send(&self, new: NewMessage) -> Message {
+    pub(crate) fn send(&self, new: NewMessage) -> Message {
         let now = OffsetDateTime::now_utc();
         let sequence = self.next_sequence.fetch_add(1, Ordering::Relaxed);
         let message = Message {
@@ -230,7 +230,7 @@ impl Queue {
 
     /// Waits for the next message and locks it: its delivery count goes up by one and it gets a
     /// new lock token. Cancel-safe.
-    pub async fn receive(&self) -> Message {
+    pub(crate) async fn receive(&self) -> Message {
         loop {
             let notified = self.notify.notified();
             tokio::pin!(notified);
@@ -257,7 +257,7 @@ impl Queue {
     }
 
     /// Settles a delivered message as done; fails when its lock was lost meanwhile.
-    pub fn complete(&self, message: &Message) -> Result<(), LockLost> {
+    pub(crate) fn complete(&self, message: &Message) -> Result<(), LockLost> {
         let mut state = self.lock();
         state
             .locked
@@ -270,7 +270,7 @@ impl Queue {
     /// Gives a delivered message back after a failure: available again at once, or
     /// dead-lettered once it has been delivered `max_delivery_count` times. Fails when its lock
     /// was lost meanwhile (the message is already someone else's).
-    pub fn abandon(&self, message: &Message, error: &str) -> Result<Disposition, LockLost> {
+    pub(crate) fn abandon(&self, message: &Message, error: &str) -> Result<Disposition, LockLost> {
         let disposition = {
             let mut state = self.lock();
             let locked = state
@@ -286,7 +286,7 @@ impl Queue {
     /// Ends a delivery's lock while its invocation still runs (the renewal limit passed): the
     /// message is available again at once, or dead-lettered after its last allowed delivery.
     /// `None` when the delivery was settled already.
-    pub fn expire_lock(&self, message: &Message) -> Option<Disposition> {
+    pub(crate) fn expire_lock(&self, message: &Message) -> Option<Disposition> {
         let disposition = {
             let mut state = self.lock();
             let locked = state.locked.remove(&message.lock_token)?;
@@ -302,7 +302,7 @@ impl Queue {
     }
 
     /// Where the messages are now.
-    pub fn counts(&self) -> Counts {
+    pub(crate) fn counts(&self) -> Counts {
         let state = self.lock();
         Counts {
             ready: state.ready.len(),
@@ -314,12 +314,12 @@ impl Queue {
     }
 
     /// The dead-lettered messages, oldest first.
-    pub fn dead_letters(&self) -> Vec<DeadLetter> {
+    pub(crate) fn dead_letters(&self) -> Vec<DeadLetter> {
         self.lock().dead_letter.clone()
     }
 
     /// The queue as `/_dev/queues` shows it.
-    pub fn snapshot(&self) -> Value {
+    pub(crate) fn snapshot(&self) -> Value {
         let counts = self.counts();
         let dead: Vec<Value> = self
             .dead_letters()
@@ -351,14 +351,14 @@ impl Queue {
 /// Every queue the function.json files mention, by name (compared case-insensitively, as
 /// Service Bus entity names are), and the switch that makes output-binding sends fail.
 #[derive(Debug, Default)]
-pub struct Bus {
+pub(crate) struct Bus {
     queues: BTreeMap<String, Arc<Queue>>,
     sends_fail: AtomicBool,
 }
 
 impl Bus {
     /// Creates the named queues.
-    pub fn new(names: impl IntoIterator<Item = String>, options: QueueOptions) -> Self {
+    pub(crate) fn new(names: impl IntoIterator<Item = String>, options: QueueOptions) -> Self {
         let mut queues = BTreeMap::new();
         for name in names {
             queues
@@ -372,7 +372,7 @@ impl Bus {
     }
 
     /// A queue by name.
-    pub fn queue(&self, name: &str) -> Result<Arc<Queue>, QueueError> {
+    pub(crate) fn queue(&self, name: &str) -> Result<Arc<Queue>, QueueError> {
         self.queues
             .get(&name.to_ascii_lowercase())
             .cloned()
@@ -380,7 +380,7 @@ impl Bus {
     }
 
     /// Sends an output binding's message, unless sends are made to fail.
-    pub fn send(&self, queue: &str, message: NewMessage) -> Result<Message, QueueError> {
+    pub(crate) fn send(&self, queue: &str, message: NewMessage) -> Result<Message, QueueError> {
         let queue = self.queue(queue)?;
         if self.sends_fail() {
             return Err(QueueError::SendsFailing(queue.name().to_owned()));
@@ -389,22 +389,22 @@ impl Bus {
     }
 
     /// Makes output-binding sends fail (true) or work again (false).
-    pub fn set_sends_fail(&self, fail: bool) {
+    pub(crate) fn set_sends_fail(&self, fail: bool) {
         self.sends_fail.store(fail, Ordering::SeqCst);
     }
 
     /// Whether output-binding sends are made to fail.
-    pub fn sends_fail(&self) -> bool {
+    pub(crate) fn sends_fail(&self) -> bool {
         self.sends_fail.load(Ordering::SeqCst)
     }
 
     /// Every queue, by name.
-    pub fn queues(&self) -> impl Iterator<Item = &Arc<Queue>> {
+    pub(crate) fn queues(&self) -> impl Iterator<Item = &Arc<Queue>> {
         self.queues.values()
     }
 
     /// `{"<queue>": {active, inFlight, completed, locksLost, deadLetter: […]}, …}`.
-    pub fn snapshot(&self) -> Value {
+    pub(crate) fn snapshot(&self) -> Value {
         Value::Object(
             self.queues
                 .values()

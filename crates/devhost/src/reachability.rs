@@ -13,11 +13,11 @@ use onboarding::app::App;
 use onboarding::config::{Settings, SmtpSettings, expose};
 
 /// The longest look at one backend.
-pub const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+pub(crate) const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Why a backend did not answer, in a few words (never a credential).
 #[derive(Debug, thiserror::Error)]
-pub enum Unreachable {
+pub(crate) enum Unreachable {
     #[error("no answer within {0:?}")]
     Timeout(Duration),
     #[error("{0}")]
@@ -32,7 +32,7 @@ pub enum Unreachable {
 
 /// `backends` (as `App::describe_backends` names them), each real one that did not answer
 /// followed by why. Looks at both at once, so the start waits one timeout at most.
-pub async fn annotate(
+pub(crate) async fn annotate(
     app: &App,
     settings: &Settings,
     backends: Vec<(&'static str, String)>,

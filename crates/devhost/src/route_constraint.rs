@@ -3,7 +3,7 @@
 
 /// Why one `{…}` parameter of a template cannot be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ParameterError {
+pub(crate) enum ParameterError {
     #[error("a parameter needs a name")]
     NoName,
     #[error("{0:?} is not a valid parameter name")]
@@ -36,7 +36,7 @@ pub enum ParameterError {
 
 /// A check on a route value (`{id:int}`); a value that fails it makes the route not match.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Constraint {
+pub(crate) enum Constraint {
     Int,
     Long,
     Bool,

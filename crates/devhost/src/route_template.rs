@@ -4,11 +4,11 @@
 //! never a silent miss.
 
 use super::lookup;
-pub use super::route_constraint::{Constraint, ParameterError};
+pub(crate) use super::route_constraint::{Constraint, ParameterError};
 
 /// Why a route template cannot be served; reported at start with the function's name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum RouteError {
+pub(crate) enum RouteError {
     #[error("route {template:?}: {problem}")]
     Unsupported { template: String, problem: String },
     #[error("route {template:?}: {problem}")]
@@ -26,7 +26,7 @@ pub enum RouteError {
 
 /// A parameter segment: `{name}`, `{name?}`, `{name=default}`, with constraints.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Parameter {
+pub(crate) struct Parameter {
     /// The route value's name (a key of `Params`).
     pub name: String,
     /// `{name?}`, or a catch-all: the segment may be absent (its value is then null).
@@ -39,7 +39,7 @@ pub struct Parameter {
 
 /// One `/`-separated piece of a template.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Segment {
+pub(crate) enum Segment {
     /// Matched case-insensitively against the decoded request segment.
     Literal(String),
     Parameter(Parameter),
@@ -49,18 +49,18 @@ pub enum Segment {
 
 /// A parsed route template, with the route prefix already in front.
 #[derive(Debug, Clone, PartialEq)]
-pub struct RouteTemplate {
+pub(crate) struct RouteTemplate {
     text: String,
     segments: Vec<Segment>,
 }
 
 /// Route values of a match, in template order; `None` for an optional value that was absent
 /// (sent to the handler as `null`, as the host does: `{"ignored": null}`).
-pub type RouteValues = Vec<(String, Option<String>)>;
+pub(crate) type RouteValues = Vec<(String, Option<String>)>;
 
 impl RouteTemplate {
     /// Parses `prefix` (literal segments only) followed by a function's `route` template.
-    pub fn parse(prefix: &str, route: &str) -> Result<Self, RouteError> {
+    pub(crate) fn parse(prefix: &str, route: &str) -> Result<Self, RouteError> {
         let route = route
             .trim()
             .trim_start_matches("~/")
@@ -129,18 +129,13 @@ impl RouteTemplate {
     }
 
     /// The template as written, prefix included.
-    pub fn text(&self) -> &str {
+    pub(crate) fn text(&self) -> &str {
         &self.text
-    }
-
-    /// The parsed segments.
-    pub fn segments(&self) -> &[Segment] {
-        &self.segments
     }
 
     /// A path to show in the banner: literals and `{name}`, stopping before optional parts, so the
     /// root function shows as `/`.
-    pub fn display_path(&self) -> String {
+    pub(crate) fn display_path(&self) -> String {
         let mut parts = Vec::new();
         for segment in &self.segments {
             match segment {
@@ -155,7 +150,7 @@ impl RouteTemplate {
     }
 
     /// Matches decoded request path segments; returns the route values on success.
-    pub fn matches(&self, path: &[String]) -> Option<RouteValues> {
+    pub(crate) fn matches(&self, path: &[String]) -> Option<RouteValues> {
         let mut values = Vec::new();
         let mut rest = path;
         for segment in &self.segments {
@@ -344,7 +339,7 @@ pub(super) fn eq_ignore_case(a: &str, b: &str) -> bool {
 
 /// Splits a raw request path into percent-decoded segments; one trailing slash is ignored, as
 /// ASP.NET Core does, so `/createUser/` matches `createUser`.
-pub fn path_segments(raw_path: &str) -> Vec<String> {
+pub(crate) fn path_segments(raw_path: &str) -> Vec<String> {
     let trimmed = raw_path.strip_prefix('/').unwrap_or(raw_path);
     let trimmed = trimmed.strip_suffix('/').unwrap_or(trimmed);
     if trimmed.is_empty() {

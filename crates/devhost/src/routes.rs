@@ -5,14 +5,11 @@ use std::cmp::Ordering;
 
 use super::lookup;
 use super::route_template::eq_ignore_case;
-pub use super::route_template::{
-    Constraint, Parameter, ParameterError, RouteError, RouteTemplate, RouteValues, Segment,
-    path_segments,
-};
+pub(crate) use super::route_template::{RouteError, RouteTemplate, RouteValues, path_segments};
 
 /// One function's public route.
 #[derive(Debug, Clone)]
-pub struct Route {
+pub(crate) struct Route {
     pub function: String,
     /// Upper-case methods; `None` accepts every method (function.json without `methods`).
     pub methods: Option<Vec<String>>,
@@ -29,7 +26,7 @@ impl Route {
 
 /// What the router decided for one request.
 #[derive(Debug)]
-pub enum RouteMatch<'a> {
+pub(crate) enum RouteMatch<'a> {
     Found {
         route: &'a Route,
         values: RouteValues,
@@ -44,13 +41,13 @@ pub enum RouteMatch<'a> {
 
 /// Every function's route, ordered by precedence.
 #[derive(Debug, Clone, Default)]
-pub struct Router {
+pub(crate) struct Router {
     routes: Vec<Route>,
 }
 
 impl Router {
     /// Builds the router; reports every bad template and every conflict at once.
-    pub fn new(routes: Vec<Route>) -> Result<Self, Vec<RouteError>> {
+    pub(crate) fn new(routes: Vec<Route>) -> Result<Self, Vec<RouteError>> {
         let mut problems = Vec::new();
         for (i, a) in routes.iter().enumerate() {
             for b in &routes[i + 1..] {
@@ -85,12 +82,12 @@ impl Router {
     }
 
     /// The routes, best precedence first.
-    pub fn routes(&self) -> &[Route] {
+    pub(crate) fn routes(&self) -> &[Route] {
         &self.routes
     }
 
     /// Finds the function for a method and raw path.
-    pub fn find(&self, method: &str, raw_path: &str) -> RouteMatch<'_> {
+    pub(crate) fn find(&self, method: &str, raw_path: &str) -> RouteMatch<'_> {
         let path = path_segments(raw_path);
         let mut allow: Vec<String> = Vec::new();
         let mut any_path_match = false;

@@ -37,7 +37,7 @@ pub(super) struct StartedHandler {
 impl RunningHandler {
     /// Starts the handler the way `options` asks (in this process, or as a child process) on
     /// a loopback port picked once and kept across restarts, and waits until it is ready.
-    pub async fn start(
+    pub(crate) async fn start(
         options: &DevOptions,
         loaded: &LoadedApp,
         app: App,
@@ -78,7 +78,7 @@ impl RunningHandler {
     }
 
     /// Like the host, no SIGTERM and no grace: the handler is killed.
-    pub async fn stop(mut self, already_ended: bool) {
+    pub(crate) async fn stop(mut self, already_ended: bool) {
         let _ = self.stop_tx.send(true);
         if !already_ended
             && tokio::time::timeout(HANDLER_STOP_TIMEOUT, &mut self.task)

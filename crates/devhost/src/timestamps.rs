@@ -12,14 +12,14 @@ const DOTNET_UTC: &[BorrowedFormatItem<'static>] =
 const TO_THE_SECOND: &[BorrowedFormatItem<'static>] =
     format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]");
 /// A UTC time in .NET's round-trip format.
-pub fn dotnet_utc(t: OffsetDateTime) -> String {
+pub(crate) fn dotnet_utc(t: OffsetDateTime) -> String {
     t.to_offset(time::UtcOffset::UTC)
         .format(DOTNET_UTC)
         .unwrap_or_default()
 }
 
 /// A UTC time to the second, without zone.
-pub fn to_the_second(t: OffsetDateTime) -> String {
+pub(crate) fn to_the_second(t: OffsetDateTime) -> String {
     t.to_offset(time::UtcOffset::UTC)
         .format(TO_THE_SECOND)
         .unwrap_or_default()

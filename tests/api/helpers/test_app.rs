@@ -10,8 +10,9 @@ use bytes::Bytes;
 use serde_json::Value;
 use tempfile::TempDir;
 
-use super::envelope::{self, InvocationAnswer, http_invocation, service_bus_invocation};
 use super::{RedisServer, TEST_JWT_SECRET};
+use test_support::InvocationAnswer;
+use test_support::envelope::{self, http_invocation, service_bus_invocation};
 
 /// The host gives up after 30 s; the handler should be far quicker than that.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -276,17 +277,9 @@ impl TestApp {
             .send()
             .await
             .unwrap_or_else(|e| panic!("POST /{function} got no HTTP answer: {e}"));
-        let status = response.status().as_u16();
-        let content_type = response
-            .headers()
-            .get(reqwest::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let text = response
-            .text()
+        InvocationAnswer::from_response(response)
             .await
-            .unwrap_or_else(|e| panic!("reading the answer to POST /{function}: {e}"));
-        InvocationAnswer::from_parts(status, content_type, text)
+            .unwrap_or_else(|e| panic!("reading the answer to POST /{function}: {e}"))
     }
 
     /// `root`: a client's `GET /` with these headers.

@@ -1,18 +1,15 @@
 //! Child processes that never outlive a test: each runs in its own process group, which is
-//! killed (by its id) when the guard drops, and its output goes to a log file that is printed
-//! if the test fails.
+//! killed when the guard drops, and its output goes to a log file that is printed if the test
+//! fails.
 
 use std::fs::File;
-use std::net::TcpListener;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
 
-/// A loopback port that was free a moment ago: bind port 0, read the port, release it.
-pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0 to pick a free port");
-    listener.local_addr().expect("local address").port()
-}
+/// How many lines of a process's output a failing test shows.
+const TAIL_ON_FAILURE: usize = 60;
 
 /// A running child process (and everything it started), killed on drop.
 pub struct Supervised {
@@ -23,7 +20,7 @@ pub struct Supervised {
 
 impl Supervised {
     /// Starts `command` in a new process group, with stdin closed and stdout and stderr both
-    /// written to `log`.
+    /// written to `log`; panics when it cannot start.
     pub fn spawn(name: &'static str, mut command: Command, log: &Path) -> Self {
         let out = File::create(log).unwrap_or_else(|e| panic!("create {}: {e}", log.display()));
         let err = out.try_clone().expect("clone the log file handle");
@@ -39,6 +36,16 @@ impl Supervised {
             child,
             log: log.to_owned(),
         }
+    }
+
+    /// Its process id (also its process group's).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Its exit status, once it has exited.
+    pub fn exit_status(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().ok().flatten()
     }
 
     /// `Some(description)` once the process has exited.
@@ -63,6 +70,38 @@ impl Supervised {
         let all: Vec<&str> = log.lines().collect();
         all[all.len().saturating_sub(lines)..].join("\n")
     }
+
+    /// Sends `signal` to the process alone (not its group), as an operator or the kernel
+    /// would; a process it started must end on its own account.
+    pub fn signal(&self, signal: libc::c_int) {
+        let pid = libc::pid_t::try_from(self.child.id()).expect("a pid fits pid_t");
+        // SAFETY: kill(2) on our own child's pid, which we have not reaped yet.
+        let sent = unsafe { libc::kill(pid, signal) };
+        assert_eq!(sent, 0, "kill({pid}, {signal}) failed");
+    }
+
+    /// SIGKILL to the process alone, then reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Waits (bounded) for the exit; panics with the output's tail after `timeout`.
+    pub fn wait(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait for the child") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} still running after {timeout:?}:\n{}",
+                self.name,
+                self.log_tail(TAIL_ON_FAILURE)
+            );
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
 }
 
 impl Drop for Supervised {
@@ -74,20 +113,21 @@ impl Drop for Supervised {
                 |s| format!("had exited: {s}"),
             );
             eprintln!(
-                "---- {} ({state}) output, last 60 lines ----\n{}\n---- end of {} output ----",
+                "---- {} ({state}) output, last {TAIL_ON_FAILURE} lines ----\n{}\n---- end of {} \
+                 output ----",
                 self.name,
-                self.log_tail(60),
+                self.log_tail(TAIL_ON_FAILURE),
                 self.name
             );
         }
         // The group id is the child's pid (process_group(0)); a negative id names the group,
-        // so helpers the child started (Chromium's renderers) go too.
-        let group = format!("-{}", self.child.id());
-        let _ = Command::new("kill")
-            .args(["-KILL", "--", &group])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
+        // so helpers the child started (Chromium's renderers, a dev host's handler) go too.
+        if let Ok(group) = libc::pid_t::try_from(self.child.id()) {
+            // SAFETY: kill(2) on the process group we created; at worst it is already gone.
+            unsafe {
+                libc::kill(-group, libc::SIGKILL);
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
