@@ -107,7 +107,7 @@ impl OnboardingCeiling {
     async fn send(&self, body: &[u8]) -> anyhow::Result<()> {
         let user_id = onboarding_user_id(body).context("no userId in the envelope")?;
         let prefix = &self.key_prefix;
-        // crates/onboarding/src/store/redis.rs: user_key, marker_key.
+        // crates/onboarding/src/store/redis/mod.rs: user_key, marker_key.
         let user_key = format!("{prefix}user:{{{user_id}}}");
         let marker_key = format!("{prefix}user:{{{user_id}}}:onboarding");
         let token = self.next_token.fetch_add(1, Ordering::Relaxed);

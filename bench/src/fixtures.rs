@@ -16,12 +16,12 @@ pub const KEY_PREFIX: &str = "bench:";
 /// The placeholder a keyed body carries.
 pub const PLACEHOLDER: &str = "BENCHKEY";
 
-/// The store's key for a user record (crates/onboarding/src/store/redis.rs: `<prefix>user:{<id>}`).
+/// The store's key for a user record (crates/onboarding/src/store/redis/mod.rs: `<prefix>user:{<id>}`).
 pub fn user_key(id: &str) -> String {
     format!("{KEY_PREFIX}user:{{{id}}}")
 }
 
-/// The store's key for a user's onboarding marker (crates/onboarding/src/store/redis.rs: `<user key>:onboarding`).
+/// The store's key for a user's onboarding marker (crates/onboarding/src/store/redis/mod.rs: `<user key>:onboarding`).
 pub fn marker_key(id: &str) -> String {
     format!("{}:onboarding", user_key(id))
 }

@@ -7,20 +7,12 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use super::app_error::AppDirError;
+use super::app_error::{AppDirError, UnsetSetting};
 use super::jsonc::parse_json;
 use super::lookup;
 
 /// App settings with this prefix override host.json paths (`__` separates levels), as on Azure.
 const HOST_OVERRIDE_PREFIX: &str = "AzureFunctionsJobHost__";
-
-/// A `%NAME%` reference to an app setting that is not set.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "%{0}% names an app setting that is not set (add it to local.settings.json's Values or to \
-     the environment)"
-)]
-pub(crate) struct UnsetSetting(pub String);
 
 /// Looks up one environment variable (the real environment, or a test's).
 type EnvLookup = Box<dyn Fn(&str) -> Option<String> + Send + Sync>;

@@ -2,11 +2,10 @@
 //! queue) and its output bindings, with `%NAME%` resolved from the app settings. Each trigger
 //! and each output type has its own reader; every problem is collected, none stops the rest.
 
-use std::path::PathBuf;
-
 use serde_json::{Map, Value};
 
-use super::app_settings::{AppSettings, UnsetSetting};
+use super::app_error::{BindingProblem, FunctionProblem};
+use super::app_settings::AppSettings;
 use super::lookup;
 
 /// What starts a function.
@@ -51,78 +50,6 @@ pub(crate) struct FunctionDef {
     pub name: String,
     pub trigger: Trigger,
     pub outputs: Vec<OutputBinding>,
-}
-
-/// One thing wrong in a function.json; it names the function (and the binding) or the file.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum FunctionProblem {
-    #[error("{}: {source}", path.display())]
-    Unreadable {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{} is not valid JSON: {source}", path.display())]
-    InvalidJson {
-        path: PathBuf,
-        #[source]
-        source: serde_json::Error,
-    },
-    #[error(
-        "{0}: a function name must start with a letter and hold only letters, digits, '_' and \
-         '-' (at most 128)"
-    )]
-    InvalidName(String),
-    #[error("{0}/function.json must be a JSON object")]
-    NotAnObject(String),
-    #[error("{0}/function.json has no bindings array")]
-    NoBindings(String),
-    /// A binding without a usable name, known by its position (from 1).
-    #[error("{function}: binding #{number} {problem}")]
-    UnnamedBinding {
-        function: String,
-        number: usize,
-        problem: BindingProblem,
-    },
-    #[error("{function}: binding {binding:?} {problem}")]
-    Binding {
-        function: String,
-        binding: String,
-        problem: BindingProblem,
-    },
-    #[error("{0}: function.json has no trigger binding")]
-    NoTrigger(String),
-}
-
-/// What is wrong with one binding.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub(crate) enum BindingProblem {
-    #[error("must be an object")]
-    NotAnObject,
-    #[error("property {key}: {unset}")]
-    Unresolved { key: String, unset: UnsetSetting },
-    #[error("({0}) has no name")]
-    NoName(String),
-    #[error("has no type")]
-    NoType,
-    #[error("has direction {0:?}: expected \"in\" or \"out\"")]
-    Direction(String),
-    #[error("is a second trigger: a function has exactly one")]
-    SecondTrigger,
-    #[error("has an invalid method {0}")]
-    InvalidMethod(Value),
-    #[error("methods must be an array, found {0}")]
-    MethodsNotAnArray(Value),
-    #[error("uses a topic subscription: handler dev emulates queues only")]
-    TopicTrigger,
-    #[error("enables sessions: handler dev does not emulate sessions")]
-    Sessions,
-    #[error("has no queueName")]
-    NoQueueName,
-    #[error("sends to a topic: handler dev emulates queues only")]
-    TopicOutput,
-    #[error("is declared twice")]
-    DeclaredTwice,
 }
 
 /// The outcome of reading one function.json.

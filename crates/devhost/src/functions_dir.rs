@@ -4,11 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
-use super::app_error::AppDirError;
+use super::app_error::{AppDirError, FunctionProblem};
 use super::app_settings::AppSettings;
-use super::function_json::{
-    FunctionDef, FunctionProblem, OutputKind, Parsed, Trigger, parse_function,
-};
+use super::function_json::{FunctionDef, OutputKind, Parsed, Trigger, parse_function};
 use super::host_json::HostConfig;
 use super::jsonc;
 use super::lookup;

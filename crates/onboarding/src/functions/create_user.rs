@@ -48,29 +48,15 @@ impl SignUpError {
     fn into_response(self) -> HttpResponse {
         match self {
             Self::TooLarge => http::content_too_large(),
-            Self::UnsupportedMediaType(got) => http::problem(
-                415,
-                "about:blank",
-                "Unsupported Media Type",
-                &format!(
-                    "Send the sign-up as application/json or {FORM} (got {}).",
-                    got.as_deref().unwrap_or("no Content-Type")
-                ),
-                None,
-            )
-            .header("Accept-Post", format!("application/json, {FORM}")),
+            Self::UnsupportedMediaType(got) => unsupported_media_type(&format!(
+                "Send the sign-up as application/json or {FORM} (got {}).",
+                got.as_deref().unwrap_or("no Content-Type")
+            )),
             // `curl -d '{…}'` sends exactly this: say the one thing to change.
-            Self::JsonSentAsForm => http::problem(
-                415,
-                "about:blank",
-                "Unsupported Media Type",
-                &format!(
-                    "The body is JSON but was sent as {FORM}: send it with the header \
-                     Content-Type: application/json."
-                ),
-                None,
-            )
-            .header("Accept-Post", format!("application/json, {FORM}")),
+            Self::JsonSentAsForm => unsupported_media_type(&format!(
+                "The body is JSON but was sent as {FORM}: send it with the header \
+                 Content-Type: application/json."
+            )),
             Self::MalformedJson(why) => http::problem(
                 400,
                 "urn:onboarding:problem:malformed-body",
@@ -78,22 +64,7 @@ impl SignUpError {
                 &format!("The body must be a JSON object with name, email and password: {why}."),
                 None,
             ),
-            Self::Invalid(rejection) => {
-                let status = if rejection.is_malformed() { 400 } else { 422 };
-                let errors: Vec<Value> = rejection
-                    .errors
-                    .iter()
-                    .map(|e| json!({"field": e.field, "detail": e.detail()}))
-                    .collect();
-                let fields: Vec<&str> = rejection.errors.iter().map(|e| e.field).collect();
-                http::problem(
-                    status,
-                    "urn:onboarding:problem:invalid-fields",
-                    "Invalid sign-up",
-                    &format!("Check these fields: {}.", fields.join(", ")),
-                    Some(json!({ "errors": errors })),
-                )
-            }
+            Self::Invalid(rejection) => invalid_fields(&rejection),
             Self::EmailTaken => http::problem(
                 409,
                 "urn:onboarding:problem:email-taken",
@@ -109,25 +80,7 @@ impl SignUpError {
                 None,
             )
             .header("Retry-After", "2"),
-            Self::Store(StoreError::NotReplicated(waited)) => {
-                tracing::warn!(?waited, "sign-up saved but not confirmed by a replica");
-                http::problem(
-                    503,
-                    "urn:onboarding:problem:not-replicated",
-                    "Sign-up not yet safe",
-                    "The account was saved but no replica confirmed it in time, so it is not \
-                     acknowledged. Send the same sign-up again: with the same password it \
-                     succeeds.",
-                    None,
-                )
-                .header("Retry-After", "2")
-            }
-            Self::Store(e) => {
-                tracing::error!(error = %e, "sign-up could not reach the store");
-                http::unavailable(
-                    "The user store is not answering; nothing was saved. Try again shortly.",
-                )
-            }
+            Self::Store(e) => store_failure(&e),
             Self::Hash(e) => {
                 tracing::error!(error = %e, "password hashing failed");
                 http::internal_error()
@@ -400,4 +353,47 @@ fn describe() -> HttpResponse {
             "example": {"name": "Ada Lovelace", "email": "ada@example.com", "password": "correct horse battery"},
         }),
     )
+}
+/// 415 with the media types a sign-up may use (`Accept-Post`, RFC 9110 § 15.5.16).
+fn unsupported_media_type(detail: &str) -> HttpResponse {
+    http::problem(415, "about:blank", "Unsupported Media Type", detail, None)
+        .header("Accept-Post", format!("application/json, {FORM}"))
+}
+
+/// 400 for fields that are not even text, 422 for values that break a rule; each field with
+/// what to change.
+fn invalid_fields(rejection: &SignUpRejection) -> HttpResponse {
+    let status = if rejection.is_malformed() { 400 } else { 422 };
+    let errors: Vec<Value> = rejection
+        .errors
+        .iter()
+        .map(|e| json!({"field": e.field, "detail": e.detail()}))
+        .collect();
+    let fields: Vec<&str> = rejection.errors.iter().map(|e| e.field).collect();
+    http::problem(
+        status,
+        "urn:onboarding:problem:invalid-fields",
+        "Invalid sign-up",
+        &format!("Check these fields: {}.", fields.join(", ")),
+        Some(json!({ "errors": errors })),
+    )
+}
+
+/// 503 when the store failed: a write no replica confirmed may be sent again and succeeds; any
+/// other failure saved nothing.
+fn store_failure(error: &StoreError) -> HttpResponse {
+    if let StoreError::NotReplicated(waited) = error {
+        tracing::warn!(?waited, "sign-up saved but not confirmed by a replica");
+        return http::problem(
+            503,
+            "urn:onboarding:problem:not-replicated",
+            "Sign-up not yet safe",
+            "The account was saved but no replica confirmed it in time, so it is not \
+             acknowledged. Send the same sign-up again: with the same password it succeeds.",
+            None,
+        )
+        .header("Retry-After", "2");
+    }
+    tracing::error!(%error, "sign-up could not reach the store");
+    http::unavailable("The user store is not answering; nothing was saved. Try again shortly.")
 }

@@ -1,7 +1,6 @@
 //! Where users and onboarding markers live. One interface, two homes: Redis for real runs and an
 //! in-memory map for `handler dev` without Redis.
 
-mod claim_attempt;
 mod connection;
 mod entra;
 mod marker;

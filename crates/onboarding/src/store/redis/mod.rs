@@ -15,6 +15,8 @@
 //! twice) and the durable writes of `replication.rs` (one key, then `WAIT`, which has none).
 //! The email key and the user's keys hash apart, so they are never in one pipeline.
 
+mod claim_attempt;
+
 use std::future::Future;
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -23,7 +25,6 @@ use std::time::Duration;
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
-use super::claim_attempt::ClaimAttempt;
 use super::connection::{Connector, Link};
 use super::entra::credentials_provider;
 use super::marker;
@@ -33,6 +34,7 @@ use super::send_rate::{self, GCRA_SCRIPT, SendSlot, TICKET_GRACE, TICKET_SCRIPT}
 use super::{Claim, EMAIL_CLAIM_LEASE, Insert, StoreError, StoreHealth, UserStore};
 use crate::config::RedisSettings;
 use crate::domain::{Onboarding, OnboardingStatus, Refusal, User, UserEmail, UserId};
+use claim_attempt::ClaimAttempt;
 
 /// Bound on one store operation, reconnection included: a request answers 503 rather than hang.
 const OPERATION_TIMEOUT: Duration = Duration::from_secs(2);

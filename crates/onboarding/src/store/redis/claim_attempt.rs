@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
-use super::redis::RedisStore;
-use super::{Claim, StoreError, marker};
+use super::RedisStore;
 use crate::domain::UserId;
+use crate::store::{Claim, StoreError, marker};
 
 /// One try at claiming a user's onboarding send: `SET marker sending:<token> NX PX lease`, then
 /// `GET marker` in the same pipeline, so a refused claim tells at once who holds the marker.
