@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use lettre::message::Mailbox;
 use url::Url;
 
-use crate::auth::{PasswordHasher, TokenKeys};
+use crate::auth::{FormTokens, PasswordHasher, TokenKeys};
 use crate::config::{Limits, Settings};
 use crate::mail::{Breaker, Mailer, OutboxMailer, Pacer, SmtpMailer};
 use crate::store::{MemoryStore, RedisStore, UserStore};
@@ -25,6 +25,8 @@ pub struct App {
     pub mailer: Arc<dyn Mailer>,
     pub hasher: PasswordHasher,
     pub tokens: TokenKeys,
+    /// The anti-forgery tokens of signed-in forms (sign-out), tied to the session.
+    pub form_tokens: FormTokens,
     pub mail_from: Mailbox,
     pub public_url: Option<Url>,
     /// How long a delivery holds the right to send one user's email.
@@ -81,6 +83,7 @@ impl App {
             mailer,
             hasher: PasswordHasher::for_this_machine(),
             tokens: TokenKeys::new(&settings.jwt),
+            form_tokens: FormTokens::new(&settings.jwt),
             mail_from: settings.mail_from.clone(),
             public_url: settings.public_url.clone(),
             claim_lease: send_deadline + CLAIM_MARGIN,

@@ -1,7 +1,9 @@
 //! Who a caller is: passwords hashed with argon2id, and session tokens (HS256 JWTs).
 
+mod form_token;
 mod password;
 mod token;
 
-pub use password::{HashError, PasswordHasher};
-pub use token::{InvalidToken, IssuedToken, TokenError, TokenKeys};
+pub use form_token::FormTokens;
+pub use password::{DUMMY_HASH, HashError, PasswordHasher};
+pub use token::{InvalidToken, IssuedToken, Session, TokenError, TokenKeys};

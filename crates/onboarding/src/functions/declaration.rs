@@ -1,4 +1,4 @@
-//! The one declaration of the four functions: name, trigger, methods, route and outputs. The
+//! The one declaration of every function: name, trigger, methods, route and outputs. The
 //! `function.json` files the host reads are generated from it (`handler function-json`), and a
 //! test fails when a committed file drifts.
 
@@ -89,6 +89,26 @@ pub const CREATE_USER: FunctionDeclaration = FunctionDeclaration {
     ],
 };
 
+/// `GET|POST /signIn`: the sign-in form, and a token or a session for an email and password.
+pub const SIGN_IN: FunctionDeclaration = FunctionDeclaration {
+    name: "signIn",
+    trigger: Trigger::Http {
+        methods: &["get", "post"],
+        route: "signIn",
+    },
+    outputs: &[Output::Http],
+};
+
+/// `POST /signOut`: every token issued to the user so far is refused from now on.
+pub const SIGN_OUT: FunctionDeclaration = FunctionDeclaration {
+    name: "signOut",
+    trigger: Trigger::Http {
+        methods: &["post"],
+        route: "signOut",
+    },
+    outputs: &[Output::Http],
+};
+
 /// The queue consumer that sends the email.
 pub const SEND_ONBOARDING: FunctionDeclaration = FunctionDeclaration {
     name: "sendOnboarding",
@@ -99,7 +119,14 @@ pub const SEND_ONBOARDING: FunctionDeclaration = FunctionDeclaration {
 };
 
 /// All functions, in the order the host lists them.
-pub const ALL: [FunctionDeclaration; 4] = [ROOT, HEALTH, CREATE_USER, SEND_ONBOARDING];
+pub const ALL: [FunctionDeclaration; 6] = [
+    ROOT,
+    HEALTH,
+    CREATE_USER,
+    SIGN_IN,
+    SIGN_OUT,
+    SEND_ONBOARDING,
+];
 
 impl FunctionDeclaration {
     /// The `function.json` document for this function.

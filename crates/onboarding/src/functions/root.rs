@@ -23,18 +23,25 @@ pub async fn run(app: &App, invocation: &Invocation) -> Result<Outputs, Invocati
     else {
         return Ok(Outputs::http(http::redirect(302, SIGN_UP_PATH)));
     };
-    let user_id = match app.tokens.verify(token) {
-        Ok(id) => id,
+    let session = match app.tokens.verify_session(token) {
+        Ok(session) => session,
         Err(why) => {
             tracing::info!(%why, "token refused");
             return Ok(Outputs::http(rejected(&request, from_cookie)));
         }
     };
-    let response = match app.store.find_user(user_id).await {
-        Ok(Some((user, onboarding))) if pages::prefers_html(&request) => {
-            pages::welcome_page(&user, &onboarding)
+    let user_id = session.user;
+    let response = match app.store.find_user_state(user_id).await {
+        // A sign-out everywhere refuses every token issued before it, cached or not.
+        Ok(Some(found)) if found.revoked(session.issued_at) => {
+            tracing::info!(%user_id, "token issued before the user signed out");
+            rejected(&request, from_cookie)
         }
-        Ok(Some((user, onboarding))) => http::json(200, &Profile::of(&user, &onboarding)),
+        Ok(Some(found)) if pages::prefers_html(&request) => {
+            let form_token = app.form_tokens.for_session(token);
+            pages::welcome_page(&found.user, &found.onboarding, &form_token)
+        }
+        Ok(Some(found)) => http::json(200, &Profile::of(&found.user, &found.onboarding)),
         Ok(None) => {
             tracing::info!(%user_id, "token names a user that no longer exists");
             rejected(&request, from_cookie)

@@ -5,8 +5,9 @@ use crate::domain::{Onboarding, User};
 use crate::protocol::HttpResponse;
 
 /// Renders the profile: name, email, join date and whether the welcome email went out; when it
-/// never can, a sentence saying so and what to do, with the receiving server's own words.
-pub fn welcome_page(user: &User, onboarding: &Onboarding) -> HttpResponse {
+/// never can, a sentence saying so and what to do, with the receiving server's own words. The
+/// sign-out form carries `form_token`, the session's anti-forgery token.
+pub fn welcome_page(user: &User, onboarding: &Onboarding, form_token: &str) -> HttpResponse {
     let (status_class, status_text) = match onboarding {
         Onboarding::Pending => ("pending", "pending: on its way"),
         Onboarding::Sent => ("sent", "sent"),
@@ -33,7 +34,11 @@ pub fn welcome_page(user: &User, onboarding: &Onboarding) -> HttpResponse {
          <dl>\n<dt>Name</dt><dd id=\"name\">{name}</dd>\n\
          <dt>Email</dt><dd id=\"email\">{email}</dd>\n\
          <dt>Joined</dt><dd><time datetime=\"{joined}\">{joined_text}</time></dd>\n\
-         <dt>Welcome email</dt><dd><span id=\"onboarding\" class=\"status {status_class}\">{status_text}</span></dd>\n</dl>\n{explanation}",
+         <dt>Welcome email</dt><dd><span id=\"onboarding\" class=\"status {status_class}\">{status_text}</span></dd>\n</dl>\n{explanation}\
+         <form class=\"sign-out\" method=\"post\" action=\"/signOut\">\n\
+         <input type=\"hidden\" name=\"csrf\" value=\"{form_token}\">\n\
+         <button type=\"submit\" id=\"sign-out\">Sign out everywhere</button>\n</form>\n",
+        form_token = escape(form_token),
         name = escape(user.name.as_str()),
         email = escape(user.email.as_str()),
         joined = user.created_at_rfc3339(),

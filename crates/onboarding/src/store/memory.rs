@@ -10,7 +10,7 @@ use tokio::time::Instant;
 
 use super::limit::{self, Allowance, RateRule};
 use super::send_rate::{self, SendSlot};
-use super::{Claim, Insert, StoreError, UserStore};
+use super::{Claim, FoundUser, Insert, StoreError, UserStore};
 use crate::domain::{Onboarding, OnboardingStatus, Refusal, User, UserEmail, UserId};
 
 #[derive(Debug)]
@@ -29,6 +29,8 @@ struct State {
     send_rate: Option<Instant>,
     /// Slots reserved for a user's email and not used yet (see `send_rate::SendSlot::TooFar`).
     send_tickets: HashMap<UserId, Instant>,
+    /// Each user's sign-out time: tokens issued before it are refused.
+    tokens_valid_after: HashMap<UserId, i64>,
     /// Each limit's theoretical arrival time (GCRA, see `limit.rs`), by key.
     limits: HashMap<String, Instant>,
 }
@@ -80,6 +82,15 @@ fn claim(state: &mut State, id: UserId, token: &str, lease: Duration) -> Claim {
     Claim::Claimed
 }
 
+/// User `id` with their onboarding and sign-out time, under the caller's lock.
+fn found(state: &State, id: UserId) -> Option<FoundUser> {
+    state.users.get(&id).map(|user| FoundUser {
+        user: user.clone(),
+        onboarding: onboarding_of(state.markers.get(&id)),
+        tokens_valid_after: state.tokens_valid_after.get(&id).copied(),
+    })
+}
+
 fn onboarding_of(marker: Option<&Marker>) -> Onboarding {
     match marker {
         Some(Marker::Sent) => Onboarding::Sent,
@@ -113,12 +124,21 @@ impl UserStore for MemoryStore {
         Ok(Insert::Created)
     }
 
-    async fn find_user(&self, id: UserId) -> Result<Option<(User, Onboarding)>, StoreError> {
+    async fn find_user_state(&self, id: UserId) -> Result<Option<FoundUser>, StoreError> {
+        Ok(found(&self.lock(), id))
+    }
+
+    async fn find_user_by_email(&self, email: &UserEmail) -> Result<Option<FoundUser>, StoreError> {
         let state = self.lock();
         Ok(state
-            .users
-            .get(&id)
-            .map(|user| (user.clone(), onboarding_of(state.markers.get(&id)))))
+            .by_email
+            .get(&email.unique_key())
+            .and_then(|id| found(&state, *id)))
+    }
+
+    async fn sign_out_everywhere(&self, id: UserId, valid_after: i64) -> Result<(), StoreError> {
+        self.lock().tokens_valid_after.insert(id, valid_after);
+        Ok(())
     }
 
     async fn find_user_and_claim_onboarding(
@@ -232,6 +252,7 @@ impl UserStore for MemoryStore {
         let mut state = self.lock();
         state.users.remove(&id);
         state.markers.remove(&id);
+        state.tokens_valid_after.remove(&id);
         let key = email.unique_key();
         if state.by_email.get(&key) == Some(&id) {
             state.by_email.remove(&key);

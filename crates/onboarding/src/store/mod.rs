@@ -69,6 +69,24 @@ pub enum Insert {
     EmailTaken(Option<User>),
 }
 
+/// A user as a signed-in request needs them: the record, where their onboarding email stands,
+/// and since when their tokens are accepted (after a sign-out everywhere).
+#[derive(Debug, Clone)]
+pub struct FoundUser {
+    pub user: User,
+    pub onboarding: Onboarding,
+    /// Tokens issued (`iat`) before this time, in seconds since the epoch, are refused.
+    pub tokens_valid_after: Option<i64>,
+}
+
+impl FoundUser {
+    /// True when a token issued at `issued_at` (seconds) predates the user's last sign-out.
+    pub fn revoked(&self, issued_at: i64) -> bool {
+        self.tokens_valid_after
+            .is_some_and(|valid_after| issued_at < valid_after)
+    }
+}
+
 /// The result of trying to claim the right to send a user's onboarding email.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Claim {
@@ -112,7 +130,25 @@ pub trait UserStore: Send + Sync {
     async fn insert_user(&self, user: &User) -> Result<Insert, StoreError>;
 
     /// Finds a user by id, with where their onboarding email stands.
-    async fn find_user(&self, id: UserId) -> Result<Option<(User, Onboarding)>, StoreError>;
+    async fn find_user(&self, id: UserId) -> Result<Option<(User, Onboarding)>, StoreError> {
+        Ok(self
+            .find_user_state(id)
+            .await?
+            .map(|found| (found.user, found.onboarding)))
+    }
+
+    /// Finds a user by id with everything a signed-in request checks, in one round trip.
+    async fn find_user_state(&self, id: UserId) -> Result<Option<FoundUser>, StoreError>;
+
+    /// Finds the user registered under an email (case-insensitively), for a sign-in. A Redis
+    /// store takes two round trips whether or not the address is registered, so the answer's
+    /// timing does not tell.
+    async fn find_user_by_email(&self, email: &UserEmail) -> Result<Option<FoundUser>, StoreError>;
+
+    /// Refuses from now on every token issued to user `id` before `valid_after` (seconds since
+    /// the epoch): a sign-out everywhere. One write, confirmed by a replica where there is one,
+    /// so a failover cannot bring the old tokens back.
+    async fn sign_out_everywhere(&self, id: UserId, valid_after: i64) -> Result<(), StoreError>;
 
     /// Looks a user up and, if they exist, makes the first attempt at claiming the sending of
     /// their onboarding email, as [`claim_onboarding`](Self::claim_onboarding) does. Both in one

@@ -5,6 +5,8 @@
 //! - `email:<lower-cased email>` → user id: the uniqueness claim, taken with `SET NX` under a lease
 //!   and made permanent once the record exists, so a crash in between frees the address.
 //! - `user:{<id>}` → the user record as JSON.
+//! - `user:{<id>}:tokens-valid-after` → seconds since the epoch: tokens issued before it are
+//!   refused (a sign-out everywhere; see `session.rs`).
 //! - `user:{<id>}:onboarding` → `sending:<token>` (a leased claim), `sent:<time>` or
 //!   `undeliverable:<JSON>` (see `marker.rs`).
 //! - `send-rate` → the shared send rate's state (see `send_rate.rs`), when a limit is set;
@@ -13,7 +15,7 @@
 //!   sign-ins per client address, mailbox or account, hashed where they are personal data.
 //!
 //! The braces are a hash tag: a user's record and marker share a cluster slot, so both can be
-//! read in one pipeline. The pipelines, each checked for its slot: `find_user` and
+//! read in one pipeline. The pipelines, each checked for its slot: `find_user_state` and
 //! `find_user_and_claim_onboarding` (record and marker, one tag), `claim_onboarding` (the marker
 //! twice) and the durable writes of `replication.rs` (one key, then `WAIT`, which has none).
 //! The email key and the user's keys hash apart, so they are never in one pipeline.
@@ -21,6 +23,7 @@
 mod claim_attempt;
 mod limit;
 mod send_slot;
+mod session;
 
 use std::future::Future;
 use std::num::NonZeroU32;
@@ -37,9 +40,9 @@ use super::marker;
 use super::record::{StoredUser, parse_user};
 use super::replication::{self, Replication};
 use super::send_rate::SendSlot;
-use super::{Claim, EMAIL_CLAIM_LEASE, Insert, StoreError, StoreHealth, UserStore};
+use super::{Claim, EMAIL_CLAIM_LEASE, FoundUser, Insert, StoreError, StoreHealth, UserStore};
 use crate::config::RedisSettings;
-use crate::domain::{Onboarding, OnboardingStatus, Refusal, User, UserEmail, UserId};
+use crate::domain::{OnboardingStatus, Refusal, User, UserEmail, UserId};
 use claim_attempt::ClaimAttempt;
 
 /// Bound on one store operation, reconnection included: a request answers 503 rather than hang.
@@ -81,11 +84,11 @@ impl RedisStore {
         })
     }
 
-    fn email_key(&self, email: &UserEmail) -> String {
+    pub(super) fn email_key(&self, email: &UserEmail) -> String {
         format!("{}email:{}", self.prefix, email.unique_key())
     }
 
-    fn user_key(&self, id: UserId) -> String {
+    pub(super) fn user_key(&self, id: UserId) -> String {
         format!("{}user:{{{id}}}", self.prefix)
     }
 
@@ -120,7 +123,7 @@ impl RedisStore {
     }
 
     /// Runs a pipeline (one round trip) on the shared connection.
-    async fn query_pipeline<T: redis::FromRedisValue>(
+    pub(super) async fn query_pipeline<T: redis::FromRedisValue>(
         &self,
         pipe: &redis::Pipeline,
     ) -> Result<T, StoreError> {
@@ -130,7 +133,7 @@ impl RedisStore {
 
     /// Runs a write on `key` and, when that key's primary has replicas, waits (bounded) until
     /// one of them has it: a write that ends unconfirmed is [`StoreError::NotReplicated`].
-    async fn write_replicated<T: redis::FromRedisValue>(
+    pub(super) async fn write_replicated<T: redis::FromRedisValue>(
         &self,
         key: &str,
         cmd: &redis::Cmd,
@@ -207,7 +210,7 @@ impl RedisStore {
         Ok(Insert::Created)
     }
 
-    async fn get(&self, key: &str) -> Result<Option<String>, StoreError> {
+    pub(super) async fn get(&self, key: &str) -> Result<Option<String>, StoreError> {
         self.query(redis::cmd("GET").arg(key)).await
     }
 
@@ -320,19 +323,17 @@ impl UserStore for RedisStore {
         ))
     }
 
-    async fn find_user(&self, id: UserId) -> Result<Option<(User, Onboarding)>, StoreError> {
-        let (user_key, marker_key) = (self.user_key(id), self.marker_key(id));
-        // Same hash tag, same slot: one round trip, still one key per command.
-        let (record, marker): (Option<String>, Option<String>) = self
-            .query_pipeline(redis::pipe().get(&user_key).get(&marker_key))
-            .await?;
-        match record {
-            Some(json) => Ok(Some((
-                parse_user(&json)?,
-                marker::onboarding_of(marker.as_deref()),
-            ))),
-            None => Ok(None),
-        }
+    async fn find_user_state(&self, id: UserId) -> Result<Option<FoundUser>, StoreError> {
+        self.found_user(id).await
+    }
+
+    async fn find_user_by_email(&self, email: &UserEmail) -> Result<Option<FoundUser>, StoreError> {
+        self.user_by_email(email).await
+    }
+
+    #[tracing::instrument(skip_all, fields(user_id = %id))]
+    async fn sign_out_everywhere(&self, id: UserId, valid_after: i64) -> Result<(), StoreError> {
+        self.sign_out(id, valid_after).await
     }
 
     async fn onboarding_status(&self, id: UserId) -> Result<OnboardingStatus, StoreError> {
@@ -460,7 +461,11 @@ impl UserStore for RedisStore {
     }
 
     async fn delete_user(&self, id: UserId, email: &UserEmail) -> Result<(), StoreError> {
-        for key in [self.user_key(id), self.marker_key(id)] {
+        for key in [
+            self.user_key(id),
+            self.marker_key(id),
+            self.tokens_valid_after_key(id),
+        ] {
             self.query::<()>(redis::cmd("DEL").arg(&key)).await?;
         }
         self.delete_if(&self.email_key(email), &id.to_string())
