@@ -26,6 +26,9 @@ const FORM_TOKEN_FIELD: &str = "csrf";
 /// Signs out the holder of the bearer token, or of the session cookie with its form token.
 pub async fn run(app: &App, invocation: &Invocation) -> Result<Outputs, InvocationError> {
     let request = invocation.http_request(HTTP_REQUEST)?;
+    if let Err(refusal) = check_body(&request) {
+        return Ok(Outputs::http(refusal));
+    }
     let cookie = session::cookie_token(&request);
     let token = match (http::bearer_token(&request), cookie) {
         (Some(bearer), _) => bearer,
@@ -69,6 +72,28 @@ pub async fn run(app: &App, invocation: &Invocation) -> Result<Outputs, Invocati
     }
     tracing::info!(user_id = %session.user, "signed out everywhere");
     Ok(Outputs::http(signed_out(&request, cookie.is_some())))
+}
+
+/// A body, when there is one, must be a form (or a JSON object) whose `csrf` is text, whether
+/// or not it is needed: a sign-out never ignores a malformed request.
+fn check_body(request: &HttpRequest) -> Result<(), HttpResponse> {
+    if request.body.as_deref().is_none_or(str::is_empty) {
+        return Ok(());
+    }
+    let fields = read_fields(request)
+        .map_err(|e| e.into_response("the sign-out", "an optional csrf field"))?;
+    match fields.get(FORM_TOKEN_FIELD) {
+        None | Some(Value::String(_)) => Ok(()),
+        Some(_) => Err(http::problem(
+            400,
+            "urn:onboarding:problem:invalid-fields",
+            "Invalid sign-out",
+            "Check these fields: csrf.",
+            Some(
+                serde_json::json!({"errors": [{"field": "csrf", "detail": "csrf must be a string"}]}),
+            ),
+        )),
+    }
 }
 
 /// Refuses a cookie-carried sign-out whose form token is missing or not this session's, or
