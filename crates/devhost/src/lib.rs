@@ -3,6 +3,16 @@
 //! and drives it through the host's protocol: public HTTP routes, and an in-process Service Bus
 //! queue between the functions.
 //!
+//! A crate of its own, so its edges show: it depends on the product (`onboarding`: the settings,
+//! the app, the server) exactly as the Functions host would, the product never depends on it,
+//! and the `handler` binary ties the two together. Outside this crate only [`DevOptions`],
+//! [`run`] and [`HOST_VERSION`] are seen; the modules below are private, grouped by job: the app
+//! folder (`app_settings`, `jsonc`, `host_json`, `function_json`, `functions_dir`, errors in
+//! `app_error`), routes (`route_template`, `route_constraint`, `routes`), the host's side of the
+//! protocol (`client`, `payload`, `invoke`, `http_output`), the queue (`queue`, `consumer`), the
+//! handler's lifecycle (`lifecycle`, `process`, `running_handler`), and the start (`loaded_app`,
+//! `reachability`, `banner`).
+//!
 //! It is never gentler than Azure (docs/PROTOCOL.md, "Service Bus settlement" and "Worker
 //! lifecycle"): a failed delivery comes back at once with `DeliveryCount` + 1 and is
 //! dead-lettered after the max delivery count; an invocation past host.json's
