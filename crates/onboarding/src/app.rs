@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use lettre::message::Mailbox;
 use url::Url;
 
-use crate::auth::{PasswordHasher, TokenKeys};
+use crate::auth::{EmailTokens, FormTokens, PasswordHasher, TokenKeys};
 use crate::config::Settings;
 use crate::mail::{Breaker, Mailer, OutboxMailer, Pacer, SmtpMailer};
 use crate::store::{MemoryStore, RedisStore, UserStore};
@@ -25,6 +25,10 @@ pub struct App {
     pub mailer: Arc<dyn Mailer>,
     pub hasher: PasswordHasher,
     pub tokens: TokenKeys,
+    /// Signs the links that confirm an address (same keys, their own audience).
+    pub email_tokens: EmailTokens,
+    /// Signs the anti-forgery fields of state-changing forms.
+    pub form_tokens: FormTokens,
     pub mail_from: Mailbox,
     pub public_url: Option<Url>,
     /// How long a delivery holds the right to send one user's email.
@@ -79,6 +83,8 @@ impl App {
             mailer,
             hasher: PasswordHasher::for_this_machine(),
             tokens: TokenKeys::new(&settings.jwt),
+            email_tokens: EmailTokens::new(&settings.jwt),
+            form_tokens: FormTokens::new(&settings.jwt),
             mail_from: settings.mail_from.clone(),
             public_url: settings.public_url.clone(),
             claim_lease: send_deadline + CLAIM_MARGIN,

@@ -1,5 +1,6 @@
 //! Types that can only hold valid values: what the rest of the code may take for granted.
 
+mod account;
 mod message;
 mod onboarding;
 mod password;
@@ -8,6 +9,7 @@ mod user;
 mod user_email;
 mod user_name;
 
+pub use account::Account;
 pub use message::{MessageError, OnboardingMessage, ValidMessage};
 pub use onboarding::{Onboarding, OnboardingStatus, Refusal};
 pub use password::{MAX_PASSWORD_CHARS, MIN_PASSWORD_CHARS, Password, PasswordError};
