@@ -13,3 +13,5 @@ mod replication;
 mod root;
 mod send_onboarding;
 mod send_onboarding_faults;
+mod verify_email;
+mod verify_email_resend;
