@@ -160,18 +160,18 @@ async fn forged_expired_and_misdirected_tokens_are_refused_and_confirm_nothing()
         (
             "another key",
             forge_token("another-key-of-the-same-length-0123456789abcdefg", &claims),
-            400,
+            403,
         ),
         (
             "the session audience",
             forge_token(TEST_JWT_SECRET, &Claims::for_user(&id)),
-            400,
+            403,
         ),
-        ("a session token", session.clone(), 400),
+        ("a session token", session.clone(), 403),
         ("expired", forge_token(TEST_JWT_SECRET, &expired), 410),
-        ("alg none", alg_none_token(&claims), 400),
-        ("tampered", tampered.join("."), 400),
-        ("garbage", "not-a-token".to_owned(), 400),
+        ("alg none", alg_none_token(&claims), 403),
+        ("tampered", tampered.join("."), 403),
+        ("garbage", "not-a-token".to_owned(), 403),
     ];
     for (what, token, status) in &cases {
         let page = open_link(&stack, token).await;
@@ -223,7 +223,8 @@ async fn a_missing_token_is_a_400_and_a_link_for_no_account_is_a_404() {
     open_link(&stack, &token).await.res().assert_status(404);
 }
 
-/// A link sent to the account's address confirms it; one naming another address does not.
+/// A link naming another address than the account's is refused (403); the same address in
+/// another case confirms.
 #[tokio::test]
 async fn a_link_for_another_address_confirms_nothing() {
     let stack = spawn_linked_app().await;
@@ -232,7 +233,7 @@ async fn a_link_for_another_address_confirms_nothing() {
         TEST_JWT_SECRET,
         &LinkClaims::for_user(&user.id, "someone-else@example.com"),
     );
-    confirm_json(&stack, &token).await.res().assert_problem(400);
+    confirm_json(&stack, &token).await.res().assert_problem(403);
     let upper = forge_token(
         TEST_JWT_SECRET,
         &LinkClaims::for_user(&user.id, &user.email.to_uppercase()),

@@ -73,9 +73,12 @@ enum LinkError {
 }
 
 impl LinkError {
+    /// A link that is not ours (forged, altered, for another audience or address) is a 403:
+    /// it grants nothing. A request without one is malformed: 400.
     fn status(&self) -> u16 {
         match self {
-            Self::Missing | Self::Invalid(_) | Self::OtherAddress => 400,
+            Self::Missing => 400,
+            Self::Invalid(_) | Self::OtherAddress => 403,
             Self::NoAccount => 404,
             Self::Expired => 410,
             Self::Store(_) => 503,
