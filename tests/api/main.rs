@@ -8,6 +8,7 @@ mod helpers;
 mod lifecycle;
 mod protocol;
 mod redis_entra;
+mod redis_limits;
 mod redis_markers;
 mod replication;
 mod root;

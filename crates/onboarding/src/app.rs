@@ -10,7 +10,7 @@ use lettre::message::Mailbox;
 use url::Url;
 
 use crate::auth::{EmailTokens, FormTokens, PasswordHasher, TokenKeys};
-use crate::config::Settings;
+use crate::config::{Limits, Settings};
 use crate::mail::{Breaker, Mailer, OutboxMailer, Pacer, SmtpMailer};
 use crate::store::{MemoryStore, RedisStore, UserStore};
 
@@ -39,6 +39,8 @@ pub struct App {
     pub send_window: Duration,
     /// The provider's limit shared through the store (`SMTP_MAX_PER_MINUTE`), if set.
     pub max_per_minute: Option<NonZeroU32>,
+    /// The limits against abuse (`LIMIT_*`), counted in the store.
+    pub limits: Limits,
     /// Holds sends back while the SMTP server is down (one per process).
     pub breaker: Breaker,
     /// Spaces sends out after throttle replies when no limit is set (one per process).
@@ -91,6 +93,7 @@ impl App {
             send_deadline,
             send_window: settings.send_window,
             max_per_minute: settings.max_per_minute,
+            limits: settings.limits,
             breaker: Breaker::new(),
             pacer: Pacer::new(),
         }

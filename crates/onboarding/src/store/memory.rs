@@ -8,6 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::time::Instant;
 
+use super::limit::{self, Allowance, RateRule};
 use super::send_rate::{self, SendSlot};
 use super::{Claim, Insert, Mail, StoreError, UserStore};
 use crate::domain::{Account, Onboarding, OnboardingStatus, Refusal, User, UserEmail, UserId};
@@ -30,7 +31,13 @@ struct State {
     send_rate: Option<Instant>,
     /// Slots reserved for a user's email and not used yet (see `send_rate::SendSlot::TooFar`).
     send_tickets: HashMap<UserId, Instant>,
+    /// Each limit's theoretical arrival time (GCRA, see `limit.rs`), by key.
+    limits: HashMap<String, Instant>,
 }
+
+/// Past this many limit keys, the ones that count nothing any more are dropped (a map that
+/// only grows would let anyone fill the dev host's memory, one client address at a time).
+const LIMIT_KEYS_BEFORE_PRUNING: usize = 4096;
 
 /// Users in a map behind a std mutex: every operation is short and never awaits while holding it.
 #[derive(Debug, Default)]
@@ -191,6 +198,32 @@ impl UserStore for MemoryStore {
             state.send_tickets.insert(id, kept);
         }
         Ok(slot)
+    }
+
+    async fn admit(&self, key: &str, rule: RateRule) -> Result<Allowance, StoreError> {
+        let now = Instant::now();
+        let mut state = self.lock();
+        if state.limits.len() >= LIMIT_KEYS_BEFORE_PRUNING {
+            state.limits.retain(|_, tat| *tat > now);
+        }
+        let mut tat = state.limits.get(key).copied();
+        let allowance = limit::admit(&mut tat, now, rule);
+        if let Some(tat) = tat {
+            state.limits.insert(key.to_owned(), tat);
+        }
+        Ok(allowance)
+    }
+
+    async fn refund(&self, key: &str, rule: RateRule) -> Result<(), StoreError> {
+        let now = Instant::now();
+        let mut state = self.lock();
+        let mut tat = state.limits.get(key).copied();
+        limit::refund(&mut tat, now, rule);
+        match tat {
+            Some(tat) => state.limits.insert(key.to_owned(), tat),
+            None => state.limits.remove(key),
+        };
+        Ok(())
     }
 
     async fn release_onboarding(&self, mail: Mail, token: &str) -> Result<(), StoreError> {
@@ -402,5 +435,28 @@ mod tests {
         };
         assert_eq!(waits, vec![after(0), after(1), after(2)]);
         assert_eq!(send_rate::interval(limit), Duration::from_millis(515));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn limits_are_kept_per_key_and_refunds_give_one_back() {
+        let store = MemoryStore::new();
+        let rule = RateRule {
+            count: NonZeroU32::new(2).unwrap(),
+            period: Duration::from_secs(60),
+        };
+        for _ in 0..2 {
+            assert_eq!(store.admit("a", rule).await.unwrap(), Allowance::Allowed);
+        }
+        assert_eq!(
+            store.admit("a", rule).await.unwrap(),
+            Allowance::Limited {
+                retry_after: Duration::from_secs(30)
+            }
+        );
+        assert_eq!(store.admit("b", rule).await.unwrap(), Allowance::Allowed);
+        store.refund("a", rule).await.unwrap();
+        assert_eq!(store.admit("a", rule).await.unwrap(), Allowance::Allowed);
+        tokio::time::advance(Duration::from_secs(30)).await;
+        assert_eq!(store.admit("a", rule).await.unwrap(), Allowance::Allowed);
     }
 }

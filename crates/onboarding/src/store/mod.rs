@@ -3,6 +3,7 @@
 
 mod connection;
 mod entra;
+pub mod limit;
 mod mail_key;
 mod marker;
 mod memory;
@@ -23,6 +24,7 @@ use crate::domain::{Account, OnboardingStatus, Refusal, User, UserEmail, UserId}
 pub use self::mail_key::{Mail, VERIFICATION_MARKER_TTL};
 
 pub use self::entra::{ManagedIdentityCredentials, TokenError, credentials_provider};
+pub use self::limit::{Allowance, LimitKey, RateRule};
 pub use self::memory::MemoryStore;
 pub use self::redis::RedisStore;
 pub use self::send_rate::SendSlot;
@@ -175,6 +177,15 @@ pub trait UserStore: Send + Sync {
         per_minute: NonZeroU32,
         max_wait: Duration,
     ) -> Result<SendSlot, StoreError>;
+
+    /// Counts one event under the limit `rule` on `key` (a [`LimitKey`], rendered), shared by
+    /// every instance that uses this store: charged when allowed; nothing is written when it is
+    /// refused, so a client knocking past the limit does not push its own wait further out.
+    async fn admit(&self, key: &str, rule: RateRule) -> Result<Allowance, StoreError>;
+
+    /// Takes back one event charged by [`admit`](Self::admit) (a sign-in that was charged as a
+    /// failure before the password could be checked, and then succeeded).
+    async fn refund(&self, key: &str, rule: RateRule) -> Result<(), StoreError>;
 
     /// Gives a claim up after a failed send, if this delivery still holds it.
     async fn release_onboarding(&self, mail: Mail, token: &str) -> Result<(), StoreError>;

@@ -29,12 +29,4 @@ impl RedisStore {
     pub(super) fn verified_key(&self, id: UserId) -> String {
         format!("{}user:{{{id}}}:verified", self.prefix)
     }
-
-    pub(super) fn send_ticket_key(&self, id: UserId) -> String {
-        format!("{}user:{{{id}}}:send-slot", self.prefix)
-    }
-
-    pub(super) fn send_rate_key(&self) -> String {
-        format!("{}send-rate", self.prefix)
-    }
 }

@@ -10,7 +10,10 @@
 //! - `user:{<id>}:verified` → when the address was verified (`SET NX`, so once).
 //! - `user:{<id>}:verify-mail:<request id>` → the marker of one verification email, as above,
 //!   expiring once settled (`VERIFICATION_MARKER_TTL`).
-//! - `send-rate` → the shared send rate's state (see `send_rate.rs`), when a limit is set.
+//! - `send-rate` → the shared send rate's state (see `send_rate.rs`), when a limit is set;
+//!   `user:{<id>}:send-slot` → a slot kept for that user's email (a ticket).
+//! - `limit:{<limit>:<subject>}` → one limit's state (see `limit.rs`): sign-ups and failed
+//!   sign-ins per client address, mailbox or account, hashed where they are personal data.
 //!
 //! The braces are a hash tag: a user's record and marker share a cluster slot, so both can be
 //! read in one pipeline. The pipelines, each checked for its slot: `find_user` (record, marker
@@ -20,6 +23,8 @@
 
 mod claim_attempt;
 mod keys;
+mod limit;
+mod send_slot;
 mod verification;
 
 use std::future::Future;
@@ -32,10 +37,11 @@ use time::OffsetDateTime;
 
 use super::connection::{Connector, Link};
 use super::entra::credentials_provider;
+use super::limit::{Allowance, RateRule};
 use super::marker;
 use super::record::{StoredUser, parse_user};
 use super::replication::{self, Replication};
-use super::send_rate::{self, GCRA_SCRIPT, SendSlot, TICKET_GRACE, TICKET_SCRIPT};
+use super::send_rate::SendSlot;
 use super::{Claim, EMAIL_CLAIM_LEASE, Insert, Mail, StoreError, StoreHealth, UserStore};
 use crate::config::RedisSettings;
 use crate::domain::{Account, OnboardingStatus, Refusal, User, UserEmail, UserId};
@@ -53,8 +59,8 @@ pub struct RedisStore {
     display: String,
     compare_and_delete: redis::Script,
     renew_claim: redis::Script,
-    gcra: redis::Script,
-    take_ticket: redis::Script,
+    send_rate: send_slot::Scripts,
+    limits: limit::Scripts,
 }
 
 impl RedisStore {
@@ -75,8 +81,8 @@ impl RedisStore {
             display: settings.describe(),
             compare_and_delete: redis::Script::new(marker::COMPARE_AND_DELETE),
             renew_claim: redis::Script::new(marker::RENEW_CLAIM),
-            gcra: redis::Script::new(GCRA_SCRIPT),
-            take_ticket: redis::Script::new(TICKET_SCRIPT),
+            send_rate: send_slot::Scripts::new(),
+            limits: limit::Scripts::new(),
         })
     }
 
@@ -98,7 +104,10 @@ impl RedisStore {
     }
 
     /// Runs one command on the shared connection.
-    async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, StoreError> {
+    pub(super) async fn query<T: redis::FromRedisValue>(
+        &self,
+        cmd: &redis::Cmd,
+    ) -> Result<T, StoreError> {
         let mut connection = self.link().await?;
         self.bounded(cmd.query_async(&mut connection)).await
     }
@@ -439,38 +448,15 @@ impl UserStore for RedisStore {
         per_minute: NonZeroU32,
         max_wait: Duration,
     ) -> Result<SendSlot, StoreError> {
-        // Two keys in two slots of a cluster, so two commands: the user's ticket first, then
-        // the shared schedule; a ticket for a slot too far ahead is written last. A crash in
-        // between wastes one slot, nothing more.
-        let interval_us = send_rate::interval(per_minute).as_micros() as u64;
-        let max_wait_us = max_wait.as_micros() as u64;
-        let ticket_key = self.send_ticket_key(id);
-        let mut connection = self.link().await?;
-        let mut ticket = self.take_ticket.key(&ticket_key);
-        ticket.arg(interval_us).arg(max_wait_us);
-        let (outcome, wait_us): (i64, i64) =
-            self.bounded(ticket.invoke_async(&mut connection)).await?;
-        if let Some(slot) = send_rate::from_script_reply(outcome, wait_us) {
-            return Ok(slot);
-        }
-        let mut gcra = self.gcra.key(self.send_rate_key());
-        gcra.arg(interval_us).arg(max_wait_us);
-        let (outcome, wait_us, slot_us): (i64, i64, String) =
-            self.bounded(gcra.invoke_async(&mut connection)).await?;
-        let slot = send_rate::from_script_reply(outcome, wait_us)
-            .ok_or_else(|| StoreError::Corrupt(format!("the rate script answered {outcome}")))?;
-        if let SendSlot::TooFar { wait } = slot {
-            let keep_ms = (wait + TICKET_GRACE).as_millis() as u64;
-            self.query::<()>(
-                redis::cmd("SET")
-                    .arg(&ticket_key)
-                    .arg(&slot_us)
-                    .arg("PX")
-                    .arg(keep_ms),
-            )
-            .await?;
-        }
-        Ok(slot)
+        self.send_slot(id, per_minute, max_wait).await
+    }
+
+    async fn admit(&self, key: &str, rule: RateRule) -> Result<Allowance, StoreError> {
+        self.admit_event(key, rule).await
+    }
+
+    async fn refund(&self, key: &str, rule: RateRule) -> Result<(), StoreError> {
+        self.refund_event(key, rule).await
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(user_id = %mail.user()))]
