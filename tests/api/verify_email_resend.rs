@@ -153,3 +153,55 @@ async fn a_new_profile_is_not_verified() {
     let user = stack.app.sign_up(&new_user_body()).await;
     assert_eq!(stack.app.profile(&user.token).await["emailVerified"], false);
 }
+
+/// Past `LIMIT_VERIFY_RESENDS_PER_USER` (default 3 an hour) the answer is 429 with
+/// `Retry-After` and a problem, and nothing is queued; the limit is per user.
+#[tokio::test]
+async fn a_fourth_request_within_the_hour_is_a_429_with_retry_after() {
+    let stack = spawn_linked_app().await;
+    let user = stack.app.sign_up(&new_user_body()).await;
+    let other = stack.app.sign_up(&new_user_body()).await;
+    for _ in 0..3 {
+        resend_with_bearer(&stack, &user.token)
+            .await
+            .res()
+            .assert_status(202);
+    }
+    let limited = resend_with_bearer(&stack, &user.token).await;
+    let problem = limited.res().assert_problem(429);
+    assert_eq!(problem["type"], "urn:onboarding:problem:rate-limited");
+    let retry_after: u64 = limited
+        .res()
+        .header("Retry-After")
+        .expect("a Retry-After header")
+        .parse()
+        .expect("whole seconds");
+    assert!(
+        (1..=3600).contains(&retry_after),
+        "Retry-After {retry_after}"
+    );
+    assert!(!limited.has_output("verificationMessage"));
+    resend_with_bearer(&stack, &other.token)
+        .await
+        .res()
+        .assert_status(202);
+}
+
+/// The setting changes the limit: with `1/1h`, the second request is refused.
+#[tokio::test]
+async fn the_resend_limit_is_a_setting() {
+    let stack = crate::helpers::spawn_app_with(|b| {
+        b.env("PUBLIC_URL", crate::helpers::PUBLIC_ORIGIN)
+            .env("LIMIT_VERIFY_RESENDS_PER_USER", "1/1h")
+    })
+    .await;
+    let user = stack.app.sign_up(&new_user_body()).await;
+    resend_with_bearer(&stack, &user.token)
+        .await
+        .res()
+        .assert_status(202);
+    resend_with_bearer(&stack, &user.token)
+        .await
+        .res()
+        .assert_problem(429);
+}

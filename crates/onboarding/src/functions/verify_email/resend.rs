@@ -1,7 +1,8 @@
 //! `POST /verifyEmail` without a link token: a signed-in person whose address is not verified
 //! asks for a new link. It queues one message with its own request id, so the email goes out
 //! once however often Service Bus delivers it (the send is claimed per request, as the welcome
-//! email is per user).
+//! email is per user), and at most `LIMIT_VERIFY_RESENDS_PER_USER` (default 3 an hour) per
+//! user, counted in the store across every instance.
 //!
 //! Who asks: a bearer token (an API client; no cookie, so no cross-site form can send it), or
 //! the session cookie together with the welcome page's anti-forgery token (a form; SameSite=Lax
@@ -16,6 +17,7 @@ use crate::functions::declaration::VERIFICATION_MESSAGE;
 use crate::functions::{InvocationError, Outputs, http, session};
 use crate::pages::{self, VerifyPage};
 use crate::protocol::{HttpRequest, HttpResponse};
+use crate::store::{Allowance, LimitKey};
 
 /// What the welcome page's form token is for: only this form accepts it.
 pub const FORM_PURPOSE: &str = "verify-email-resend";
@@ -33,6 +35,8 @@ enum ResendError {
     Store(#[from] crate::store::StoreError),
     #[error("PUBLIC_URL is not set, so no link can be written")]
     NoPublicUrl,
+    #[error("too many new links asked for")]
+    Limited { retry_after: std::time::Duration },
 }
 
 impl ResendError {
@@ -66,6 +70,7 @@ impl ResendError {
                     http::unavailable(detail)
                 };
             }
+            Self::Limited { retry_after } => return limited(retry_after, as_page),
             Self::NoPublicUrl => {
                 tracing::error!("a verification link was asked for, but PUBLIC_URL is not set");
                 return http::internal_error();
@@ -144,7 +149,37 @@ async fn signed_in_user(
     if app.public_url.is_none() {
         return Err(ResendError::NoPublicUrl);
     }
-    Ok(account.user)
+    // Counted last, so only a request that would send is charged.
+    let key = LimitKey::ResendsPerUser(user_id).to_string();
+    match app
+        .store
+        .admit(&key, app.limits.verify_resends_per_user)
+        .await?
+    {
+        Allowance::Allowed => Ok(account.user),
+        Allowance::Limited { retry_after } => Err(ResendError::Limited { retry_after }),
+    }
+}
+
+/// 429 with `Retry-After` (whole seconds, rounded up).
+fn limited(retry_after: std::time::Duration, as_page: bool) -> HttpResponse {
+    let seconds = Allowance::retry_after_seconds(retry_after);
+    let detail = format!(
+        "You asked for new links too often. Check your inbox for the last one, or ask again in          {} minute(s).",
+        seconds.div_ceil(60)
+    );
+    let response = if as_page {
+        pages::verify_page(429, &VerifyPage::Problem("Not so fast", &detail))
+    } else {
+        http::problem(
+            429,
+            "urn:onboarding:problem:rate-limited",
+            "Too many requests",
+            &detail,
+            None,
+        )
+    };
+    response.header("Retry-After", seconds.to_string())
 }
 
 /// The hidden field the welcome page's "send the link again" form carries for this session.
