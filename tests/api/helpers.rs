@@ -11,7 +11,7 @@ pub use test_support::envelope::{http_invocation, service_bus_invocation_of_text
 pub use test_support::{
     AuthRefusingSmtp, InvocationAnswer, RedisServer, SilentServer, SmtpSink, free_port,
 };
-pub use tokens::{Claims, alg_none_token, forge_token};
+pub use tokens::{Claims, LinkClaims, alg_none_token, forge_token};
 
 /// The JWT key every test app is started with (48 bytes, well above the 32-byte minimum).
 pub const TEST_JWT_SECRET: &str = "integration-tests-jwt-secret-0123456789abcdefghi";

@@ -97,7 +97,11 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// handler (in this process, or as a supervised child process) on a loopback port, waits for its
 /// readiness, then serves the public routes and consumes the queues.
 pub async fn run(options: DevOptions) -> anyhow::Result<()> {
-    let loaded = LoadedApp::load(&options)?;
+    let mut loaded = LoadedApp::load(&options)?;
+    // Bound first, so that links in emails can name the port (`--port 0` picks one).
+    let public_listener = bind_public(options.port).await?;
+    let public_addr = public_listener.local_addr()?;
+    loaded.point_links_at(public_addr);
     let outbox = loaded.root.join("outbox");
     let app = App::build(&loaded.settings, &outbox)
         .await
@@ -124,8 +128,6 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
         control,
         loaded.host.function_timeout,
     ));
-    let public_listener = bind_public(options.port).await?;
-    let public_addr = public_listener.local_addr()?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let consumers = start_consumers(&loaded, &bus, &invoker, &stop_rx)?;
     announce(&options, &loaded, &backends, &view, public_addr);

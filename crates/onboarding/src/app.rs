@@ -9,8 +9,8 @@ use anyhow::Context as _;
 use lettre::message::Mailbox;
 use url::Url;
 
-use crate::auth::{PasswordHasher, TokenKeys};
-use crate::config::Settings;
+use crate::auth::{EmailTokens, FormTokens, PasswordHasher, TokenKeys};
+use crate::config::{Limits, Settings};
 use crate::mail::{Breaker, Mailer, OutboxMailer, Pacer, SmtpMailer};
 use crate::store::{MemoryStore, RedisStore, UserStore};
 
@@ -25,6 +25,10 @@ pub struct App {
     pub mailer: Arc<dyn Mailer>,
     pub hasher: PasswordHasher,
     pub tokens: TokenKeys,
+    /// Signs the links that confirm an address (same keys, their own audience).
+    pub email_tokens: EmailTokens,
+    /// Signs the anti-forgery fields of state-changing forms.
+    pub form_tokens: FormTokens,
     pub mail_from: Mailbox,
     pub public_url: Option<Url>,
     /// How long a delivery holds the right to send one user's email.
@@ -35,6 +39,8 @@ pub struct App {
     pub send_window: Duration,
     /// The provider's limit shared through the store (`SMTP_MAX_PER_MINUTE`), if set.
     pub max_per_minute: Option<NonZeroU32>,
+    /// The limits against abuse (`LIMIT_*`), counted in the store.
+    pub limits: Limits,
     /// Holds sends back while the SMTP server is down (one per process).
     pub breaker: Breaker,
     /// Spaces sends out after throttle replies when no limit is set (one per process).
@@ -79,12 +85,15 @@ impl App {
             mailer,
             hasher: PasswordHasher::for_this_machine(),
             tokens: TokenKeys::new(&settings.jwt),
+            email_tokens: EmailTokens::new(&settings.jwt),
+            form_tokens: FormTokens::new(&settings.jwt),
             mail_from: settings.mail_from.clone(),
             public_url: settings.public_url.clone(),
             claim_lease: send_deadline + CLAIM_MARGIN,
             send_deadline,
             send_window: settings.send_window,
             max_per_minute: settings.max_per_minute,
+            limits: settings.limits,
             breaker: Breaker::new(),
             pacer: Pacer::new(),
         }

@@ -66,7 +66,7 @@ pub enum InvalidToken {
 
 impl InvalidToken {
     /// The kind of refusal behind one of jsonwebtoken's errors (expiry is told apart earlier).
-    fn of(kind: &ErrorKind) -> Self {
+    pub(super) fn of(kind: &ErrorKind) -> Self {
         match kind {
             ErrorKind::InvalidSignature => Self::Signature,
             ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => Self::Algorithm,

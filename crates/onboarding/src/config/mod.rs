@@ -9,6 +9,10 @@ use lettre::message::Mailbox;
 use secrecy::{ExposeSecret, SecretString};
 use url::Url;
 
+pub use limits::{
+    FAILED_SIGN_INS_PER_ACCOUNT, FAILED_SIGN_INS_PER_ADDRESS, LimitSetting, Limits,
+    SIGN_UPS_PER_ADDRESS, SIGN_UPS_PER_MAILBOX, VERIFY_RESENDS_PER_USER,
+};
 use parse::{
     parse_jwt_secret, parse_key_prefix, parse_mail_from, parse_max_per_minute, parse_port,
     parse_public_url, parse_redis_url, parse_seconds, parse_send_window, parse_smtp_url,
@@ -16,6 +20,7 @@ use parse::{
 use reader::{Reader, Value};
 pub use redis_credential::{MANAGED_IDENTITY, ManagedIdentity, RedisCredential};
 
+mod limits;
 mod parse;
 mod reader;
 mod redis_credential;
@@ -130,6 +135,8 @@ pub struct Settings {
     /// `SMTP_MAX_PER_MINUTE`: the provider's limit, shared by every instance through the store;
     /// `None` paces adaptively on the provider's throttle replies instead.
     pub max_per_minute: Option<NonZeroU32>,
+    /// The limits against abuse (`LIMIT_*`), shared by every instance through the store.
+    pub limits: Limits,
 }
 
 impl Settings {
@@ -170,6 +177,7 @@ impl Settings {
             .unwrap_or(DEFAULT_SEND_WINDOW);
         let max_per_minute = read.optional("SMTP_MAX_PER_MINUTE", parse_max_per_minute);
         let smtp = read_smtp(&mut read);
+        let limits = limits::read_limits(&mut read);
         // Dev runs make up a key for the run (tokens end with it) and use a local sender.
         let jwt = read_jwt(&mut read, dev);
         let mail_from = match read.value("MAIL_FROM") {
@@ -197,6 +205,7 @@ impl Settings {
                 key_prefix,
                 send_window,
                 max_per_minute,
+                limits,
             }),
             _ => Err(ConfigError {
                 problems: read.problems,
@@ -452,6 +461,36 @@ mod tests {
             pairs.push(too_big);
             assert!(Settings::from_lookup(Mode::Serve, lookup(&pairs)).is_err());
         }
+    }
+
+    #[test]
+    fn bad_limits_are_reported_together_with_the_other_problems() {
+        let mut pairs = complete();
+        pairs.retain(|(k, _)| *k != "MAIL_FROM");
+        pairs.push(("LIMIT_SIGN_UPS_PER_ADDRESS", "lots"));
+        pairs.push(("LIMIT_FAILED_SIGN_INS_PER_ACCOUNT", "0/1h"));
+        let err = Settings::from_lookup(Mode::Serve, lookup(&pairs)).unwrap_err();
+        assert_eq!(err.problems.len(), 3, "{err}");
+        let text = err.to_string();
+        for name in [
+            "MAIL_FROM",
+            "LIMIT_SIGN_UPS_PER_ADDRESS",
+            "LIMIT_FAILED_SIGN_INS_PER_ACCOUNT",
+        ] {
+            assert!(text.contains(name), "{name} missing from {text}");
+        }
+        let mut pairs = complete();
+        pairs.push(("LIMIT_SIGN_UPS_PER_MAILBOX", "2/10m"));
+        let settings = Settings::from_lookup(Mode::Serve, lookup(&pairs)).unwrap();
+        assert_eq!(settings.limits.sign_ups_per_mailbox.count.get(), 2);
+        assert_eq!(
+            settings.limits.sign_ups_per_mailbox.period,
+            Duration::from_secs(600)
+        );
+        assert_eq!(
+            settings.limits.sign_ups_per_address,
+            Limits::default().sign_ups_per_address
+        );
     }
 
     #[test]

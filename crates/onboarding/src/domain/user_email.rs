@@ -58,6 +58,21 @@ impl UserEmail {
     pub fn unique_key(&self) -> String {
         self.0.to_lowercase()
     }
+
+    /// The mailbox that receives the mail, as far as sign-up limits count it: lower-cased, with
+    /// a `+tag` dropped from the local part (Gmail, Outlook and Fastmail deliver `ada+x@` to
+    /// `ada@`), so that `ada+1@`, `ada+2@`, … share one limit and cannot be used to flood one
+    /// inbox with welcome emails. Only limits use it: `ada+1@` stays an account of its own.
+    pub fn mailbox_key(&self) -> String {
+        let lower = self.unique_key();
+        match lower.rsplit_once('@') {
+            Some((local, domain)) => match local.split_once('+') {
+                Some((base, _tag)) if !base.is_empty() => format!("{base}@{domain}"),
+                _ => lower,
+            },
+            None => lower,
+        }
+    }
 }
 
 impl AsRef<str> for UserEmail {
@@ -139,5 +154,22 @@ mod tests {
         let a = UserEmail::parse("Ada@Example.COM").unwrap();
         let b = UserEmail::parse("ada@example.com").unwrap();
         assert_eq!(a.unique_key(), b.unique_key());
+    }
+
+    #[test]
+    fn the_mailbox_drops_a_plus_tag_and_case() {
+        let tagged = UserEmail::parse("Ada+News+2@Example.com").unwrap();
+        assert_eq!(tagged.mailbox_key(), "ada@example.com");
+        assert_ne!(
+            tagged.unique_key(),
+            "ada@example.com",
+            "still an account of its own"
+        );
+    }
+
+    #[test]
+    fn a_local_part_that_is_only_a_tag_is_kept_whole() {
+        let odd = UserEmail::parse("+x@example.com").unwrap();
+        assert_eq!(odd.mailbox_key(), "+x@example.com");
     }
 }

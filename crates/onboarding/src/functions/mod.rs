@@ -1,4 +1,4 @@
-//! The four functions, one module each, and the dispatch from a function name to its code.
+//! The functions, one module each, and the dispatch from a function name to its code.
 //! Functions see the protocol's types only, never warp.
 
 mod create_user;
@@ -8,6 +8,7 @@ mod http;
 mod root;
 mod send_onboarding;
 mod session;
+mod verify_email;
 
 use serde_json::Value;
 
@@ -81,12 +82,13 @@ pub async fn invoke(
     function: &str,
     invocation: &Invocation,
 ) -> Option<Result<Outputs, InvocationError>> {
-    use declaration::{CREATE_USER, HEALTH, ROOT, SEND_ONBOARDING};
+    use declaration::{CREATE_USER, HEALTH, ROOT, SEND_ONBOARDING, VERIFY_EMAIL};
     let result = match function {
         f if f == ROOT.name => root::run(app, invocation).await,
         f if f == HEALTH.name => health::run(app, invocation).await,
         f if f == CREATE_USER.name => create_user::run(app, invocation).await,
         f if f == SEND_ONBOARDING.name => send_onboarding::run(app, invocation).await,
+        f if f == VERIFY_EMAIL.name => verify_email::run(app, invocation).await,
         _ => return None,
     };
     Some(result)

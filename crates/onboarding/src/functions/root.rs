@@ -6,7 +6,7 @@ use serde::Serialize;
 use super::declaration::HTTP_REQUEST;
 use super::{InvocationError, Outputs, http, session};
 use crate::app::App;
-use crate::domain::{Onboarding, OnboardingStatus, Refusal, User, UserId};
+use crate::domain::{Account, OnboardingStatus, Refusal, UserId};
 use crate::pages;
 use crate::protocol::{HttpRequest, HttpResponse, Invocation};
 
@@ -31,10 +31,11 @@ pub async fn run(app: &App, invocation: &Invocation) -> Result<Outputs, Invocati
         }
     };
     let response = match app.store.find_user(user_id).await {
-        Ok(Some((user, onboarding))) if pages::prefers_html(&request) => {
-            pages::welcome_page(&user, &onboarding)
+        Ok(Some(account)) if pages::prefers_html(&request) => {
+            let (field, value) = super::verify_email::resend_form_field(app, token);
+            pages::welcome_page(&account, (field, &value))
         }
-        Ok(Some((user, onboarding))) => http::json(200, &Profile::of(&user, &onboarding)),
+        Ok(Some(account)) => http::json(200, &Profile::of(&account)),
         Ok(None) => {
             tracing::info!(%user_id, "token names a user that no longer exists");
             rejected(&request, from_cookie)
@@ -60,10 +61,13 @@ struct Profile<'a> {
     /// support) can see why, e.g. `550` `5.1.1 mailbox unknown`.
     #[serde(skip_serializing_if = "Option::is_none")]
     onboarding_detail: Option<&'a Refusal>,
+    /// Whether the person confirmed, from a link sent there, that the address is theirs.
+    email_verified: bool,
 }
 
 impl<'a> Profile<'a> {
-    fn of(user: &'a User, onboarding: &'a Onboarding) -> Self {
+    fn of(account: &'a Account) -> Self {
+        let (user, onboarding) = (&account.user, &account.onboarding);
         Self {
             id: user.id,
             name: user.name.as_str(),
@@ -71,6 +75,7 @@ impl<'a> Profile<'a> {
             created_at: user.created_at_rfc3339(),
             onboarding: onboarding.status(),
             onboarding_detail: onboarding.refusal(),
+            email_verified: account.email_verified,
         }
     }
 }

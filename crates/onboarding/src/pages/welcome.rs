@@ -1,12 +1,15 @@
 //! The welcome page a signed-in person sees at `/`.
 
 use super::{escape, page};
-use crate::domain::{Onboarding, User};
+use crate::domain::{Account, Onboarding};
 use crate::protocol::HttpResponse;
 
-/// Renders the profile: name, email, join date and whether the welcome email went out; when it
-/// never can, a sentence saying so and what to do, with the receiving server's own words.
-pub fn welcome_page(user: &User, onboarding: &Onboarding) -> HttpResponse {
+/// Renders the profile: name, email, whether the address is confirmed (with a form asking for
+/// a new link while it is not; `resend_field` is its anti-forgery field), join date and whether
+/// the welcome email went out; when it never can, a sentence saying so and what to do, with the
+/// receiving server's own words.
+pub fn welcome_page(account: &Account, resend_field: (&str, &str)) -> HttpResponse {
+    let (user, onboarding) = (&account.user, &account.onboarding);
     let (status_class, status_text) = match onboarding {
         Onboarding::Pending => ("pending", "pending: on its way"),
         Onboarding::Sent => ("sent", "sent"),
@@ -27,13 +30,29 @@ pub fn welcome_page(user: &User, onboarding: &Onboarding) -> HttpResponse {
             )
         })
         .unwrap_or_default();
+    let (verified_class, verified_text, resend) = if account.email_verified {
+        ("verified", "confirmed", String::new())
+    } else {
+        (
+            "unverified",
+            "not confirmed yet",
+            format!(
+                "<form method=\"post\" action=\"verifyEmail\">\n\
+                 <input type=\"hidden\" name=\"{name}\" value=\"{value}\">\n\
+                 <button id=\"resend\" type=\"submit\">Send the confirmation link again</button>\n</form>\n",
+                name = escape(resend_field.0),
+                value = escape(resend_field.1),
+            ),
+        )
+    };
     let body = format!(
         "<h1>Welcome, {name}</h1>\n\
          <p class=\"lead\">Your account is ready.</p>\n\
          <dl>\n<dt>Name</dt><dd id=\"name\">{name}</dd>\n\
          <dt>Email</dt><dd id=\"email\">{email}</dd>\n\
+         <dt>Address</dt><dd><span id=\"email-verified\" class=\"status {verified_class}\">{verified_text}</span></dd>\n\
          <dt>Joined</dt><dd><time datetime=\"{joined}\">{joined_text}</time></dd>\n\
-         <dt>Welcome email</dt><dd><span id=\"onboarding\" class=\"status {status_class}\">{status_text}</span></dd>\n</dl>\n{explanation}",
+         <dt>Welcome email</dt><dd><span id=\"onboarding\" class=\"status {status_class}\">{status_text}</span></dd>\n</dl>\n{explanation}{resend}",
         name = escape(user.name.as_str()),
         email = escape(user.email.as_str()),
         joined = user.created_at_rfc3339(),

@@ -3,6 +3,8 @@
 
 mod connection;
 mod entra;
+pub mod limit;
+mod mail_key;
 mod marker;
 mod memory;
 mod record;
@@ -17,9 +19,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::domain::{Onboarding, OnboardingStatus, Refusal, User, UserEmail, UserId};
+use crate::domain::{Account, OnboardingStatus, Refusal, User, UserEmail, UserId};
+
+pub use self::mail_key::{Mail, VERIFICATION_MARKER_TTL};
 
 pub use self::entra::{ManagedIdentityCredentials, TokenError, credentials_provider};
+pub use self::limit::{Allowance, LimitKey, RateRule};
 pub use self::memory::MemoryStore;
 pub use self::redis::RedisStore;
 pub use self::send_rate::SendSlot;
@@ -109,8 +114,14 @@ pub trait UserStore: Send + Sync {
     /// Registers a user unless the email (case-insensitively) is already registered.
     async fn insert_user(&self, user: &User) -> Result<Insert, StoreError>;
 
-    /// Finds a user by id, with where their onboarding email stands.
-    async fn find_user(&self, id: UserId) -> Result<Option<(User, Onboarding)>, StoreError>;
+    /// Finds a user by id, with where their onboarding email stands and whether their address
+    /// is verified.
+    async fn find_user(&self, id: UserId) -> Result<Option<Account>, StoreError>;
+
+    /// Records that the user proved they read mail at their address; `true` when this call
+    /// verified it, `false` when it was verified already (one `SET NX`, so of two concurrent
+    /// confirmations exactly one is first).
+    async fn mark_email_verified(&self, id: UserId) -> Result<bool, StoreError>;
 
     /// Looks a user up and, if they exist, makes the first attempt at claiming the sending of
     /// their onboarding email, as [`claim_onboarding`](Self::claim_onboarding) does. Both in one
@@ -120,7 +131,7 @@ pub trait UserStore: Send + Sync {
     /// only linger until the lease ends.
     async fn find_user_and_claim_onboarding(
         &self,
-        id: UserId,
+        mail: Mail,
         token: &str,
         lease: Duration,
     ) -> Result<Option<(User, Claim)>, StoreError>;
@@ -132,7 +143,7 @@ pub trait UserStore: Send + Sync {
     /// this delivery. The lease outlives the send deadline, so an expired claim means a crash.
     async fn claim_onboarding(
         &self,
-        id: UserId,
+        mail: Mail,
         token: &str,
         lease: Duration,
     ) -> Result<Claim, StoreError>;
@@ -143,17 +154,17 @@ pub trait UserStore: Send + Sync {
     /// longer than one send needs, so a crashed delivery blocks others for one lease at most.
     async fn renew_onboarding(
         &self,
-        id: UserId,
+        mail: Mail,
         token: &str,
         lease: Duration,
     ) -> Result<Claim, StoreError>;
 
     /// Records that the email went out; permanent.
-    async fn confirm_onboarding(&self, id: UserId) -> Result<(), StoreError>;
+    async fn confirm_onboarding(&self, mail: Mail) -> Result<(), StoreError>;
 
     /// Records that the receiving server refused the email for good; permanent, like a sent
     /// email: redeliveries are acknowledged and a repeated sign-up queues nothing.
-    async fn mark_undeliverable(&self, id: UserId, refusal: &Refusal) -> Result<(), StoreError>;
+    async fn mark_undeliverable(&self, mail: Mail, refusal: &Refusal) -> Result<(), StoreError>;
 
     /// Gives user `id`'s email a send slot under a limit of `per_minute` emails shared by every
     /// handler instance that uses this store. A slot reserved earlier and not used (a ticket:
@@ -167,8 +178,17 @@ pub trait UserStore: Send + Sync {
         max_wait: Duration,
     ) -> Result<SendSlot, StoreError>;
 
+    /// Counts one event under the limit `rule` on `key` (a [`LimitKey`], rendered), shared by
+    /// every instance that uses this store: charged when allowed; nothing is written when it is
+    /// refused, so a client knocking past the limit does not push its own wait further out.
+    async fn admit(&self, key: &str, rule: RateRule) -> Result<Allowance, StoreError>;
+
+    /// Takes back one event charged by [`admit`](Self::admit) (a sign-in that was charged as a
+    /// failure before the password could be checked, and then succeeded).
+    async fn refund(&self, key: &str, rule: RateRule) -> Result<(), StoreError>;
+
     /// Gives a claim up after a failed send, if this delivery still holds it.
-    async fn release_onboarding(&self, id: UserId, token: &str) -> Result<(), StoreError>;
+    async fn release_onboarding(&self, mail: Mail, token: &str) -> Result<(), StoreError>;
 
     /// Removes a user and their email claim (account deletion, and tests).
     async fn delete_user(&self, id: UserId, email: &UserEmail) -> Result<(), StoreError>;

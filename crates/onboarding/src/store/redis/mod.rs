@@ -7,15 +7,25 @@
 //! - `user:{<id>}` → the user record as JSON.
 //! - `user:{<id>}:onboarding` → `sending:<token>` (a leased claim), `sent:<time>` or
 //!   `undeliverable:<JSON>` (see `marker.rs`).
-//! - `send-rate` → the shared send rate's state (see `send_rate.rs`), when a limit is set.
+//! - `user:{<id>}:verified` → when the address was verified (`SET NX`, so once).
+//! - `user:{<id>}:verify-mail:<request id>` → the marker of one verification email, as above,
+//!   expiring once settled (`VERIFICATION_MARKER_TTL`).
+//! - `send-rate` → the shared send rate's state (see `send_rate.rs`), when a limit is set;
+//!   `user:{<id>}:send-slot` → a slot kept for that user's email (a ticket).
+//! - `limit:{<limit>:<subject>}` → one limit's state (see `limit.rs`): sign-ups and failed
+//!   sign-ins per client address, mailbox or account, hashed where they are personal data.
 //!
 //! The braces are a hash tag: a user's record and marker share a cluster slot, so both can be
-//! read in one pipeline. The pipelines, each checked for its slot: `find_user` and
-//! `find_user_and_claim_onboarding` (record and marker, one tag), `claim_onboarding` (the marker
+//! read in one pipeline. The pipelines, each checked for its slot: `find_user` (record, marker
+//! and verified state, one tag) and `find_user_and_claim_onboarding` (record and marker), `claim_onboarding` (the marker
 //! twice) and the durable writes of `replication.rs` (one key, then `WAIT`, which has none).
 //! The email key and the user's keys hash apart, so they are never in one pipeline.
 
 mod claim_attempt;
+mod keys;
+mod limit;
+mod send_slot;
+mod verification;
 
 use std::future::Future;
 use std::num::NonZeroU32;
@@ -27,13 +37,14 @@ use time::OffsetDateTime;
 
 use super::connection::{Connector, Link};
 use super::entra::credentials_provider;
+use super::limit::{Allowance, RateRule};
 use super::marker;
 use super::record::{StoredUser, parse_user};
 use super::replication::{self, Replication};
-use super::send_rate::{self, GCRA_SCRIPT, SendSlot, TICKET_GRACE, TICKET_SCRIPT};
-use super::{Claim, EMAIL_CLAIM_LEASE, Insert, StoreError, StoreHealth, UserStore};
+use super::send_rate::SendSlot;
+use super::{Claim, EMAIL_CLAIM_LEASE, Insert, Mail, StoreError, StoreHealth, UserStore};
 use crate::config::RedisSettings;
-use crate::domain::{Onboarding, OnboardingStatus, Refusal, User, UserEmail, UserId};
+use crate::domain::{Account, OnboardingStatus, Refusal, User, UserEmail, UserId};
 use claim_attempt::ClaimAttempt;
 
 /// Bound on one store operation, reconnection included: a request answers 503 rather than hang.
@@ -44,12 +55,12 @@ const OPERATION_TIMEOUT: Duration = Duration::from_secs(2);
 pub struct RedisStore {
     connector: Arc<Connector>,
     pub(super) replication: Arc<Replication>,
-    prefix: String,
+    pub(super) prefix: String,
     display: String,
     compare_and_delete: redis::Script,
     renew_claim: redis::Script,
-    gcra: redis::Script,
-    take_ticket: redis::Script,
+    send_rate: send_slot::Scripts,
+    limits: limit::Scripts,
 }
 
 impl RedisStore {
@@ -70,29 +81,9 @@ impl RedisStore {
             display: settings.describe(),
             compare_and_delete: redis::Script::new(marker::COMPARE_AND_DELETE),
             renew_claim: redis::Script::new(marker::RENEW_CLAIM),
-            gcra: redis::Script::new(GCRA_SCRIPT),
-            take_ticket: redis::Script::new(TICKET_SCRIPT),
+            send_rate: send_slot::Scripts::new(),
+            limits: limit::Scripts::new(),
         })
-    }
-
-    fn email_key(&self, email: &UserEmail) -> String {
-        format!("{}email:{}", self.prefix, email.unique_key())
-    }
-
-    fn user_key(&self, id: UserId) -> String {
-        format!("{}user:{{{id}}}", self.prefix)
-    }
-
-    pub(super) fn marker_key(&self, id: UserId) -> String {
-        format!("{}user:{{{id}}}:onboarding", self.prefix)
-    }
-
-    fn send_ticket_key(&self, id: UserId) -> String {
-        format!("{}user:{{{id}}}:send-slot", self.prefix)
-    }
-
-    fn send_rate_key(&self) -> String {
-        format!("{}send-rate", self.prefix)
     }
 
     /// Bounds one round trip in time, reconnection included, and maps its error.
@@ -113,7 +104,10 @@ impl RedisStore {
     }
 
     /// Runs one command on the shared connection.
-    async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, StoreError> {
+    pub(super) async fn query<T: redis::FromRedisValue>(
+        &self,
+        cmd: &redis::Cmd,
+    ) -> Result<T, StoreError> {
         let mut connection = self.link().await?;
         self.bounded(cmd.query_async(&mut connection)).await
     }
@@ -319,34 +313,46 @@ impl UserStore for RedisStore {
         ))
     }
 
-    async fn find_user(&self, id: UserId) -> Result<Option<(User, Onboarding)>, StoreError> {
-        let (user_key, marker_key) = (self.user_key(id), self.marker_key(id));
+    async fn find_user(&self, id: UserId) -> Result<Option<Account>, StoreError> {
+        let marker_key = self.marker_key(Mail::Welcome(id));
+        let (user_key, verified_key) = (self.user_key(id), self.verified_key(id));
         // Same hash tag, same slot: one round trip, still one key per command.
-        let (record, marker): (Option<String>, Option<String>) = self
-            .query_pipeline(redis::pipe().get(&user_key).get(&marker_key))
+        let (record, marker, verified): (Option<String>, Option<String>, bool) = self
+            .query_pipeline(
+                redis::pipe()
+                    .get(&user_key)
+                    .get(&marker_key)
+                    .exists(&verified_key),
+            )
             .await?;
         match record {
-            Some(json) => Ok(Some((
-                parse_user(&json)?,
-                marker::onboarding_of(marker.as_deref()),
-            ))),
+            Some(json) => Ok(Some(Account {
+                user: parse_user(&json)?,
+                onboarding: marker::onboarding_of(marker.as_deref()),
+                email_verified: verified,
+            })),
             None => Ok(None),
         }
     }
 
+    async fn mark_email_verified(&self, id: UserId) -> Result<bool, StoreError> {
+        self.mark_verified(id).await
+    }
+
     async fn onboarding_status(&self, id: UserId) -> Result<OnboardingStatus, StoreError> {
-        let marker = self.get(&self.marker_key(id)).await?;
+        let marker = self.get(&self.marker_key(Mail::Welcome(id))).await?;
         Ok(marker::onboarding_of(marker.as_deref()).status())
     }
 
     async fn find_user_and_claim_onboarding(
         &self,
-        id: UserId,
+        mail: Mail,
         token: &str,
         lease: Duration,
     ) -> Result<Option<(User, Claim)>, StoreError> {
+        let id = mail.user();
         let user_key = self.user_key(id);
-        let attempt = ClaimAttempt::new(self, id, token, lease);
+        let attempt = ClaimAttempt::new(self, mail, token, lease);
         // Same hash tag, same slot: one round trip, still one key per command. The claim is
         // attempted before we know the user exists; for a missing user it is given back below.
         let mut pipe = redis::pipe();
@@ -370,21 +376,21 @@ impl UserStore for RedisStore {
         let claim = match claim {
             Some(claim) => claim,
             // The other claim expired between our SET and GET: try once more on its own.
-            None => self.claim_onboarding(id, token, lease).await?,
+            None => self.claim_onboarding(mail, token, lease).await?,
         };
         Ok(Some((user, claim)))
     }
 
     // The onboarding markers' spans are debug: they open for every queue message (measurably, in
     // a profile of sendOnboarding), and sendOnboarding's own log lines already name the user.
-    #[tracing::instrument(level = "debug", skip_all, fields(user_id = %id))]
+    #[tracing::instrument(level = "debug", skip_all, fields(user_id = %mail.user()))]
     async fn claim_onboarding(
         &self,
-        id: UserId,
+        mail: Mail,
         token: &str,
         lease: Duration,
     ) -> Result<Claim, StoreError> {
-        let attempt = ClaimAttempt::new(self, id, token, lease);
+        let attempt = ClaimAttempt::new(self, mail, token, lease);
         for _ in 0..2 {
             let mut pipe = redis::pipe();
             attempt.add_to(&mut pipe);
@@ -397,15 +403,15 @@ impl UserStore for RedisStore {
         Ok(Claim::InProgress)
     }
 
-    #[tracing::instrument(level = "debug", skip_all, fields(user_id = %id))]
+    #[tracing::instrument(level = "debug", skip_all, fields(user_id = %mail.user()))]
     async fn renew_onboarding(
         &self,
-        id: UserId,
+        mail: Mail,
         token: &str,
         lease: Duration,
     ) -> Result<Claim, StoreError> {
         let mut connection = self.link().await?;
-        let mut invocation = self.renew_claim.key(self.marker_key(id));
+        let mut invocation = self.renew_claim.key(self.marker_key(mail));
         invocation
             .arg(marker::sending(token))
             .arg(lease.as_millis().max(1) as u64);
@@ -421,18 +427,19 @@ impl UserStore for RedisStore {
         })
     }
 
-    #[tracing::instrument(level = "debug", skip_all, fields(user_id = %id))]
-    async fn confirm_onboarding(&self, id: UserId) -> Result<(), StoreError> {
-        let key = self.marker_key(id);
-        let value = marker::sent(OffsetDateTime::now_utc());
-        self.query(redis::cmd("SET").arg(&key).arg(&value)).await
+    #[tracing::instrument(level = "debug", skip_all, fields(user_id = %mail.user()))]
+    async fn confirm_onboarding(&self, mail: Mail) -> Result<(), StoreError> {
+        self.settle(mail, marker::sent(OffsetDateTime::now_utc()))
+            .await
     }
 
-    #[tracing::instrument(level = "debug", skip_all, fields(user_id = %id))]
-    async fn mark_undeliverable(&self, id: UserId, refusal: &Refusal) -> Result<(), StoreError> {
-        let key = self.marker_key(id);
-        let value = marker::undeliverable(refusal, OffsetDateTime::now_utc());
-        self.query(redis::cmd("SET").arg(&key).arg(&value)).await
+    #[tracing::instrument(level = "debug", skip_all, fields(user_id = %mail.user()))]
+    async fn mark_undeliverable(&self, mail: Mail, refusal: &Refusal) -> Result<(), StoreError> {
+        self.settle(
+            mail,
+            marker::undeliverable(refusal, OffsetDateTime::now_utc()),
+        )
+        .await
     }
 
     async fn reserve_send_slot(
@@ -441,48 +448,26 @@ impl UserStore for RedisStore {
         per_minute: NonZeroU32,
         max_wait: Duration,
     ) -> Result<SendSlot, StoreError> {
-        // Two keys in two slots of a cluster, so two commands: the user's ticket first, then
-        // the shared schedule; a ticket for a slot too far ahead is written last. A crash in
-        // between wastes one slot, nothing more.
-        let interval_us = send_rate::interval(per_minute).as_micros() as u64;
-        let max_wait_us = max_wait.as_micros() as u64;
-        let ticket_key = self.send_ticket_key(id);
-        let mut connection = self.link().await?;
-        let mut ticket = self.take_ticket.key(&ticket_key);
-        ticket.arg(interval_us).arg(max_wait_us);
-        let (outcome, wait_us): (i64, i64) =
-            self.bounded(ticket.invoke_async(&mut connection)).await?;
-        if let Some(slot) = send_rate::from_script_reply(outcome, wait_us) {
-            return Ok(slot);
-        }
-        let mut gcra = self.gcra.key(self.send_rate_key());
-        gcra.arg(interval_us).arg(max_wait_us);
-        let (outcome, wait_us, slot_us): (i64, i64, String) =
-            self.bounded(gcra.invoke_async(&mut connection)).await?;
-        let slot = send_rate::from_script_reply(outcome, wait_us)
-            .ok_or_else(|| StoreError::Corrupt(format!("the rate script answered {outcome}")))?;
-        if let SendSlot::TooFar { wait } = slot {
-            let keep_ms = (wait + TICKET_GRACE).as_millis() as u64;
-            self.query::<()>(
-                redis::cmd("SET")
-                    .arg(&ticket_key)
-                    .arg(&slot_us)
-                    .arg("PX")
-                    .arg(keep_ms),
-            )
-            .await?;
-        }
-        Ok(slot)
+        self.send_slot(id, per_minute, max_wait).await
     }
 
-    #[tracing::instrument(level = "debug", skip_all, fields(user_id = %id))]
-    async fn release_onboarding(&self, id: UserId, token: &str) -> Result<(), StoreError> {
-        self.delete_if(&self.marker_key(id), &marker::sending(token))
+    async fn admit(&self, key: &str, rule: RateRule) -> Result<Allowance, StoreError> {
+        self.admit_event(key, rule).await
+    }
+
+    async fn refund(&self, key: &str, rule: RateRule) -> Result<(), StoreError> {
+        self.refund_event(key, rule).await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(user_id = %mail.user()))]
+    async fn release_onboarding(&self, mail: Mail, token: &str) -> Result<(), StoreError> {
+        self.delete_if(&self.marker_key(mail), &marker::sending(token))
             .await
     }
 
     async fn delete_user(&self, id: UserId, email: &UserEmail) -> Result<(), StoreError> {
-        for key in [self.user_key(id), self.marker_key(id)] {
+        let welcome = self.marker_key(Mail::Welcome(id));
+        for key in [self.user_key(id), welcome, self.verified_key(id)] {
             self.query::<()>(redis::cmd("DEL").arg(&key)).await?;
         }
         self.delete_if(&self.email_key(email), &id.to_string())
