@@ -418,3 +418,46 @@ async fn the_onboarding_email_renders_with_the_name_escaped() {
     })
     .await;
 }
+
+/// The confirmation link in the welcome email's `.eml` file points at the dev host itself; it
+/// opens a page with a Confirm button (the GET confirms nothing: the welcome page still says
+/// "not confirmed yet"), and the button's POST confirms, after which the badge says so.
+#[tokio::test]
+async fn the_link_in_the_eml_file_confirms_the_address_and_the_badge_changes() {
+    within(async {
+        let browser = Browser::open().await;
+        let host = DevHost::start().await;
+        sign_up(&browser, &host, "Ada", &unique_email(), PASSWORD).await;
+        browser.wait_for("span#email-verified.unverified").await;
+        assert!(browser.find_all("button#resend").await.len() == 1);
+
+        let mail = email::read(&host.wait_for_email(MAIL_TIMEOUT).await);
+        let dir = tempfile::tempdir().expect("a folder for the email's HTML");
+        let page = dir.path().join("welcome-email.html");
+        std::fs::write(&page, &mail.html).expect("write the email's HTML");
+        browser.goto(&format!("file://{}", page.display())).await;
+        let link = browser.wait_for("a#verify-email").await;
+        let href = link.attr("href").await.expect("href").expect("a link");
+        assert!(
+            href.starts_with(&host.url("/verifyEmail?token=")),
+            "the link points at the dev host: {href}"
+        );
+        link.click().await.expect("click the confirmation link");
+
+        browser.wait_for("button#confirm").await;
+        browser.screenshot("verify-email-confirm").await;
+        browser.goto(&host.url("/")).await;
+        browser.wait_for("span#email-verified.unverified").await;
+
+        browser.goto(&href).await;
+        browser.click("button#confirm").await;
+        let outcome = browser.text("#outcome").await;
+        assert!(outcome.contains("is confirmed"), "{outcome}");
+        browser.goto(&host.url("/")).await;
+        browser.wait_for("span#email-verified.verified").await;
+        assert!(browser.find_all("button#resend").await.is_empty());
+        browser.screenshot("welcome-verified").await;
+        browser.close().await;
+    })
+    .await;
+}

@@ -169,11 +169,17 @@ fn product_mailer(port: u16) -> anyhow::Result<SmtpMailer> {
 fn product_email() -> anyhow::Result<lettre::Message> {
     let from = "Onboarding <onboarding@bench.example>".parse()?;
     let link = url::Url::parse("https://bench.example.net/")?;
+    // As long as a real confirmation link: a JWT of about 380 characters.
+    let confirm = url::Url::parse(&format!(
+        "https://bench.example.net/verifyEmail?token={}",
+        "x".repeat(380)
+    ))?;
     let email = OnboardingEmail {
         from: &from,
         name: &UserName::parse("Bench Ceiling")?,
         email: &UserEmail::parse("ceiling@bench.example")?,
         link: Some(&link),
+        confirm: Some(&confirm),
     };
     compose(&email).context("composing the onboarding email")
 }

@@ -11,7 +11,7 @@ pub use test_support::envelope::{http_invocation, service_bus_invocation_of_text
 pub use test_support::{
     AuthRefusingSmtp, InvocationAnswer, RedisServer, SilentServer, SmtpSink, free_port,
 };
-pub use tokens::{Claims, alg_none_token, forge_token};
+pub use tokens::{Claims, LinkClaims, alg_none_token, forge_token};
 
 /// The JWT key every test app is started with (48 bytes, well above the 32-byte minimum).
 pub const TEST_JWT_SECRET: &str = "integration-tests-jwt-secret-0123456789abcdefghi";
@@ -23,6 +23,25 @@ pub const TEST_PASSWORD: &str = "Tr0ub4dor&3-horse-battery";
 /// One KiB and one MiB, for size limits.
 pub const KIB: usize = 1024;
 pub const MIB: usize = 1024 * KIB;
+
+/// The anti-forgery token in the hidden `csrf` field of the page's form posting to `action`
+/// (the welcome page has two forms, each with a token for its own purpose).
+pub fn form_token(page: &str, action: &str) -> String {
+    let form = page
+        .find(&format!("action=\"{action}\""))
+        .unwrap_or_else(|| panic!("no form posting to {action} in:\n{page}"));
+    let marker = r#"name="csrf" value=""#;
+    let start = page[form..]
+        .find(marker)
+        .unwrap_or_else(|| panic!("no csrf field in the form posting to {action}"))
+        + form
+        + marker.len();
+    page[start..]
+        .split('"')
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
 
 /// A fresh, unique email address (the test apps share nothing, but unique data reads better).
 pub fn unique_email() -> String {

@@ -17,3 +17,5 @@ mod send_onboarding;
 mod send_onboarding_faults;
 mod sign_in;
 mod sign_out;
+mod verify_email;
+mod verify_email_resend;

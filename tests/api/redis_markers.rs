@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use onboarding::config::{RedisCredential, RedisSettings};
 use onboarding::domain::{Onboarding, Refusal, User, UserEmail, UserId, UserName};
-use onboarding::store::{Claim, RedisStore, SendSlot, UserStore};
+use onboarding::store::{Claim, Mail, RedisStore, SendSlot, UserStore};
 
 use crate::helpers::{RedisServer, unique_email};
 
@@ -41,11 +41,12 @@ async fn a_claim_under_our_own_token_is_ours() {
     let redis = RedisServer::start();
     let store = store(&redis);
     let user = stored_user(&store).await;
-    let first = store.claim_onboarding(user.id, "t1", LEASE).await.unwrap();
+    let welcome = Mail::Welcome(user.id);
+    let first = store.claim_onboarding(welcome, "t1", LEASE).await.unwrap();
     assert_eq!(first, Claim::Claimed);
-    let again = store.claim_onboarding(user.id, "t1", LEASE).await.unwrap();
+    let again = store.claim_onboarding(welcome, "t1", LEASE).await.unwrap();
     assert_eq!(again, Claim::Claimed);
-    let other = store.claim_onboarding(user.id, "t2", LEASE).await.unwrap();
+    let other = store.claim_onboarding(welcome, "t2", LEASE).await.unwrap();
     assert_eq!(other, Claim::InProgress);
 }
 
@@ -56,13 +57,14 @@ async fn renewals_respect_other_claims_and_an_undeliverable_marker_settles_the_e
     let redis = RedisServer::start();
     let store = store(&redis);
     let user = stored_user(&store).await;
-    let claim = |token: &'static str| store.claim_onboarding(user.id, token, LEASE);
+    let welcome = Mail::Welcome(user.id);
+    let claim = |token: &'static str| store.claim_onboarding(welcome, token, LEASE);
 
     assert_eq!(claim("a").await.unwrap(), Claim::Claimed);
-    let renew = |token: &'static str| store.renew_onboarding(user.id, token, LEASE);
+    let renew = |token: &'static str| store.renew_onboarding(welcome, token, LEASE);
     assert_eq!(renew("a").await.unwrap(), Claim::Claimed);
     assert_eq!(renew("b").await.unwrap(), Claim::InProgress);
-    store.release_onboarding(user.id, "a").await.unwrap();
+    store.release_onboarding(welcome, "a").await.unwrap();
     assert_eq!(
         renew("b").await.unwrap(),
         Claim::Claimed,
@@ -70,11 +72,11 @@ async fn renewals_respect_other_claims_and_an_undeliverable_marker_settles_the_e
     );
 
     let refusal = Refusal::new(Some(550), "5.1.1 unknown");
-    store.mark_undeliverable(user.id, &refusal).await.unwrap();
+    store.mark_undeliverable(welcome, &refusal).await.unwrap();
     assert_eq!(renew("b").await.unwrap(), Claim::Undeliverable);
     assert_eq!(claim("c").await.unwrap(), Claim::Undeliverable);
-    let (_, onboarding) = store.find_user(user.id).await.unwrap().expect("the user");
-    assert_eq!(onboarding, Onboarding::Undeliverable(refusal));
+    let account = store.find_user(user.id).await.unwrap().expect("the user");
+    assert_eq!(account.onboarding, Onboarding::Undeliverable(refusal));
 }
 
 /// Two stores sharing one Redis (two instances) get slots spaced by the limit, in Redis's time;
@@ -144,5 +146,73 @@ async fn two_stores_share_one_send_rate() {
     assert!(
         after.abs_diff(every * 5) < Duration::from_millis(100),
         "{after:?}"
+    );
+}
+
+/// An address is verified once (`SET NX`), and `find_user` reads it in the same round trip; a
+/// verification email has its own claim, whose settled marker expires.
+#[tokio::test]
+async fn an_address_is_verified_once_and_a_verification_email_has_its_own_expiring_marker() {
+    let redis = RedisServer::start();
+    let store = store(&redis);
+    let user = stored_user(&store).await;
+    assert!(
+        !store
+            .find_user(user.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .email_verified
+    );
+    assert!(store.mark_email_verified(user.id).await.unwrap());
+    assert!(!store.mark_email_verified(user.id).await.unwrap());
+    assert!(
+        store
+            .find_user(user.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .email_verified
+    );
+
+    let request = uuid::Uuid::new_v4();
+    let resend = Mail::Verification {
+        user: user.id,
+        request,
+    };
+    assert_eq!(
+        store.claim_onboarding(resend, "t", LEASE).await.unwrap(),
+        Claim::Claimed
+    );
+    store.confirm_onboarding(resend).await.unwrap();
+    assert_eq!(
+        store.claim_onboarding(resend, "u", LEASE).await.unwrap(),
+        Claim::AlreadySent
+    );
+    let welcome = store
+        .claim_onboarding(Mail::Welcome(user.id), "w", LEASE)
+        .await
+        .unwrap();
+    assert_eq!(
+        welcome,
+        Claim::Claimed,
+        "the welcome email's claim is apart"
+    );
+    let mut connection = redis::Client::open(redis.url())
+        .and_then(|client| client.get_connection())
+        .expect("a connection to the test Redis");
+    let pattern = format!("*user:{{{}}}:verify-mail:{}", user.id, request.simple());
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(&pattern)
+        .query(&mut connection)
+        .unwrap();
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    let ttl: i64 = redis::cmd("TTL")
+        .arg(&keys[0])
+        .query(&mut connection)
+        .unwrap();
+    assert!(
+        ttl > 13 * 24 * 3600,
+        "the settled marker expires: TTL {ttl}"
     );
 }

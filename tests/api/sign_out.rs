@@ -1,7 +1,7 @@
 //! `signOut` through host-shaped envelopes against a real Redis: every earlier token refused,
 //! the browser's form guarded by its session's form token, one `Set-Cookie` at most.
 
-use crate::helpers::{InvocationAnswer, TEST_PASSWORD, new_user_body, spawn_app};
+use crate::helpers::{InvocationAnswer, TEST_PASSWORD, form_token, new_user_body, spawn_app};
 
 const CLIENT: &str = "198.51.100.30:40000";
 const BROWSER: &str = "text/html,application/xhtml+xml,*/*;q=0.8";
@@ -77,8 +77,9 @@ async fn a_sign_out_without_a_token_is_401() {
 
 /// The welcome page's form signs a browser out: its form token matches the session, the
 /// answer is a 303 to sign-in with the cookie cleared (its one `Set-Cookie`), and the cookie
-/// no longer opens `/`. A post without the token, with another session's token, or that the
-/// browser marks cross-site is refused (403) and changes nothing.
+/// no longer opens `/`. A post without the token, with another session's token, with the
+/// token of the page's other form, or that the browser marks cross-site is refused (403) and
+/// changes nothing.
 #[tokio::test]
 async fn the_browser_form_needs_its_sessions_form_token() {
     let stack = spawn_app().await;
@@ -91,7 +92,10 @@ async fn the_browser_form_needs_its_sessions_form_token() {
         .await;
     let html = &page.res().assert_status(200).body;
     assert!(html.contains("action=\"/signOut\""));
-    let form_token = field_value(html, "csrf");
+    let own_token = form_token(html, "/signOut");
+    // The page's other form (a new confirmation link) has a token for its own purpose only.
+    let resend_token = form_token(html, "verifyEmail");
+    assert_ne!(own_token, resend_token);
     let other_page = stack
         .app
         .root(&[
@@ -99,8 +103,8 @@ async fn the_browser_form_needs_its_sessions_form_token() {
             ("Accept", BROWSER),
         ])
         .await;
-    let others_token = field_value(&other_page.res().body, "csrf");
-    assert_ne!(form_token, others_token);
+    let others_token = form_token(&other_page.res().body, "/signOut");
+    assert_ne!(own_token, others_token);
 
     let post = |form: String, extra: Option<(&'static str, &'static str)>| {
         let cookie = cookie.clone();
@@ -118,8 +122,9 @@ async fn the_browser_form_needs_its_sessions_form_token() {
     for (form, extra) in [
         (String::new(), None),
         (format!("csrf={others_token}"), None),
+        (format!("csrf={resend_token}"), None),
         (
-            format!("csrf={form_token}"),
+            format!("csrf={own_token}"),
             Some(("Sec-Fetch-Site", "cross-site")),
         ),
     ] {
@@ -130,7 +135,7 @@ async fn the_browser_form_needs_its_sessions_form_token() {
     }
 
     let answer = post(
-        format!("csrf={form_token}"),
+        format!("csrf={own_token}"),
         Some(("Sec-Fetch-Site", "same-origin")),
     )
     .await;
@@ -140,12 +145,4 @@ async fn the_browser_form_needs_its_sessions_form_token() {
     assert!(cleared.starts_with("session=;") && cleared.contains("Max-Age=0"));
     assert_refused_at_root(&stack.app.root_with_token(&user.token).await);
     stack.app.profile(&other.token).await;
-}
-
-/// The value of the hidden input `name` in a page.
-fn field_value(html: &str, name: &str) -> String {
-    let marker = format!("name=\"{name}\" value=\"");
-    let start = html.find(&marker).expect("the hidden field") + marker.len();
-    let end = html[start..].find('"').expect("the value's end") + start;
-    html[start..end].to_owned()
 }

@@ -18,15 +18,12 @@ pub struct DevHost {
 }
 
 impl DevHost {
-    /// Starts `handler dev` on a copy of the function app with no `REDIS_URL` or `SMTP_URL`
-    /// (test-support's launcher removes them), and waits (bounded) until `GET /health` answers
-    /// 200.
+    /// Starts `handler dev` on a copy of the function app with no `REDIS_URL`, `SMTP_URL` or
+    /// `PUBLIC_URL` (test-support's launcher removes them: the dev host points the email's links
+    /// at itself), and waits (bounded) until `GET /health` answers 200.
     pub async fn start() -> Self {
-        let port = free_port();
         let host = test_support::DevHost::builder(env!("CARGO_BIN_EXE_handler"))
-            .port(port)
-            // The email's "Open your account" button points back at this dev host.
-            .envs(&[("PUBLIC_URL", format!("http://127.0.0.1:{port}/"))])
+            .port(free_port())
             .start();
         let host = Self { host };
         host.wait_until_healthy().await;

@@ -3,6 +3,16 @@
 //! and drives it through the host's protocol: public HTTP routes, and an in-process Service Bus
 //! queue between the functions.
 //!
+//! A crate of its own, so its edges show: it depends on the product (`onboarding`: the settings,
+//! the app, the server) exactly as the Functions host would, the product never depends on it,
+//! and the `handler` binary ties the two together. Outside this crate only [`DevOptions`],
+//! [`run`] and [`HOST_VERSION`] are seen; the modules below are private, grouped by job: the app
+//! folder (`app_settings`, `jsonc`, `host_json`, `function_json`, `functions_dir`, errors in
+//! `app_error`), routes (`route_template`, `route_constraint`, `routes`), the host's side of the
+//! protocol (`client`, `payload`, `invoke`, `http_output`), the queue (`queue`, `consumer`), the
+//! handler's lifecycle (`lifecycle`, `process`, `running_handler`), and the start (`loaded_app`,
+//! `reachability`, `banner`).
+//!
 //! It is never gentler than Azure (docs/PROTOCOL.md, "Service Bus settlement" and "Worker
 //! lifecycle"): a failed delivery comes back at once with `DeliveryCount` + 1 and is
 //! dead-lettered after the max delivery count; an invocation past host.json's
@@ -88,7 +98,11 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// handler (in this process, or as a supervised child process) on a loopback port, waits for its
 /// readiness, then serves the public routes and consumes the queues.
 pub async fn run(options: DevOptions) -> anyhow::Result<()> {
-    let loaded = LoadedApp::load(&options)?;
+    let mut loaded = LoadedApp::load(&options)?;
+    // Bound first, so that links in emails can name the port (`--port 0` picks one).
+    let public_listener = bind_public(options.port).await?;
+    let public_addr = public_listener.local_addr()?;
+    loaded.point_links_at(public_addr);
     let outbox = loaded.root.join("outbox");
     let app = App::build(&loaded.settings, &outbox)
         .await
@@ -115,8 +129,6 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
         control,
         loaded.host.function_timeout,
     ));
-    let public_listener = bind_public(options.port).await?;
-    let public_addr = public_listener.local_addr()?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let consumers = start_consumers(&loaded, &bus, &invoker, &stop_rx)?;
     announce(&options, &loaded, &backends, &view, public_addr);

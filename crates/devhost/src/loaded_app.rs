@@ -2,6 +2,7 @@
 //! host reads it, the app settings checked, the HTTP routes built, and the environment a
 //! handler process gets.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::{Context as _, bail};
@@ -65,6 +66,26 @@ impl LoadedApp {
             settings,
         })
     }
+
+    /// Without a `PUBLIC_URL` of the developer's, the links in emails (the verification link
+    /// above all) point at this dev host, under the host's route prefix, so the local flow
+    /// works end to end from the `.eml` files in `outbox/`.
+    pub(crate) fn point_links_at(&mut self, public: SocketAddr) {
+        if self.settings.public_url.is_none() {
+            self.settings.public_url = local_public_url(public, &self.host.route_prefix);
+        }
+    }
+}
+
+/// `http://<addr>/<prefix>/`: the base the function routes hang from.
+fn local_public_url(public: SocketAddr, route_prefix: &str) -> Option<url::Url> {
+    let prefix = route_prefix.trim_matches('/');
+    let text = if prefix.is_empty() {
+        format!("http://{public}/")
+    } else {
+        format!("http://{public}/{prefix}/")
+    };
+    url::Url::parse(&text).ok()
 }
 
 /// A handler process cannot use the in-memory store: it needs REDIS_URL and SMTP_URL.
@@ -99,6 +120,13 @@ pub(super) fn child_environment(
             "JWT_SECRET".to_owned(),
             expose(&settings.jwt.secret).to_owned(),
         ));
+    }
+    if let Some(url) = settings.public_url.as_ref().filter(|_| {
+        app_settings
+            .get("PUBLIC_URL")
+            .is_none_or(|v| v.trim().is_empty())
+    }) {
+        env.push(("PUBLIC_URL".to_owned(), url.to_string()));
     }
     if app_settings
         .get("MAIL_FROM")
@@ -195,6 +223,19 @@ mod tests {
         assert_eq!(env["MAIL_FROM"], settings.mail_from.to_string());
         let child = Settings::from_lookup(Mode::Serve, |n| env.get(n).cloned()).unwrap();
         assert_eq!(child.listen_port, Some(4321));
+    }
+
+    #[test]
+    fn links_point_at_the_dev_host_under_the_route_prefix() {
+        let at: SocketAddr = "127.0.0.1:7071".parse().unwrap();
+        assert_eq!(
+            local_public_url(at, "").unwrap().as_str(),
+            "http://127.0.0.1:7071/"
+        );
+        assert_eq!(
+            local_public_url(at, "api").unwrap().as_str(),
+            "http://127.0.0.1:7071/api/"
+        );
     }
 
     #[test]

@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use lettre::message::Mailbox;
 use url::Url;
 
-use crate::auth::{FormTokens, PasswordHasher, TokenKeys};
+use crate::auth::{EmailTokens, FormTokens, PasswordHasher, TokenKeys};
 use crate::config::{Limits, Settings};
 use crate::mail::{Breaker, Mailer, OutboxMailer, Pacer, SmtpMailer};
 use crate::store::{MemoryStore, RedisStore, UserStore};
@@ -25,7 +25,9 @@ pub struct App {
     pub mailer: Arc<dyn Mailer>,
     pub hasher: PasswordHasher,
     pub tokens: TokenKeys,
-    /// The anti-forgery tokens of signed-in forms (sign-out), tied to the session.
+    /// Signs the links that confirm an address (same keys, their own audience).
+    pub email_tokens: EmailTokens,
+    /// Signs the anti-forgery fields of state-changing forms.
     pub form_tokens: FormTokens,
     pub mail_from: Mailbox,
     pub public_url: Option<Url>,
@@ -83,6 +85,7 @@ impl App {
             mailer,
             hasher: PasswordHasher::for_this_machine(),
             tokens: TokenKeys::new(&settings.jwt),
+            email_tokens: EmailTokens::new(&settings.jwt),
             form_tokens: FormTokens::new(&settings.jwt),
             mail_from: settings.mail_from.clone(),
             public_url: settings.public_url.clone(),

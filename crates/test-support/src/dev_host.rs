@@ -37,6 +37,7 @@ const SETTINGS: &[&str] = &[
     "LIMIT_SIGN_UPS_PER_MAILBOX",
     "LIMIT_FAILED_SIGN_INS_PER_ADDRESS",
     "LIMIT_FAILED_SIGN_INS_PER_ACCOUNT",
+    "LIMIT_VERIFY_RESENDS_PER_USER",
 ];
 
 /// The repository's root, where host.json and the function folders are.

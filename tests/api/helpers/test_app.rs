@@ -383,6 +383,24 @@ impl TestApp {
         self.http("signIn", "POST", &headers, Some(&body)).await
     }
 
+    /// `verifyEmail`: a client's request with this query string (`token=…` or empty), headers
+    /// and body.
+    pub async fn verify_email(
+        &self,
+        method: &str,
+        query: &str,
+        headers: &[(&str, &str)],
+        body: Option<&str>,
+    ) -> InvocationAnswer {
+        let url = if query.is_empty() {
+            format!("{PUBLIC_ORIGIN}/verifyEmail")
+        } else {
+            format!("{PUBLIC_ORIGIN}/verifyEmail?{query}")
+        };
+        self.invoke("verifyEmail", &http_invocation(method, &url, headers, body))
+            .await
+    }
+
     /// Signs up through `createUser`, asserting a 201 with a token and a queue message.
     pub async fn sign_up(&self, body: &Value) -> SignedUp {
         let answer = self.create_user_json(body).await;

@@ -1,9 +1,9 @@
-//! The anti-forgery token of a signed-in page's forms (sign-out): an HMAC of the session token
-//! under the JWT key, put in the form as a hidden field (OWASP's synchronizer token pattern).
-//! Another site can make a browser post the form with its cookie (SameSite=Lax allows top-level
-//! navigations, and covers the whole site, not one origin), but cannot read the page, so it
-//! cannot know the token. It needs no second cookie (an answer can set only one) and no state:
-//! <https://cheatsheetseries.owasp.org/cheatsheets/Cross-Site_Request_Forgery_Prevention_Cheat_Sheet.html>.
+//! The anti-forgery token of a state-changing form (OWASP's synchronizer token, keyed rather than
+//! stored): HMAC-SHA256 under the JWT key over the form's purpose and the session token. It goes
+//! in a hidden field of a page only the session's owner gets, so another site's form cannot know
+//! it, and it needs no cookie of its own (the host sends at most one `Set-Cookie` per answer).
+//! SameSite=Lax alone is not enough for a cross-site POST:
+//! https://cheatsheetseries.owasp.org/cheatsheets/Cross-Site_Request_Forgery_Prevention_Cheat_Sheet.html
 
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
@@ -11,102 +11,100 @@ use sha2::Sha256;
 
 use crate::config::{JwtSettings, expose};
 
-/// What the MAC covers before the session token: a JWT's signing input is base64url, which has
-/// no `|`, so no form token can ever equal a JWT signature made with the same key.
-const LABEL: &[u8] = b"form|";
+type HmacSha256 = Hmac<Sha256>;
 
-/// Makes and checks form tokens; the current key makes them, and the previous one (during a
-/// rotation) still checks them.
+/// Signs and checks form tokens; the previous JWT key still checks during a rotation.
 pub struct FormTokens {
-    keys: Vec<Hmac<Sha256>>,
+    keys: Vec<Vec<u8>>,
 }
 
 impl FormTokens {
     /// Keys from the JWT settings.
     pub fn new(settings: &JwtSettings) -> Self {
-        let secrets = std::iter::once(&settings.secret).chain(&settings.previous_secret);
-        let keys = secrets
-            .filter_map(|secret| Hmac::<Sha256>::new_from_slice(expose(secret).as_bytes()).ok())
-            .collect();
+        let mut keys = vec![expose(&settings.secret).as_bytes().to_vec()];
+        if let Some(previous) = &settings.previous_secret {
+            keys.push(expose(previous).as_bytes().to_vec());
+        }
         Self { keys }
     }
 
-    /// The token for forms shown to the holder of `session`.
-    pub fn for_session(&self, session: &str) -> String {
-        self.keys
-            .first()
-            .map(|key| {
-                let tag = Self::mac(key, session).finalize().into_bytes();
-                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(tag)
-            })
-            .unwrap_or_default()
-    }
-
-    /// True when `given` is the token of `session` under any key (compared in constant time).
-    pub fn check(&self, session: &str, given: &str) -> bool {
-        let Ok(tag) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(given.trim()) else {
-            return false;
+    fn mac(key: &[u8], purpose: &str, session: &str) -> HmacSha256 {
+        // Any key length is valid for HMAC; this cannot fail.
+        let mut mac = match HmacSha256::new_from_slice(key) {
+            Ok(mac) => mac,
+            Err(_) => unreachable!("HMAC takes keys of any length"),
         };
-        self.keys
-            .iter()
-            .any(|key| Self::mac(key, session).verify_slice(&tag).is_ok())
-    }
-
-    fn mac(key: &Hmac<Sha256>, session: &str) -> Hmac<Sha256> {
-        let mut mac = key.clone();
-        mac.update(LABEL);
+        mac.update(b"form-token\x00");
+        mac.update(purpose.as_bytes());
+        mac.update(b"\x00");
         mac.update(session.as_bytes());
         mac
+    }
+
+    /// The hidden field's value for a form with this `purpose` shown to this session.
+    pub fn issue(&self, purpose: &str, session: &str) -> String {
+        let tag = Self::mac(&self.keys[0], purpose, session).finalize();
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(tag.into_bytes())
+    }
+
+    /// True when `given` is this session's token for `purpose` (compared in constant time).
+    pub fn check(&self, purpose: &str, session: &str, given: &str) -> bool {
+        let Ok(given) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(given.trim())
+        else {
+            return false;
+        };
+        self.keys.iter().any(|key| {
+            Self::mac(key, purpose, session)
+                .verify_slice(&given)
+                .is_ok()
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use secrecy::SecretString;
     use std::time::Duration;
 
-    use secrecy::SecretString;
+    fn tokens(secret: &str) -> FormTokens {
+        rotated(secret, None)
+    }
 
-    use super::*;
-
-    fn tokens(secret: &str, previous: Option<&str>) -> FormTokens {
+    fn rotated(secret: &str, previous: Option<&str>) -> FormTokens {
         FormTokens::new(&JwtSettings {
             secret: SecretString::from(secret),
             previous_secret: previous.map(SecretString::from),
-            ttl: Duration::from_secs(3600),
+            ttl: Duration::from_secs(60),
             generated: false,
         })
     }
 
-    const A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
-    const B: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+    const KEY: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
 
     #[test]
-    fn a_sessions_own_token_is_accepted() {
-        let keys = tokens(A, None);
-        let token = keys.for_session("session-1");
-        assert!(keys.check("session-1", &token));
+    fn a_token_checks_for_its_session_and_purpose_only() {
+        let tokens = tokens(KEY);
+        let token = tokens.issue("resend", "session-1");
+        assert!(tokens.check("resend", "session-1", &token));
+        assert!(!tokens.check("resend", "session-2", &token));
+        assert!(!tokens.check("sign-out", "session-1", &token));
     }
 
     #[test]
-    fn another_sessions_token_is_refused() {
-        let keys = tokens(A, None);
-        assert!(!keys.check("session-2", &keys.for_session("session-1")));
+    fn a_token_from_another_key_or_garbage_does_not_check() {
+        let other = tokens("bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb").issue("resend", "s");
+        assert!(!tokens(KEY).check("resend", "s", &other));
+        assert!(!tokens(KEY).check("resend", "s", "not base64!"));
+        assert!(!tokens(KEY).check("resend", "s", ""));
     }
 
     #[test]
-    fn an_empty_or_garbled_token_is_refused() {
-        let keys = tokens(A, None);
-        assert!(!keys.check("session-1", ""));
-        assert!(!keys.check("session-1", "not base64 !"));
-        let mut token = keys.for_session("session-1");
-        token.replace_range(..1, if token.starts_with('A') { "B" } else { "A" });
-        assert!(!keys.check("session-1", &token));
-    }
-
-    #[test]
-    fn a_token_made_with_another_key_is_refused_and_the_previous_key_still_checks() {
-        let old = tokens(B, None).for_session("s");
-        assert!(!tokens(A, None).check("s", &old));
-        assert!(tokens(A, Some(B)).check("s", &old));
+    fn the_previous_key_still_checks_during_a_rotation() {
+        let old = tokens("bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb").issue("sign-out", "s");
+        assert!(
+            rotated(KEY, Some("bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"))
+                .check("sign-out", "s", &old)
+        );
     }
 }

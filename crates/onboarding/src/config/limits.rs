@@ -1,5 +1,5 @@
-//! The limits against abuse (sign-ups, failed sign-ins), each one setting of the form
-//! `<count>/<period>`, e.g. `10/15m`: at most `count` events per `period`, counted across every
+//! The limits against abuse (sign-ups, failed sign-ins, new confirmation links), each one
+//! setting of the form `<count>/<period>`, e.g. `10/15m`: at most `count` events per `period`, counted across every
 //! instance through the store.
 
 use std::num::NonZeroU32;
@@ -54,6 +54,13 @@ pub const FAILED_SIGN_INS_PER_ACCOUNT: LimitSetting = LimitSetting {
     default: rule(20, 3600),
 };
 
+/// New confirmation links one user asks for: 3 an hour covers a lost or expired email, and
+/// keeps anyone with a session from mailing the address (or the provider's quota) in a loop.
+pub const VERIFY_RESENDS_PER_USER: LimitSetting = LimitSetting {
+    name: "LIMIT_VERIFY_RESENDS_PER_USER",
+    default: rule(3, 3600),
+};
+
 /// The limits of one run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -61,6 +68,7 @@ pub struct Limits {
     pub sign_ups_per_mailbox: RateRule,
     pub failed_sign_ins_per_address: RateRule,
     pub failed_sign_ins_per_account: RateRule,
+    pub verify_resends_per_user: RateRule,
 }
 
 impl Default for Limits {
@@ -70,6 +78,7 @@ impl Default for Limits {
             sign_ups_per_mailbox: SIGN_UPS_PER_MAILBOX.default,
             failed_sign_ins_per_address: FAILED_SIGN_INS_PER_ADDRESS.default,
             failed_sign_ins_per_account: FAILED_SIGN_INS_PER_ACCOUNT.default,
+            verify_resends_per_user: VERIFY_RESENDS_PER_USER.default,
         }
     }
 }
@@ -85,6 +94,7 @@ pub(super) fn read_limits(read: &mut Reader<'_>) -> Limits {
         sign_ups_per_mailbox: one(&SIGN_UPS_PER_MAILBOX),
         failed_sign_ins_per_address: one(&FAILED_SIGN_INS_PER_ADDRESS),
         failed_sign_ins_per_account: one(&FAILED_SIGN_INS_PER_ACCOUNT),
+        verify_resends_per_user: one(&VERIFY_RESENDS_PER_USER),
     }
 }
 
@@ -164,5 +174,6 @@ mod tests {
         assert_eq!(limits.failed_sign_ins_per_address, rule(10, 900));
         assert_eq!(limits.sign_ups_per_mailbox, rule(5, 3600));
         assert_eq!(limits.failed_sign_ins_per_account, rule(20, 3600));
+        assert_eq!(limits.verify_resends_per_user, rule(3, 3600));
     }
 }

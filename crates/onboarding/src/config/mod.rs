@@ -11,7 +11,7 @@ use url::Url;
 
 pub use limits::{
     FAILED_SIGN_INS_PER_ACCOUNT, FAILED_SIGN_INS_PER_ADDRESS, LimitSetting, Limits,
-    SIGN_UPS_PER_ADDRESS, SIGN_UPS_PER_MAILBOX,
+    SIGN_UPS_PER_ADDRESS, SIGN_UPS_PER_MAILBOX, VERIFY_RESENDS_PER_USER,
 };
 use parse::{
     parse_jwt_secret, parse_key_prefix, parse_mail_from, parse_max_per_minute, parse_port,

@@ -1,12 +1,15 @@
-//! The queue message that asks for an onboarding email: what createUser emits and
-//! sendOnboarding consumes.
+//! The queue messages that ask for an email: what createUser (the welcome email) and verifyEmail
+//! (a new verification link) emit, and sendOnboarding consumes.
 
 use serde::{Deserialize, Serialize};
 
 use super::{User, UserEmail, UserId, UserName};
 
-/// The only message type this queue carries today.
+/// The message asking for a new user's welcome email.
 pub const MESSAGE_TYPE: &str = "user.created";
+/// The message asking for one more verification email; it carries its own `requestId`, which
+/// names the email's send claim, so each request sends once however often it is delivered.
+pub const VERIFICATION_MESSAGE_TYPE: &str = "email.verification";
 /// The message schema version; a consumer refuses versions it does not know.
 pub const MESSAGE_VERSION: u32 = 1;
 
@@ -16,7 +19,7 @@ pub const MESSAGE_VERSION: u32 = 1;
 pub enum MessageError {
     #[error("message is not a JSON object of the expected shape: {0}")]
     Shape(#[from] serde_json::Error),
-    #[error("message type {0:?} is not {MESSAGE_TYPE:?}")]
+    #[error("message type {0:?} is neither {MESSAGE_TYPE:?} nor {VERIFICATION_MESSAGE_TYPE:?}")]
     Type(String),
     #[error("message version {0} is not supported (expected {MESSAGE_VERSION})")]
     Version(u32),
@@ -24,8 +27,9 @@ pub enum MessageError {
     Field { field: &'static str, why: String },
 }
 
-/// `{"type":"user.created","version":1,"userId","email","name","createdAt"}`: sent as a JSON
-/// object, because the host base64-decodes output strings that happen to look like base64.
+/// `{"type":"user.created","version":1,"userId","email","name","createdAt"}`, or the same with
+/// `"type":"email.verification"` and a `requestId`: sent as a JSON object, because the host
+/// base64-decodes output strings that happen to look like base64.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct OnboardingMessage {
@@ -36,6 +40,8 @@ pub struct OnboardingMessage {
     pub email: String,
     pub name: String,
     pub created_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
 }
 
 /// A message whose fields have been checked, ready for the sender.
@@ -44,6 +50,8 @@ pub struct ValidMessage {
     pub user_id: UserId,
     pub email: UserEmail,
     pub name: UserName,
+    /// `None` for the welcome email; the request's id for a verification email.
+    pub verification_request: Option<uuid::Uuid>,
 }
 
 impl OnboardingMessage {
@@ -56,20 +64,40 @@ impl OnboardingMessage {
             email: user.email.as_str().to_owned(),
             name: user.name.as_str().to_owned(),
             created_at: user.created_at_rfc3339(),
+            request_id: None,
+        }
+    }
+
+    /// The message asking for one more verification email, under a fresh request id.
+    pub fn verification_for(user: &User) -> Self {
+        Self {
+            kind: VERIFICATION_MESSAGE_TYPE.to_owned(),
+            request_id: Some(uuid::Uuid::new_v4().to_string()),
+            ..Self::for_user(user)
         }
     }
 
     /// Parses and checks a message body (the JSON text of the Service Bus message).
     pub fn parse(body: &serde_json::Value) -> Result<ValidMessage, MessageError> {
         let message = Self::deserialize(body)?;
-        if message.kind != MESSAGE_TYPE {
-            return Err(MessageError::Type(message.kind));
-        }
         if message.version != MESSAGE_VERSION {
             return Err(MessageError::Version(message.version));
         }
         let field = |field, why: String| MessageError::Field { field, why };
+        let verification_request = match message.kind.as_str() {
+            MESSAGE_TYPE => None,
+            VERIFICATION_MESSAGE_TYPE => Some(
+                message
+                    .request_id
+                    .as_deref()
+                    .ok_or_else(|| field("requestId", "missing".to_owned()))?
+                    .parse()
+                    .map_err(|e: uuid::Error| field("requestId", e.to_string()))?,
+            ),
+            _ => return Err(MessageError::Type(message.kind)),
+        };
         Ok(ValidMessage {
+            verification_request,
             user_id: message
                 .user_id
                 .parse()
@@ -115,6 +143,25 @@ mod tests {
             OnboardingMessage::parse(&body),
             Err(MessageError::Field { field: "name", .. })
         ));
+    }
+
+    #[test]
+    fn a_verification_message_carries_its_request_id() {
+        let mut body = body();
+        body["type"] = json!("email.verification");
+        assert!(matches!(
+            OnboardingMessage::parse(&body),
+            Err(MessageError::Field {
+                field: "requestId",
+                ..
+            })
+        ));
+        body["requestId"] = json!("7d0e6f4c-9a43-4a8e-8f57-2b1f3f1d2c3b");
+        let message = OnboardingMessage::parse(&body).unwrap();
+        assert_eq!(
+            message.verification_request.unwrap().to_string(),
+            "7d0e6f4c-9a43-4a8e-8f57-2b1f3f1d2c3b"
+        );
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Types that can only hold valid values: what the rest of the code may take for granted.
 
+mod account;
 mod client_address;
 mod message;
 mod onboarding;
@@ -10,6 +11,7 @@ mod user;
 mod user_email;
 mod user_name;
 
+pub use account::Account;
 pub use client_address::ClientAddress;
 pub use message::{MessageError, OnboardingMessage, ValidMessage};
 pub use onboarding::{Onboarding, OnboardingStatus, Refusal};

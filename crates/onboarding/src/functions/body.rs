@@ -8,6 +8,10 @@ use crate::protocol::{HttpRequest, HttpResponse};
 /// The media type of an HTML form post.
 pub const FORM: &str = "application/x-www-form-urlencoded";
 
+/// The hidden field of a signed-in page's forms that holds the anti-forgery token (its value is
+/// [`FormTokens::issue`](crate::auth::FormTokens::issue) for the form's purpose).
+pub const FORM_TOKEN_FIELD: &str = "csrf";
+
 /// Why a body could not be read as fields; each is the client's fault.
 #[derive(Debug, thiserror::Error)]
 pub enum BodyError {

@@ -12,6 +12,8 @@ pub const HTTP_REQUEST: &str = "req";
 pub const HTTP_RESPONSE: &str = "res";
 /// The Service Bus output of createUser: `Outputs.onboardingMessage`.
 pub const ONBOARDING_MESSAGE: &str = "onboardingMessage";
+/// The Service Bus output of verifyEmail (a new link): `Outputs.verificationMessage`.
+pub const VERIFICATION_MESSAGE: &str = "verificationMessage";
 /// The Service Bus trigger's binding name in sendOnboarding: `Data.message`.
 pub const QUEUE_MESSAGE: &str = "message";
 /// The queue between createUser and sendOnboarding.
@@ -118,14 +120,32 @@ pub const SEND_ONBOARDING: FunctionDeclaration = FunctionDeclaration {
     outputs: &[],
 };
 
+/// `GET|POST /verifyEmail`: the link's Confirm page, confirming, and asking for a new link
+/// (queued to sendOnboarding, like the welcome email).
+pub const VERIFY_EMAIL: FunctionDeclaration = FunctionDeclaration {
+    name: "verifyEmail",
+    trigger: Trigger::Http {
+        methods: &["get", "post"],
+        route: "verifyEmail",
+    },
+    outputs: &[
+        Output::Http,
+        Output::ServiceBusQueue {
+            name: VERIFICATION_MESSAGE,
+            queue: ONBOARDING_QUEUE,
+        },
+    ],
+};
+
 /// All functions, in the order the host lists them.
-pub const ALL: [FunctionDeclaration; 6] = [
+pub const ALL: [FunctionDeclaration; 7] = [
     ROOT,
     HEALTH,
     CREATE_USER,
     SIGN_IN,
     SIGN_OUT,
     SEND_ONBOARDING,
+    VERIFY_EMAIL,
 ];
 
 impl FunctionDeclaration {

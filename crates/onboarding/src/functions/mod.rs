@@ -13,6 +13,8 @@ mod send_onboarding;
 mod session;
 mod sign_in;
 mod sign_out;
+mod signed_in;
+mod verify_email;
 
 use serde_json::Value;
 
@@ -86,7 +88,9 @@ pub async fn invoke(
     function: &str,
     invocation: &Invocation,
 ) -> Option<Result<Outputs, InvocationError>> {
-    use declaration::{CREATE_USER, HEALTH, ROOT, SEND_ONBOARDING, SIGN_IN, SIGN_OUT};
+    use declaration::{
+        CREATE_USER, HEALTH, ROOT, SEND_ONBOARDING, SIGN_IN, SIGN_OUT, VERIFY_EMAIL,
+    };
     let result = match function {
         f if f == ROOT.name => root::run(app, invocation).await,
         f if f == HEALTH.name => health::run(app, invocation).await,
@@ -94,6 +98,7 @@ pub async fn invoke(
         f if f == SEND_ONBOARDING.name => send_onboarding::run(app, invocation).await,
         f if f == SIGN_IN.name => sign_in::run(app, invocation).await,
         f if f == SIGN_OUT.name => sign_out::run(app, invocation).await,
+        f if f == VERIFY_EMAIL.name => verify_email::run(app, invocation).await,
         _ => return None,
     };
     Some(result)

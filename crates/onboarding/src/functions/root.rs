@@ -3,10 +3,12 @@
 
 use serde::Serialize;
 
+use super::body::FORM_TOKEN_FIELD;
 use super::declaration::HTTP_REQUEST;
-use super::{InvocationError, Outputs, http, session};
+use super::signed_in::{NotSignedIn, signed_in};
+use super::{InvocationError, Outputs, http, session, sign_out, verify_email};
 use crate::app::App;
-use crate::domain::{Onboarding, OnboardingStatus, Refusal, User, UserId};
+use crate::domain::{Account, OnboardingStatus, Refusal, UserId};
 use crate::pages;
 use crate::protocol::{HttpRequest, HttpResponse, Invocation};
 
@@ -23,35 +25,32 @@ pub async fn run(app: &App, invocation: &Invocation) -> Result<Outputs, Invocati
     else {
         return Ok(Outputs::http(http::redirect(302, SIGN_UP_PATH)));
     };
-    let session = match app.tokens.verify_session(token) {
-        Ok(session) => session,
-        Err(why) => {
-            tracing::info!(%why, "token refused");
-            return Ok(Outputs::http(rejected(&request, from_cookie)));
-        }
-    };
-    let user_id = session.user;
-    let response = match app.store.find_user_state(user_id).await {
-        // A sign-out everywhere refuses every token issued before it, cached or not.
-        Ok(Some(found)) if found.revoked(session.issued_at) => {
-            tracing::info!(%user_id, "token issued before the user signed out");
-            rejected(&request, from_cookie)
-        }
-        Ok(Some(found)) if pages::prefers_html(&request) => {
-            let form_token = app.form_tokens.for_session(token);
-            pages::welcome_page(&found.user, &found.onboarding, &form_token)
-        }
-        Ok(Some(found)) => http::json(200, &Profile::of(&found.user, &found.onboarding)),
-        Ok(None) => {
-            tracing::info!(%user_id, "token names a user that no longer exists");
-            rejected(&request, from_cookie)
-        }
-        Err(e) => {
+    let response = match signed_in(app, token).await {
+        Ok(account) if pages::prefers_html(&request) => welcome(app, token, &account),
+        Ok(account) => http::json(200, &Profile::of(&account)),
+        Err(NotSignedIn::Store(e)) => {
             tracing::error!(error = %e, "profile lookup failed");
             http::unavailable("The user store is not answering; try again shortly.")
         }
+        // A sign-out everywhere refuses every token issued before it, cached or not.
+        Err(why) => {
+            tracing::info!(%why, "session refused");
+            rejected(&request, from_cookie)
+        }
     };
     Ok(Outputs::http(response))
+}
+
+/// The welcome page, its two forms each with this session's token for their purpose.
+fn welcome(app: &App, token: &str, account: &Account) -> HttpResponse {
+    let resend = app.form_tokens.issue(verify_email::RESEND_PURPOSE, token);
+    let sign_out = app.form_tokens.issue(sign_out::FORM_PURPOSE, token);
+    let forms = pages::WelcomeForms {
+        field: FORM_TOKEN_FIELD,
+        resend: &resend,
+        sign_out: &sign_out,
+    };
+    pages::welcome_page(account, &forms)
 }
 
 /// The profile as API clients get it (docs/openapi.json, `Profile`).
@@ -67,10 +66,13 @@ struct Profile<'a> {
     /// support) can see why, e.g. `550` `5.1.1 mailbox unknown`.
     #[serde(skip_serializing_if = "Option::is_none")]
     onboarding_detail: Option<&'a Refusal>,
+    /// Whether the person confirmed, from a link sent there, that the address is theirs.
+    email_verified: bool,
 }
 
 impl<'a> Profile<'a> {
-    fn of(user: &'a User, onboarding: &'a Onboarding) -> Self {
+    fn of(account: &'a Account) -> Self {
+        let (user, onboarding) = (&account.user, &account.onboarding);
         Self {
             id: user.id,
             name: user.name.as_str(),
@@ -78,6 +80,7 @@ impl<'a> Profile<'a> {
             created_at: user.created_at_rfc3339(),
             onboarding: onboarding.status(),
             onboarding_detail: onboarding.refusal(),
+            email_verified: account.email_verified,
         }
     }
 }

@@ -1,5 +1,6 @@
-//! sendOnboarding: the queue consumer that sends each new user one welcome email, exactly once
-//! under redelivery and concurrent deliveries.
+//! sendOnboarding: the queue consumer that sends each new user one welcome email, and each
+//! request for a new verification link one verification email, exactly once under redelivery and
+//! concurrent deliveries (each email has its own claim; see `store::Mail`).
 //!
 //! Service Bus redelivers a failed message at once, with no backoff, and dead-letters it after
 //! 10 deliveries (Azure/azure-service-bus#454, Azure/azure-webjobs-sdk#2955): answering non-2xx
@@ -24,8 +25,9 @@ use super::declaration::QUEUE_MESSAGE;
 use super::{InvocationError, Outputs};
 use crate::app::App;
 use crate::domain::{OnboardingMessage, Refusal, User};
-use crate::mail::{OnboardingEmail, Verdict, compose};
+use crate::mail::{OnboardingEmail, Verdict, VerificationEmail, compose, compose_verification};
 use crate::protocol::Invocation;
+use crate::store::Mail;
 use attempts::Delivery;
 use claim::{Record, Turn};
 
@@ -93,6 +95,13 @@ pub async fn run(app: &App, invocation: &Invocation) -> Result<Outputs, Invocati
     let body = invocation.service_bus_body(QUEUE_MESSAGE)?;
     let message = OnboardingMessage::parse(&body).map_err(|e| InvocationError::Poison(e.into()))?;
     let user_id = message.user_id;
+    let mail = match message.verification_request {
+        None => Mail::Welcome(user_id),
+        Some(request) => Mail::Verification {
+            user: user_id,
+            request,
+        },
+    };
     // One info line per message (the outcome, below) keeps logging off the hot path's cost;
     // this one is for debugging.
     tracing::debug!(%user_id, delivery = %delivery, "onboarding message received");
@@ -100,11 +109,11 @@ pub async fn run(app: &App, invocation: &Invocation) -> Result<Outputs, Invocati
     let window = Window::starting_now(app.send_window);
     // The claim token is unique to this delivery, so only we can release our own claim.
     let token = claim_token();
-    let Some((user, first_claim)) = claim::look_up(app, user_id, &token, &window).await? else {
+    let Some((user, first_claim)) = claim::look_up(app, mail, &token, &window).await? else {
         tracing::warn!(%user_id, delivery = %delivery, "user no longer exists; message acknowledged without an email");
         return Ok(Outputs::default());
     };
-    let mut held = match claim::wait_for_turn(app, user_id, &token, first_claim, &window).await? {
+    let mut held = match claim::wait_for_turn(app, mail, &token, first_claim, &window).await? {
         Turn::Ours(held) => held,
         Turn::Settled(claim) => {
             tracing::info!(%user_id, delivery = %delivery, outcome = ?claim, "onboarding already settled; delivery acknowledged");
@@ -112,14 +121,21 @@ pub async fn run(app: &App, invocation: &Invocation) -> Result<Outputs, Invocati
         }
     };
 
-    let outcome = match compose_for(app, &user) {
+    let outcome = match compose_for(app, &user, mail) {
         Ok(email) => attempts::deliver(app, &email, &mut held, &window).await,
         Err(refusal) => Delivery::Refused(refusal),
     };
     match outcome {
         Delivery::Sent => {
             held.record(app, Record::Sent, &window).await;
-            tracing::info!(%user_id, delivery = %delivery, "onboarding email sent");
+            match mail {
+                Mail::Welcome(_) => {
+                    tracing::info!(%user_id, delivery = %delivery, "onboarding email sent")
+                }
+                Mail::Verification { .. } => {
+                    tracing::info!(%user_id, delivery = %delivery, "verification email sent")
+                }
+            }
         }
         Delivery::Refused(refusal) => {
             let refusal = Refusal::new(
@@ -143,15 +159,34 @@ pub async fn run(app: &App, invocation: &Invocation) -> Result<Outputs, Invocati
 }
 
 /// The email for this user (the stored user is the authority on where it goes, not the
-/// message), or why it can never be written.
-fn compose_for(app: &App, user: &User) -> Result<lettre::Message, Refusal> {
-    compose(&OnboardingEmail {
-        from: &app.mail_from,
-        name: &user.name,
-        email: &user.email,
-        link: app.public_url.as_ref(),
-    })
-    .map_err(|e| match e.verdict() {
+/// message), or why it can never be written. Each carries a fresh confirmation link (7 days from
+/// the send, not from the request).
+fn compose_for(app: &App, user: &User, mail: Mail) -> Result<lettre::Message, Refusal> {
+    let confirm = super::verify_email::confirm_link(app, user);
+    let composed = match (mail, &confirm) {
+        (Mail::Welcome(_), _) => compose(&OnboardingEmail {
+            from: &app.mail_from,
+            name: &user.name,
+            email: &user.email,
+            link: app.public_url.as_ref(),
+            confirm: confirm.as_ref(),
+        }),
+        (Mail::Verification { .. }, Some(confirm)) => compose_verification(&VerificationEmail {
+            from: &app.mail_from,
+            name: &user.name,
+            email: &user.email,
+            confirm,
+        }),
+        (Mail::Verification { .. }, None) => {
+            // verifyEmail refuses to queue this without PUBLIC_URL; a message from before a
+            // settings change can still get here.
+            return Err(Refusal::new(
+                None,
+                "no PUBLIC_URL: the link cannot be written",
+            ));
+        }
+    };
+    composed.map_err(|e| match e.verdict() {
         Verdict::Undeliverable(refusal) => refusal,
         _ => Refusal::new(None, &e.to_string()),
     })

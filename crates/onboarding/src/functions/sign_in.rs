@@ -13,10 +13,10 @@ use super::limits::{self, LimitError};
 use super::{InvocationError, Outputs, client_ip, http, session};
 use crate::app::App;
 use crate::auth::{DUMMY_HASH, HashError, TokenError};
-use crate::domain::{ClientAddress, RawField, SignIn, SignUpRejection};
+use crate::domain::{Account, ClientAddress, RawField, SignIn, SignUpRejection};
 use crate::pages::{self, SignInForm};
 use crate::protocol::{HttpRequest, HttpResponse, Invocation};
-use crate::store::{Allowance, FoundUser, LimitKey, StoreError};
+use crate::store::{Allowance, LimitKey, StoreError};
 
 /// What a refused sign-in says, whichever of the two was wrong.
 const REFUSED: &str = "The email or the password is wrong.";
@@ -179,7 +179,7 @@ async fn sign_in(
     app: &App,
     attempt: SignIn,
     client: &ClientAddress,
-) -> Result<FoundUser, SignInError> {
+) -> Result<Account, SignInError> {
     let charged = [
         (
             LimitKey::FailedSignInsPerAddress(client),
@@ -209,13 +209,13 @@ async fn sign_in(
 /// 200 with the token for API clients; the session cookie and a 303 to `/` for a browser's form.
 fn answer(
     app: &App,
-    found: &FoundUser,
+    account: &Account,
     request: &HttpRequest,
     browser_form: bool,
 ) -> Result<HttpResponse, SignInError> {
     let token = app
         .tokens
-        .issue_not_before(found.user.id, found.tokens_valid_after)?;
+        .issue_not_before(account.user.id, account.tokens_valid_after)?;
     if browser_form {
         let cookie =
             session::set_cookie(&token.token, app.tokens.ttl(), session::is_https(request));

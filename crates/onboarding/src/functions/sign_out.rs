@@ -1,6 +1,6 @@
 //! `POST /signOut`: signs the user out everywhere. Every token issued to them until now is
-//! refused from now on (a per-user "valid after" time, checked by `/` on each request), and the
-//! browser's session cookie is cleared.
+//! refused from now on (a per-user "valid after" time, checked on every signed-in request: see
+//! `signed_in.rs`), and the browser's session cookie is cleared.
 //!
 //! A browser posts the welcome page's form with its cookie, and the form's anti-forgery token
 //! must match the session (another site can make a browser post the form, cookie included, but
@@ -10,8 +10,9 @@
 use serde_json::Value;
 use time::OffsetDateTime;
 
-use super::body::read_fields;
+use super::body::{FORM_TOKEN_FIELD, read_fields};
 use super::declaration::HTTP_REQUEST;
+use super::signed_in::{NotSignedIn, signed_in};
 use super::{InvocationError, Outputs, http, session};
 use crate::app::App;
 use crate::pages;
@@ -20,8 +21,8 @@ use crate::protocol::{HttpRequest, HttpResponse, Invocation};
 /// Where a signed-out browser goes.
 const SIGN_IN_PATH: &str = "/signIn";
 
-/// The form field that carries the anti-forgery token.
-const FORM_TOKEN_FIELD: &str = "csrf";
+/// What the welcome page's sign-out form token is for: only this form accepts it.
+pub const FORM_PURPOSE: &str = "sign-out";
 
 /// Signs out the holder of the bearer token, or of the session cookie with its form token.
 pub async fn run(app: &App, invocation: &Invocation) -> Result<Outputs, InvocationError> {
@@ -40,37 +41,29 @@ pub async fn run(app: &App, invocation: &Invocation) -> Result<Outputs, Invocati
         }
         (None, None) => return Ok(Outputs::http(not_signed_in(&request, false))),
     };
-    let session = match app.tokens.verify_session(token) {
-        Ok(session) => session,
-        Err(why) => {
-            tracing::info!(%why, "sign-out with a refused token");
-            return Ok(Outputs::http(not_signed_in(&request, true)));
-        }
-    };
-    match app.store.find_user_state(session.user).await {
-        Ok(Some(found)) if !found.revoked(session.issued_at) => {}
-        Ok(_) => return Ok(Outputs::http(not_signed_in(&request, true))),
-        Err(e) => {
+    let user_id = match signed_in(app, token).await {
+        Ok(account) => account.user.id,
+        Err(NotSignedIn::Store(e)) => {
             tracing::error!(error = %e, "sign-out could not reach the store");
             return Ok(Outputs::http(http::unavailable(
                 "The user store is not answering; you are still signed in. Try again shortly.",
             )));
         }
-    }
+        Err(why) => {
+            tracing::info!(%why, "sign-out with a refused session");
+            return Ok(Outputs::http(not_signed_in(&request, true)));
+        }
+    };
     // Every token issued up to this second is refused: `iat` has whole seconds, so the time
     // is the next second; a sign-in after this dates its token no earlier.
     let valid_after = OffsetDateTime::now_utc().unix_timestamp() + 1;
-    if let Err(e) = app
-        .store
-        .sign_out_everywhere(session.user, valid_after)
-        .await
-    {
+    if let Err(e) = app.store.sign_out_everywhere(user_id, valid_after).await {
         tracing::error!(error = %e, "sign-out could not be saved");
         return Ok(Outputs::http(http::unavailable(
             "The sign-out could not be saved; you are still signed in. Try again shortly.",
         )));
     }
-    tracing::info!(user_id = %session.user, "signed out everywhere");
+    tracing::info!(%user_id, "signed out everywhere");
     Ok(Outputs::http(signed_out(&request, cookie.is_some())))
 }
 
@@ -110,7 +103,7 @@ fn check_form_token(app: &App, request: &HttpRequest, cookie: &str) -> Result<()
             .map(str::to_owned)
     });
     match given {
-        Some(given) if !cross_site && app.form_tokens.check(cookie, &given) => Ok(()),
+        Some(given) if !cross_site && app.form_tokens.check(FORM_PURPOSE, cookie, &given) => Ok(()),
         _ => {
             tracing::info!(
                 cross_site,

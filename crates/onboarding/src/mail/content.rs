@@ -1,5 +1,6 @@
-//! What the onboarding email says, as plain text and as HTML. User text is escaped for HTML, and
-//! lettre encodes headers, so a name can inject neither markup nor a header.
+//! What the onboarding email says, as plain text and as HTML, and the envelope every email of
+//! ours shares. User text is escaped for HTML, and lettre encodes headers, so a name can inject
+//! neither markup nor a header.
 
 use html_escape::encode_text;
 use lettre::Address;
@@ -19,43 +20,61 @@ pub struct OnboardingEmail<'a> {
     pub email: &'a UserEmail,
     /// Where "open your account" points; omitted when the public URL is unknown.
     pub link: Option<&'a Url>,
+    /// The link that confirms the address (`verifyEmail`); omitted when the public URL is
+    /// unknown.
+    pub confirm: Option<&'a Url>,
 }
 
 /// Builds the multipart (text + HTML) message.
 pub fn compose(email: &OnboardingEmail<'_>) -> Result<Message, MailError> {
-    let to_address: Address = email
-        .email
+    let subject = format!("Welcome aboard, {}", email.name);
+    envelope_to(
+        email.from,
+        email.name,
+        email.email,
+        subject,
+        text_body(email),
+        html_body(email),
+    )
+}
+
+/// Any email of ours to one person: the envelope, a unique Message-ID, and the two parts.
+pub(super) fn envelope_to(
+    from: &Mailbox,
+    name: &UserName,
+    address: &UserEmail,
+    subject: String,
+    text: String,
+    html: String,
+) -> Result<Message, MailError> {
+    let to_address: Address = address
         .as_str()
         .parse()
         .map_err(|e: lettre::address::AddressError| MailError::Build(e.to_string()))?;
     // Given, so lettre need not parse it back out of the From and To headers it just wrote.
-    let envelope = Envelope::new(Some(email.from.email.clone()), vec![to_address.clone()])
+    let envelope = Envelope::new(Some(from.email.clone()), vec![to_address.clone()])
         .map_err(|e| MailError::Build(e.to_string()))?;
-    let to = Mailbox::new(Some(email.name.as_str().to_owned()), to_address);
+    let to = Mailbox::new(Some(name.as_str().to_owned()), to_address);
     // RFC 5322 wants one, and spam filters count its absence; lettre adds none by itself. Unique
     // per message (a thread-local CSPRNG, no system call), under the sender's domain.
-    let message_id = format!(
-        "<{:032x}@{}>",
-        rand::random::<u128>(),
-        email.from.email.domain()
-    );
+    let message_id = format!("<{:032x}@{}>", rand::random::<u128>(), from.email.domain());
     Message::builder()
         .envelope(envelope)
         .message_id(Some(message_id))
-        .from(email.from.clone())
+        .from(from.clone())
         .to(to)
-        .subject(format!("Welcome aboard, {}", email.name))
+        .subject(subject)
         .multipart(
             MultiPart::alternative()
                 .singlepart(
                     SinglePart::builder()
                         .header(ContentType::TEXT_PLAIN)
-                        .body(text_body(email)),
+                        .body(text),
                 )
                 .singlepart(
                     SinglePart::builder()
                         .header(ContentType::TEXT_HTML)
-                        .body(html_body(email)),
+                        .body(html),
                 ),
         )
         .map_err(|e| MailError::Build(e.to_string()))
@@ -83,6 +102,11 @@ pub fn text_body(email: &OnboardingEmail<'_>) -> String {
             text.push('\n');
         }
         None => text.push_str("Sign in with your email and password any time.\n"),
+    }
+    if let Some(confirm) = email.confirm {
+        text.push_str("\nConfirm that this address is yours (the link works\nfor 7 days):\n");
+        text.push_str(confirm.as_str());
+        text.push('\n');
     }
     text.push_str("\nIf this wasn't you, ignore this email: nothing more will be sent.\n");
     text
@@ -119,6 +143,16 @@ and password</a> any time.</p>"#,
         ),
         None => "<p>Sign in with your email and password any time.</p>".to_owned(),
     };
+    let confirm = email
+        .confirm
+        .map(|url| {
+            format!(
+                r#"<p>Confirm that this address is yours (the link works
+for 7 days): <a id="verify-email" href="{href}">confirm my address</a>.</p>"#,
+                href = html_escape::encode_double_quoted_attribute(url.as_str())
+            )
+        })
+        .unwrap_or_default();
     format!(
         r#"<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
@@ -135,6 +169,7 @@ Welcome aboard, {html_name}</h1>
 <p>Your account is ready. You signed up with
 <strong>{html_address}</strong>.</p>
 {action}
+{confirm}
 <p style="color:#5b6473;font-size:13px">If this wasn't you, ignore
 this email: nothing more will be sent.</p>
 </div></body></html>
@@ -163,6 +198,7 @@ mod tests {
             name: &name,
             email: &email,
             link,
+            confirm: None,
         })
     }
 

@@ -1,4 +1,4 @@
-//! The onboarding email and the ways it leaves: SMTP for real runs, `.eml` files for local ones;
+//! The onboarding and verification emails and the ways they leave: SMTP for real runs, `.eml` files for local ones;
 //! and how sends are spaced and held back while the server is down or throttling.
 
 mod breaker;
@@ -7,6 +7,7 @@ mod outbox;
 mod outcome;
 pub mod pacing;
 mod smtp;
+mod verification;
 
 use async_trait::async_trait;
 
@@ -16,6 +17,7 @@ pub use outbox::OutboxMailer;
 pub use outcome::{FailureKind, Setting, SmtpFailure, Stage, Verdict};
 pub use pacing::{Backoff, Pacer};
 pub use smtp::SmtpMailer;
+pub use verification::{VerificationEmail, compose_verification};
 
 use crate::domain::Refusal;
 

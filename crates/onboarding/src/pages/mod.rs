@@ -3,6 +3,7 @@
 
 mod sign_in;
 mod sign_up;
+mod verify_email;
 mod welcome;
 
 use std::sync::LazyLock;
@@ -14,7 +15,8 @@ use crate::protocol::{HttpRequest, HttpResponse};
 
 pub use sign_in::{SignInForm, sign_in_page};
 pub use sign_up::{SignUpForm, sign_up_page};
-pub use welcome::welcome_page;
+pub use verify_email::{VerifyPage, verify_page};
+pub use welcome::{WelcomeForms, welcome_page};
 
 /// The one stylesheet, inlined in every page and allowed by its hash (no `unsafe-inline`).
 pub const STYLESHEET: &str = "\
@@ -39,6 +41,7 @@ dl{display:grid;grid-template-columns:max-content 1fr;gap:8px 16px;margin:20px 0
 dt{color:var(--muted)}dd{margin:0;overflow-wrap:anywhere}\
 .status{display:inline-block;border-radius:999px;padding:0 10px;font-size:14px;font-weight:600}\
 .status.pending{background:#fff4e5;color:#93370d}.status.sent{background:#ecfdf3;color:#05603a}.status.undeliverable{background:#fef3f2;color:var(--bad)}\
+.status.verified{background:#ecfdf3;color:#05603a}.status.unverified{background:#fff4e5;color:#93370d}\
 ";
 
 static CONTENT_SECURITY_POLICY: LazyLock<String> = LazyLock::new(|| {

@@ -1,13 +1,25 @@
 //! The welcome page a signed-in person sees at `/`.
 
 use super::{escape, page};
-use crate::domain::{Onboarding, User};
+use crate::domain::{Account, Onboarding};
 use crate::protocol::HttpResponse;
 
-/// Renders the profile: name, email, join date and whether the welcome email went out; when it
-/// never can, a sentence saying so and what to do, with the receiving server's own words. The
-/// sign-out form carries `form_token`, the session's anti-forgery token.
-pub fn welcome_page(user: &User, onboarding: &Onboarding, form_token: &str) -> HttpResponse {
+/// The anti-forgery fields of the page's two forms: both named `field`, each value a token for
+/// its own purpose (so one form's token is refused by the other's function).
+pub struct WelcomeForms<'a> {
+    pub field: &'a str,
+    /// For "send the confirmation link again" (`POST /verifyEmail`).
+    pub resend: &'a str,
+    /// For "sign out everywhere" (`POST /signOut`).
+    pub sign_out: &'a str,
+}
+
+/// Renders the profile: name, email, whether the address is confirmed (with a form asking for
+/// a new link while it is not), join date and whether the welcome email went out; when it never
+/// can, a sentence saying so and what to do, with the receiving server's own words. Then the
+/// sign-out button.
+pub fn welcome_page(account: &Account, forms: &WelcomeForms<'_>) -> HttpResponse {
+    let (user, onboarding) = (&account.user, &account.onboarding);
     let (status_class, status_text) = match onboarding {
         Onboarding::Pending => ("pending", "pending: on its way"),
         Onboarding::Sent => ("sent", "sent"),
@@ -28,17 +40,34 @@ pub fn welcome_page(user: &User, onboarding: &Onboarding, form_token: &str) -> H
             )
         })
         .unwrap_or_default();
+    let (verified_class, verified_text, resend) = if account.email_verified {
+        ("verified", "confirmed", String::new())
+    } else {
+        (
+            "unverified",
+            "not confirmed yet",
+            format!(
+                "<form method=\"post\" action=\"verifyEmail\">\n\
+                 <input type=\"hidden\" name=\"{name}\" value=\"{value}\">\n\
+                 <button id=\"resend\" type=\"submit\">Send the confirmation link again</button>\n</form>\n",
+                name = escape(forms.field),
+                value = escape(forms.resend),
+            ),
+        )
+    };
     let body = format!(
         "<h1>Welcome, {name}</h1>\n\
          <p class=\"lead\">Your account is ready.</p>\n\
          <dl>\n<dt>Name</dt><dd id=\"name\">{name}</dd>\n\
          <dt>Email</dt><dd id=\"email\">{email}</dd>\n\
+         <dt>Address</dt><dd><span id=\"email-verified\" class=\"status {verified_class}\">{verified_text}</span></dd>\n\
          <dt>Joined</dt><dd><time datetime=\"{joined}\">{joined_text}</time></dd>\n\
-         <dt>Welcome email</dt><dd><span id=\"onboarding\" class=\"status {status_class}\">{status_text}</span></dd>\n</dl>\n{explanation}\
+         <dt>Welcome email</dt><dd><span id=\"onboarding\" class=\"status {status_class}\">{status_text}</span></dd>\n</dl>\n{explanation}{resend}\
          <form class=\"sign-out\" method=\"post\" action=\"/signOut\">\n\
-         <input type=\"hidden\" name=\"csrf\" value=\"{form_token}\">\n\
+         <input type=\"hidden\" name=\"{field}\" value=\"{sign_out}\">\n\
          <button type=\"submit\" id=\"sign-out\">Sign out everywhere</button>\n</form>\n",
-        form_token = escape(form_token),
+        field = escape(forms.field),
+        sign_out = escape(forms.sign_out),
         name = escape(user.name.as_str()),
         email = escape(user.email.as_str()),
         joined = user.created_at_rfc3339(),

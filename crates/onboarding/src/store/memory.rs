@@ -1,6 +1,6 @@
 //! The in-memory store for `handler dev` without Redis: the same rules, gone when the process ends.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::num::NonZeroU32;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -10,8 +10,8 @@ use tokio::time::Instant;
 
 use super::limit::{self, Allowance, RateRule};
 use super::send_rate::{self, SendSlot};
-use super::{Claim, FoundUser, Insert, StoreError, UserStore};
-use crate::domain::{Onboarding, OnboardingStatus, Refusal, User, UserEmail, UserId};
+use super::{Claim, Insert, Mail, StoreError, UserStore};
+use crate::domain::{Account, Onboarding, OnboardingStatus, Refusal, User, UserEmail, UserId};
 
 #[derive(Debug)]
 enum Marker {
@@ -24,7 +24,9 @@ enum Marker {
 struct State {
     users: HashMap<UserId, User>,
     by_email: HashMap<String, UserId>,
-    markers: HashMap<UserId, Marker>,
+    markers: HashMap<Mail, Marker>,
+    /// Users whose address is verified.
+    verified: HashSet<UserId>,
     /// The shared send rate's next free slot (GCRA), for `SMTP_MAX_PER_MINUTE`.
     send_rate: Option<Instant>,
     /// Slots reserved for a user's email and not used yet (see `send_rate::SendSlot::TooFar`).
@@ -60,11 +62,11 @@ impl MemoryStore {
     }
 }
 
-/// Claims a user's onboarding send under the caller's lock, unless it was sent or another
-/// unexpired claim holds it.
-fn claim(state: &mut State, id: UserId, token: &str, lease: Duration) -> Claim {
+/// Claims an email's send under the caller's lock, unless it was sent or another unexpired
+/// claim holds it. (Settled verification markers are kept for the process's life here.)
+fn claim(state: &mut State, mail: Mail, token: &str, lease: Duration) -> Claim {
     let now = Instant::now();
-    match state.markers.get(&id) {
+    match state.markers.get(&mail) {
         Some(Marker::Sent) => return Claim::AlreadySent,
         Some(Marker::Undeliverable(_)) => return Claim::Undeliverable,
         Some(Marker::Sending { token: held, until }) if *until > now && held != token => {
@@ -73,7 +75,7 @@ fn claim(state: &mut State, id: UserId, token: &str, lease: Duration) -> Claim {
         _ => {}
     }
     state.markers.insert(
-        id,
+        mail,
         Marker::Sending {
             token: token.to_owned(),
             until: now + lease,
@@ -82,11 +84,13 @@ fn claim(state: &mut State, id: UserId, token: &str, lease: Duration) -> Claim {
     Claim::Claimed
 }
 
-/// User `id` with their onboarding and sign-out time, under the caller's lock.
-fn found(state: &State, id: UserId) -> Option<FoundUser> {
-    state.users.get(&id).map(|user| FoundUser {
+/// User `id` with their welcome email's state, their address's and their sign-out time, under
+/// the caller's lock.
+fn account(state: &State, id: UserId) -> Option<Account> {
+    state.users.get(&id).map(|user| Account {
         user: user.clone(),
-        onboarding: onboarding_of(state.markers.get(&id)),
+        onboarding: onboarding_of(state.markers.get(&Mail::Welcome(id))),
+        email_verified: state.verified.contains(&id),
         tokens_valid_after: state.tokens_valid_after.get(&id).copied(),
     })
 }
@@ -124,16 +128,16 @@ impl UserStore for MemoryStore {
         Ok(Insert::Created)
     }
 
-    async fn find_user_state(&self, id: UserId) -> Result<Option<FoundUser>, StoreError> {
-        Ok(found(&self.lock(), id))
+    async fn find_user(&self, id: UserId) -> Result<Option<Account>, StoreError> {
+        Ok(account(&self.lock(), id))
     }
 
-    async fn find_user_by_email(&self, email: &UserEmail) -> Result<Option<FoundUser>, StoreError> {
+    async fn find_user_by_email(&self, email: &UserEmail) -> Result<Option<Account>, StoreError> {
         let state = self.lock();
         Ok(state
             .by_email
             .get(&email.unique_key())
-            .and_then(|id| found(&state, *id)))
+            .and_then(|id| account(&state, *id)))
     }
 
     async fn sign_out_everywhere(&self, id: UserId, valid_after: i64) -> Result<(), StoreError> {
@@ -141,53 +145,57 @@ impl UserStore for MemoryStore {
         Ok(())
     }
 
+    async fn mark_email_verified(&self, id: UserId) -> Result<bool, StoreError> {
+        Ok(self.lock().verified.insert(id))
+    }
+
     async fn find_user_and_claim_onboarding(
         &self,
-        id: UserId,
+        mail: Mail,
         token: &str,
         lease: Duration,
     ) -> Result<Option<(User, Claim)>, StoreError> {
         // One lock for both, so no claim is ever taken for a missing user.
         let mut state = self.lock();
-        let Some(user) = state.users.get(&id).cloned() else {
+        let Some(user) = state.users.get(&mail.user()).cloned() else {
             return Ok(None);
         };
-        let claim = claim(&mut state, id, token, lease);
+        let claim = claim(&mut state, mail, token, lease);
         Ok(Some((user, claim)))
     }
 
     async fn onboarding_status(&self, id: UserId) -> Result<OnboardingStatus, StoreError> {
-        Ok(onboarding_of(self.lock().markers.get(&id)).status())
+        Ok(onboarding_of(self.lock().markers.get(&Mail::Welcome(id))).status())
     }
 
     async fn claim_onboarding(
         &self,
-        id: UserId,
+        mail: Mail,
         token: &str,
         lease: Duration,
     ) -> Result<Claim, StoreError> {
-        Ok(claim(&mut self.lock(), id, token, lease))
+        Ok(claim(&mut self.lock(), mail, token, lease))
     }
 
     async fn renew_onboarding(
         &self,
-        id: UserId,
+        mail: Mail,
         token: &str,
         lease: Duration,
     ) -> Result<Claim, StoreError> {
         // `claim` extends a claim the same token holds, as Redis's renewal script does.
-        Ok(claim(&mut self.lock(), id, token, lease))
+        Ok(claim(&mut self.lock(), mail, token, lease))
     }
 
-    async fn confirm_onboarding(&self, id: UserId) -> Result<(), StoreError> {
-        self.lock().markers.insert(id, Marker::Sent);
+    async fn confirm_onboarding(&self, mail: Mail) -> Result<(), StoreError> {
+        self.lock().markers.insert(mail, Marker::Sent);
         Ok(())
     }
 
-    async fn mark_undeliverable(&self, id: UserId, refusal: &Refusal) -> Result<(), StoreError> {
+    async fn mark_undeliverable(&self, mail: Mail, refusal: &Refusal) -> Result<(), StoreError> {
         self.lock()
             .markers
-            .insert(id, Marker::Undeliverable(refusal.clone()));
+            .insert(mail, Marker::Undeliverable(refusal.clone()));
         Ok(())
     }
 
@@ -239,11 +247,11 @@ impl UserStore for MemoryStore {
         Ok(())
     }
 
-    async fn release_onboarding(&self, id: UserId, token: &str) -> Result<(), StoreError> {
+    async fn release_onboarding(&self, mail: Mail, token: &str) -> Result<(), StoreError> {
         let mut state = self.lock();
-        if matches!(state.markers.get(&id), Some(Marker::Sending { token: held, .. }) if held == token)
+        if matches!(state.markers.get(&mail), Some(Marker::Sending { token: held, .. }) if held == token)
         {
-            state.markers.remove(&id);
+            state.markers.remove(&mail);
         }
         Ok(())
     }
@@ -251,7 +259,8 @@ impl UserStore for MemoryStore {
     async fn delete_user(&self, id: UserId, email: &UserEmail) -> Result<(), StoreError> {
         let mut state = self.lock();
         state.users.remove(&id);
-        state.markers.remove(&id);
+        state.markers.retain(|mail, _| mail.user() != id);
+        state.verified.remove(&id);
         state.tokens_valid_after.remove(&id);
         let key = email.unique_key();
         if state.by_email.get(&key) == Some(&id) {
@@ -286,11 +295,14 @@ mod tests {
         let user = user();
         store.insert_user(&user).await.unwrap();
         let found = store
-            .find_user_and_claim_onboarding(user.id, "a", LEASE)
+            .find_user_and_claim_onboarding(Mail::Welcome(user.id), "a", LEASE)
             .await
             .unwrap();
         assert!(matches!(found, Some((ref u, Claim::Claimed)) if u.id == user.id));
-        let second = store.claim_onboarding(user.id, "b", LEASE).await.unwrap();
+        let second = store
+            .claim_onboarding(Mail::Welcome(user.id), "b", LEASE)
+            .await
+            .unwrap();
         assert_eq!(second, Claim::InProgress);
     }
 
@@ -299,7 +311,7 @@ mod tests {
         let store = MemoryStore::new();
         let id = UserId::new();
         let found = store
-            .find_user_and_claim_onboarding(id, "a", LEASE)
+            .find_user_and_claim_onboarding(Mail::Welcome(id), "a", LEASE)
             .await
             .unwrap();
         assert!(found.is_none());
@@ -311,9 +323,12 @@ mod tests {
         let store = MemoryStore::new();
         let user = user();
         store.insert_user(&user).await.unwrap();
-        store.confirm_onboarding(user.id).await.unwrap();
+        store
+            .confirm_onboarding(Mail::Welcome(user.id))
+            .await
+            .unwrap();
         let found = store
-            .find_user_and_claim_onboarding(user.id, "a", LEASE)
+            .find_user_and_claim_onboarding(Mail::Welcome(user.id), "a", LEASE)
             .await
             .unwrap();
         assert!(matches!(found, Some((_, Claim::AlreadySent))));
@@ -325,23 +340,35 @@ mod tests {
         let user = user();
         store.insert_user(&user).await.unwrap();
         assert_eq!(
-            store.claim_onboarding(user.id, "a", LEASE).await.unwrap(),
+            store
+                .claim_onboarding(Mail::Welcome(user.id), "a", LEASE)
+                .await
+                .unwrap(),
             Claim::Claimed
         );
         tokio::time::advance(LEASE - Duration::from_secs(1)).await;
         assert_eq!(
-            store.renew_onboarding(user.id, "a", LEASE).await.unwrap(),
+            store
+                .renew_onboarding(Mail::Welcome(user.id), "a", LEASE)
+                .await
+                .unwrap(),
             Claim::Claimed
         );
         tokio::time::advance(Duration::from_secs(2)).await;
         assert_eq!(
-            store.claim_onboarding(user.id, "b", LEASE).await.unwrap(),
+            store
+                .claim_onboarding(Mail::Welcome(user.id), "b", LEASE)
+                .await
+                .unwrap(),
             Claim::InProgress,
             "the renewed claim still stands"
         );
         tokio::time::advance(LEASE).await;
         assert_eq!(
-            store.renew_onboarding(user.id, "a", LEASE).await.unwrap(),
+            store
+                .renew_onboarding(Mail::Welcome(user.id), "a", LEASE)
+                .await
+                .unwrap(),
             Claim::Claimed
         );
     }
@@ -352,17 +379,65 @@ mod tests {
         let user = user();
         store.insert_user(&user).await.unwrap();
         let refusal = Refusal::new(Some(550), "5.1.1 unknown");
-        store.mark_undeliverable(user.id, &refusal).await.unwrap();
+        store
+            .mark_undeliverable(Mail::Welcome(user.id), &refusal)
+            .await
+            .unwrap();
         assert_eq!(
-            store.claim_onboarding(user.id, "a", LEASE).await.unwrap(),
+            store
+                .claim_onboarding(Mail::Welcome(user.id), "a", LEASE)
+                .await
+                .unwrap(),
             Claim::Undeliverable
         );
         assert_eq!(
             store.onboarding_status(user.id).await.unwrap(),
             OnboardingStatus::Undeliverable
         );
-        let (_, onboarding) = store.find_user(user.id).await.unwrap().unwrap();
-        assert_eq!(onboarding, Onboarding::Undeliverable(refusal));
+        let account = store.find_user(user.id).await.unwrap().unwrap();
+        assert_eq!(account.onboarding, Onboarding::Undeliverable(refusal));
+        assert!(!account.email_verified);
+    }
+
+    #[tokio::test]
+    async fn an_address_is_verified_once() {
+        let store = MemoryStore::new();
+        let user = user();
+        store.insert_user(&user).await.unwrap();
+        assert!(store.mark_email_verified(user.id).await.unwrap());
+        assert!(!store.mark_email_verified(user.id).await.unwrap());
+        assert!(
+            store
+                .find_user(user.id)
+                .await
+                .unwrap()
+                .unwrap()
+                .email_verified
+        );
+    }
+
+    #[tokio::test]
+    async fn a_verification_email_has_its_own_claim_beside_the_welcome_email() {
+        let store = MemoryStore::new();
+        let user = user();
+        store.insert_user(&user).await.unwrap();
+        store
+            .confirm_onboarding(Mail::Welcome(user.id))
+            .await
+            .unwrap();
+        let resend = Mail::Verification {
+            user: user.id,
+            request: uuid::Uuid::new_v4(),
+        };
+        assert_eq!(
+            store.claim_onboarding(resend, "a", LEASE).await.unwrap(),
+            Claim::Claimed
+        );
+        store.confirm_onboarding(resend).await.unwrap();
+        assert_eq!(
+            store.claim_onboarding(resend, "b", LEASE).await.unwrap(),
+            Claim::AlreadySent
+        );
     }
 
     #[tokio::test(start_paused = true)]

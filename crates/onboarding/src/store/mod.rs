@@ -4,6 +4,7 @@
 mod connection;
 mod entra;
 pub mod limit;
+mod mail_key;
 mod marker;
 mod memory;
 mod record;
@@ -18,7 +19,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::domain::{Onboarding, OnboardingStatus, Refusal, User, UserEmail, UserId};
+use crate::domain::{Account, OnboardingStatus, Refusal, User, UserEmail, UserId};
+
+pub use self::mail_key::{Mail, VERIFICATION_MARKER_TTL};
 
 pub use self::entra::{ManagedIdentityCredentials, TokenError, credentials_provider};
 pub use self::limit::{Allowance, LimitKey, RateRule};
@@ -69,24 +72,6 @@ pub enum Insert {
     EmailTaken(Option<User>),
 }
 
-/// A user as a signed-in request needs them: the record, where their onboarding email stands,
-/// and since when their tokens are accepted (after a sign-out everywhere).
-#[derive(Debug, Clone)]
-pub struct FoundUser {
-    pub user: User,
-    pub onboarding: Onboarding,
-    /// Tokens issued (`iat`) before this time, in seconds since the epoch, are refused.
-    pub tokens_valid_after: Option<i64>,
-}
-
-impl FoundUser {
-    /// True when a token issued at `issued_at` (seconds) predates the user's last sign-out.
-    pub fn revoked(&self, issued_at: i64) -> bool {
-        self.tokens_valid_after
-            .is_some_and(|valid_after| issued_at < valid_after)
-    }
-}
-
 /// The result of trying to claim the right to send a user's onboarding email.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Claim {
@@ -129,26 +114,25 @@ pub trait UserStore: Send + Sync {
     /// Registers a user unless the email (case-insensitively) is already registered.
     async fn insert_user(&self, user: &User) -> Result<Insert, StoreError>;
 
-    /// Finds a user by id, with where their onboarding email stands.
-    async fn find_user(&self, id: UserId) -> Result<Option<(User, Onboarding)>, StoreError> {
-        Ok(self
-            .find_user_state(id)
-            .await?
-            .map(|found| (found.user, found.onboarding)))
-    }
-
-    /// Finds a user by id with everything a signed-in request checks, in one round trip.
-    async fn find_user_state(&self, id: UserId) -> Result<Option<FoundUser>, StoreError>;
+    /// Finds a user by id with everything a signed-in request checks, in one round trip: the
+    /// record, where their onboarding email stands, whether their address is verified, and
+    /// since when their tokens are accepted.
+    async fn find_user(&self, id: UserId) -> Result<Option<Account>, StoreError>;
 
     /// Finds the user registered under an email (case-insensitively), for a sign-in. A Redis
     /// store takes two round trips whether or not the address is registered, so the answer's
     /// timing does not tell.
-    async fn find_user_by_email(&self, email: &UserEmail) -> Result<Option<FoundUser>, StoreError>;
+    async fn find_user_by_email(&self, email: &UserEmail) -> Result<Option<Account>, StoreError>;
 
     /// Refuses from now on every token issued to user `id` before `valid_after` (seconds since
     /// the epoch): a sign-out everywhere. One write, confirmed by a replica where there is one,
     /// so a failover cannot bring the old tokens back.
     async fn sign_out_everywhere(&self, id: UserId, valid_after: i64) -> Result<(), StoreError>;
+
+    /// Records that the user proved they read mail at their address; `true` when this call
+    /// verified it, `false` when it was verified already (one `SET NX`, so of two concurrent
+    /// confirmations exactly one is first).
+    async fn mark_email_verified(&self, id: UserId) -> Result<bool, StoreError>;
 
     /// Looks a user up and, if they exist, makes the first attempt at claiming the sending of
     /// their onboarding email, as [`claim_onboarding`](Self::claim_onboarding) does. Both in one
@@ -158,7 +142,7 @@ pub trait UserStore: Send + Sync {
     /// only linger until the lease ends.
     async fn find_user_and_claim_onboarding(
         &self,
-        id: UserId,
+        mail: Mail,
         token: &str,
         lease: Duration,
     ) -> Result<Option<(User, Claim)>, StoreError>;
@@ -170,7 +154,7 @@ pub trait UserStore: Send + Sync {
     /// this delivery. The lease outlives the send deadline, so an expired claim means a crash.
     async fn claim_onboarding(
         &self,
-        id: UserId,
+        mail: Mail,
         token: &str,
         lease: Duration,
     ) -> Result<Claim, StoreError>;
@@ -181,17 +165,17 @@ pub trait UserStore: Send + Sync {
     /// longer than one send needs, so a crashed delivery blocks others for one lease at most.
     async fn renew_onboarding(
         &self,
-        id: UserId,
+        mail: Mail,
         token: &str,
         lease: Duration,
     ) -> Result<Claim, StoreError>;
 
     /// Records that the email went out; permanent.
-    async fn confirm_onboarding(&self, id: UserId) -> Result<(), StoreError>;
+    async fn confirm_onboarding(&self, mail: Mail) -> Result<(), StoreError>;
 
     /// Records that the receiving server refused the email for good; permanent, like a sent
     /// email: redeliveries are acknowledged and a repeated sign-up queues nothing.
-    async fn mark_undeliverable(&self, id: UserId, refusal: &Refusal) -> Result<(), StoreError>;
+    async fn mark_undeliverable(&self, mail: Mail, refusal: &Refusal) -> Result<(), StoreError>;
 
     /// Gives user `id`'s email a send slot under a limit of `per_minute` emails shared by every
     /// handler instance that uses this store. A slot reserved earlier and not used (a ticket:
@@ -215,7 +199,7 @@ pub trait UserStore: Send + Sync {
     async fn refund(&self, key: &str, rule: RateRule) -> Result<(), StoreError>;
 
     /// Gives a claim up after a failed send, if this delivery still holds it.
-    async fn release_onboarding(&self, id: UserId, token: &str) -> Result<(), StoreError>;
+    async fn release_onboarding(&self, mail: Mail, token: &str) -> Result<(), StoreError>;
 
     /// Removes a user and their email claim (account deletion, and tests).
     async fn delete_user(&self, id: UserId, email: &UserEmail) -> Result<(), StoreError>;

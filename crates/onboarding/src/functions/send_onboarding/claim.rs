@@ -1,4 +1,4 @@
-//! The right to send one user's email (the store's leased claim), as one delivery holds it.
+//! The right to send one email (the store's leased claim), as one delivery holds it.
 //!
 //! The lease covers one send attempt (`SMTP_TIMEOUT_SECONDS` plus a margin), not the whole send
 //! window: a delivery that crashes blocks the others for one lease at most. A delivery that waited
@@ -14,6 +14,7 @@ use crate::app::App;
 use crate::domain::{Refusal, User, UserId};
 use crate::functions::InvocationError;
 use crate::mail::Backoff;
+use crate::store::Mail;
 use crate::store::{Claim, StoreError};
 
 /// First pause between two looks at a claim someone else holds; it doubles up to
@@ -45,7 +46,7 @@ pub(super) enum Record<'a> {
 
 /// A claim this delivery holds, and until when it surely holds it.
 pub(super) struct HeldClaim<'a> {
-    user_id: UserId,
+    mail: Mail,
     token: &'a str,
     /// Measured from before the store was asked, so never later than the store's own expiry.
     valid_until: Instant,
@@ -55,7 +56,7 @@ pub(super) struct HeldClaim<'a> {
 /// that does not answer. `None` when the user does not exist.
 pub(super) async fn look_up(
     app: &App,
-    user_id: UserId,
+    mail: Mail,
     token: &str,
     window: &Window,
 ) -> Result<Option<(User, (Claim, Instant))>, InvocationError> {
@@ -64,11 +65,12 @@ pub(super) async fn look_up(
         let asked_at = Instant::now();
         let found = app
             .store
-            .find_user_and_claim_onboarding(user_id, token, app.claim_lease)
+            .find_user_and_claim_onboarding(mail, token, app.claim_lease)
             .await;
         match found {
             Ok(found) => return Ok(found.map(|(user, claim)| (user, (claim, asked_at)))),
             Err(e) => {
+                let user_id = mail.user();
                 store_trouble(&e, user_id, "looking up the user", &mut backoff, window).await?
             }
         }
@@ -80,7 +82,7 @@ pub(super) async fn look_up(
 /// of these ends the wait within one lease.
 pub(super) async fn wait_for_turn<'a>(
     app: &App,
-    user_id: UserId,
+    mail: Mail,
     token: &'a str,
     (mut claim, mut asked_at): (Claim, Instant),
     window: &Window,
@@ -91,7 +93,7 @@ pub(super) async fn wait_for_turn<'a>(
         match claim {
             Claim::Claimed => {
                 return Ok(Turn::Ours(HeldClaim {
-                    user_id,
+                    mail,
                     token,
                     valid_until: asked_at + app.claim_lease,
                 }));
@@ -108,7 +110,7 @@ pub(super) async fn wait_for_turn<'a>(
             asked_at = Instant::now();
             match app
                 .store
-                .claim_onboarding(user_id, token, app.claim_lease)
+                .claim_onboarding(mail, token, app.claim_lease)
                 .await
             {
                 Ok(next) => {
@@ -116,6 +118,7 @@ pub(super) async fn wait_for_turn<'a>(
                     break;
                 }
                 Err(e) => {
+                    let user_id = mail.user();
                     store_trouble(&e, user_id, "claiming the send", &mut backoff, window).await?
                 }
             }
@@ -143,7 +146,7 @@ async fn store_trouble(
 impl HeldClaim<'_> {
     /// The user whose email this claim is for.
     pub(super) fn user_id(&self) -> UserId {
-        self.user_id
+        self.mail.user()
     }
 
     /// Makes sure the claim covers an attempt ending at `attempt_end`, renewing it if needed.
@@ -160,7 +163,7 @@ impl HeldClaim<'_> {
         let asked_at = Instant::now();
         let claim = app
             .store
-            .renew_onboarding(self.user_id, self.token, app.claim_lease)
+            .renew_onboarding(self.mail, self.token, app.claim_lease)
             .await?;
         if claim == Claim::Claimed {
             self.valid_until = asked_at + app.claim_lease;
@@ -171,8 +174,8 @@ impl HeldClaim<'_> {
     /// Gives the claim up so a redelivery can take it at once; if this fails, the claim simply
     /// expires after its lease.
     pub(super) async fn release(&self, app: &App) {
-        if let Err(e) = app.store.release_onboarding(self.user_id, self.token).await {
-            tracing::warn!(user_id = %self.user_id, error = %e, "could not release the send claim");
+        if let Err(e) = app.store.release_onboarding(self.mail, self.token).await {
+            tracing::warn!(user_id = %self.user_id(), error = %e, "could not release the send claim");
         }
     }
 
@@ -186,22 +189,22 @@ impl HeldClaim<'_> {
         let mut pause = FIRST_LOOK_PAUSE;
         loop {
             let recorded = match what {
-                Record::Sent => app.store.confirm_onboarding(self.user_id).await,
+                Record::Sent => app.store.confirm_onboarding(self.mail).await,
                 Record::Undeliverable(refusal) => {
-                    app.store.mark_undeliverable(self.user_id, refusal).await
+                    app.store.mark_undeliverable(self.mail, refusal).await
                 }
             };
             match recorded {
                 Ok(()) => return,
                 Err(e) if Instant::now() + pause < record_by => {
-                    tracing::warn!(user_id = %self.user_id, error = %e, "recording the outcome failed; retrying");
+                    tracing::warn!(user_id = %self.user_id(), error = %e, "recording the outcome failed; retrying");
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(MAX_LOOK_PAUSE);
                 }
                 Err(e) => {
                     // Acknowledging avoids a second email now; the claim lapses, so the profile
                     // shows `pending`, and a repeated sign-up may queue the email again.
-                    tracing::error!(user_id = %self.user_id, error = %e, "onboarding outcome not recorded");
+                    tracing::error!(user_id = %self.user_id(), error = %e, "onboarding outcome not recorded");
                     return;
                 }
             }

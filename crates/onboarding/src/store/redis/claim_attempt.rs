@@ -1,11 +1,10 @@
-//! One try at claiming a user's onboarding send on Redis, as a pipeline on the user's marker key
+//! One try at claiming an email's send on Redis, as a pipeline on its marker key
 //! (one key, so one hash slot).
 
 use std::time::Duration;
 
 use super::RedisStore;
-use crate::domain::UserId;
-use crate::store::{Claim, StoreError, marker};
+use crate::store::{Claim, Mail, StoreError, marker};
 
 /// One try at claiming a user's onboarding send: `SET marker sending:<token> NX PX lease`, then
 /// `GET marker` in the same pipeline, so a refused claim tells at once who holds the marker.
@@ -19,9 +18,9 @@ pub(super) struct ClaimAttempt {
 }
 
 impl ClaimAttempt {
-    pub(super) fn new(store: &RedisStore, id: UserId, token: &str, lease: Duration) -> Self {
+    pub(super) fn new(store: &RedisStore, mail: Mail, token: &str, lease: Duration) -> Self {
         Self {
-            key: store.marker_key(id),
+            key: store.marker_key(mail),
             value: marker::sending(token),
             lease_ms: lease.as_millis().max(1) as u64,
         }

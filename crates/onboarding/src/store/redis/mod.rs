@@ -9,21 +9,27 @@
 //!   refused (a sign-out everywhere; see `session.rs`).
 //! - `user:{<id>}:onboarding` → `sending:<token>` (a leased claim), `sent:<time>` or
 //!   `undeliverable:<JSON>` (see `marker.rs`).
+//! - `user:{<id>}:verified` → when the address was verified (`SET NX`, so once).
+//! - `user:{<id>}:verify-mail:<request id>` → the marker of one verification email, as above,
+//!   expiring once settled (`VERIFICATION_MARKER_TTL`).
 //! - `send-rate` → the shared send rate's state (see `send_rate.rs`), when a limit is set;
 //!   `user:{<id>}:send-slot` → a slot kept for that user's email (a ticket).
 //! - `limit:{<limit>:<subject>}` → one limit's state (see `limit.rs`): sign-ups and failed
 //!   sign-ins per client address, mailbox or account, hashed where they are personal data.
 //!
-//! The braces are a hash tag: a user's record and marker share a cluster slot, so both can be
-//! read in one pipeline. The pipelines, each checked for its slot: `find_user_state` and
-//! `find_user_and_claim_onboarding` (record and marker, one tag), `claim_onboarding` (the marker
-//! twice) and the durable writes of `replication.rs` (one key, then `WAIT`, which has none).
+//! The braces are a hash tag: a user's keys share a cluster slot, so they can be read in one
+//! pipeline. The pipelines, each checked for its slot: `find_user` (record, welcome marker,
+//! verified key and sign-out time, one tag; see `session.rs`), `find_user_and_claim_onboarding`
+//! (record and marker), `claim_onboarding` (the marker twice) and the durable writes of
+//! `replication.rs` (one key, then `WAIT`, which has none).
 //! The email key and the user's keys hash apart, so they are never in one pipeline.
 
 mod claim_attempt;
+mod keys;
 mod limit;
 mod send_slot;
 mod session;
+mod verification;
 
 use std::future::Future;
 use std::num::NonZeroU32;
@@ -40,9 +46,9 @@ use super::marker;
 use super::record::{StoredUser, parse_user};
 use super::replication::{self, Replication};
 use super::send_rate::SendSlot;
-use super::{Claim, EMAIL_CLAIM_LEASE, FoundUser, Insert, StoreError, StoreHealth, UserStore};
+use super::{Claim, EMAIL_CLAIM_LEASE, Insert, Mail, StoreError, StoreHealth, UserStore};
 use crate::config::RedisSettings;
-use crate::domain::{OnboardingStatus, Refusal, User, UserEmail, UserId};
+use crate::domain::{Account, OnboardingStatus, Refusal, User, UserEmail, UserId};
 use claim_attempt::ClaimAttempt;
 
 /// Bound on one store operation, reconnection included: a request answers 503 rather than hang.
@@ -82,18 +88,6 @@ impl RedisStore {
             send_rate: send_slot::Scripts::new(),
             limits: limit::Scripts::new(),
         })
-    }
-
-    pub(super) fn email_key(&self, email: &UserEmail) -> String {
-        format!("{}email:{}", self.prefix, email.unique_key())
-    }
-
-    pub(super) fn user_key(&self, id: UserId) -> String {
-        format!("{}user:{{{id}}}", self.prefix)
-    }
-
-    pub(super) fn marker_key(&self, id: UserId) -> String {
-        format!("{}user:{{{id}}}:onboarding", self.prefix)
     }
 
     /// Bounds one round trip in time, reconnection included, and maps its error.
@@ -323,12 +317,12 @@ impl UserStore for RedisStore {
         ))
     }
 
-    async fn find_user_state(&self, id: UserId) -> Result<Option<FoundUser>, StoreError> {
-        self.found_user(id).await
+    async fn find_user(&self, id: UserId) -> Result<Option<Account>, StoreError> {
+        self.account(id).await
     }
 
-    async fn find_user_by_email(&self, email: &UserEmail) -> Result<Option<FoundUser>, StoreError> {
-        self.user_by_email(email).await
+    async fn find_user_by_email(&self, email: &UserEmail) -> Result<Option<Account>, StoreError> {
+        self.account_by_email(email).await
     }
 
     #[tracing::instrument(skip_all, fields(user_id = %id))]
@@ -336,19 +330,24 @@ impl UserStore for RedisStore {
         self.sign_out(id, valid_after).await
     }
 
+    async fn mark_email_verified(&self, id: UserId) -> Result<bool, StoreError> {
+        self.mark_verified(id).await
+    }
+
     async fn onboarding_status(&self, id: UserId) -> Result<OnboardingStatus, StoreError> {
-        let marker = self.get(&self.marker_key(id)).await?;
+        let marker = self.get(&self.marker_key(Mail::Welcome(id))).await?;
         Ok(marker::onboarding_of(marker.as_deref()).status())
     }
 
     async fn find_user_and_claim_onboarding(
         &self,
-        id: UserId,
+        mail: Mail,
         token: &str,
         lease: Duration,
     ) -> Result<Option<(User, Claim)>, StoreError> {
+        let id = mail.user();
         let user_key = self.user_key(id);
-        let attempt = ClaimAttempt::new(self, id, token, lease);
+        let attempt = ClaimAttempt::new(self, mail, token, lease);
         // Same hash tag, same slot: one round trip, still one key per command. The claim is
         // attempted before we know the user exists; for a missing user it is given back below.
         let mut pipe = redis::pipe();
@@ -372,21 +371,21 @@ impl UserStore for RedisStore {
         let claim = match claim {
             Some(claim) => claim,
             // The other claim expired between our SET and GET: try once more on its own.
-            None => self.claim_onboarding(id, token, lease).await?,
+            None => self.claim_onboarding(mail, token, lease).await?,
         };
         Ok(Some((user, claim)))
     }
 
     // The onboarding markers' spans are debug: they open for every queue message (measurably, in
     // a profile of sendOnboarding), and sendOnboarding's own log lines already name the user.
-    #[tracing::instrument(level = "debug", skip_all, fields(user_id = %id))]
+    #[tracing::instrument(level = "debug", skip_all, fields(user_id = %mail.user()))]
     async fn claim_onboarding(
         &self,
-        id: UserId,
+        mail: Mail,
         token: &str,
         lease: Duration,
     ) -> Result<Claim, StoreError> {
-        let attempt = ClaimAttempt::new(self, id, token, lease);
+        let attempt = ClaimAttempt::new(self, mail, token, lease);
         for _ in 0..2 {
             let mut pipe = redis::pipe();
             attempt.add_to(&mut pipe);
@@ -399,15 +398,15 @@ impl UserStore for RedisStore {
         Ok(Claim::InProgress)
     }
 
-    #[tracing::instrument(level = "debug", skip_all, fields(user_id = %id))]
+    #[tracing::instrument(level = "debug", skip_all, fields(user_id = %mail.user()))]
     async fn renew_onboarding(
         &self,
-        id: UserId,
+        mail: Mail,
         token: &str,
         lease: Duration,
     ) -> Result<Claim, StoreError> {
         let mut connection = self.link().await?;
-        let mut invocation = self.renew_claim.key(self.marker_key(id));
+        let mut invocation = self.renew_claim.key(self.marker_key(mail));
         invocation
             .arg(marker::sending(token))
             .arg(lease.as_millis().max(1) as u64);
@@ -423,18 +422,19 @@ impl UserStore for RedisStore {
         })
     }
 
-    #[tracing::instrument(level = "debug", skip_all, fields(user_id = %id))]
-    async fn confirm_onboarding(&self, id: UserId) -> Result<(), StoreError> {
-        let key = self.marker_key(id);
-        let value = marker::sent(OffsetDateTime::now_utc());
-        self.query(redis::cmd("SET").arg(&key).arg(&value)).await
+    #[tracing::instrument(level = "debug", skip_all, fields(user_id = %mail.user()))]
+    async fn confirm_onboarding(&self, mail: Mail) -> Result<(), StoreError> {
+        self.settle(mail, marker::sent(OffsetDateTime::now_utc()))
+            .await
     }
 
-    #[tracing::instrument(level = "debug", skip_all, fields(user_id = %id))]
-    async fn mark_undeliverable(&self, id: UserId, refusal: &Refusal) -> Result<(), StoreError> {
-        let key = self.marker_key(id);
-        let value = marker::undeliverable(refusal, OffsetDateTime::now_utc());
-        self.query(redis::cmd("SET").arg(&key).arg(&value)).await
+    #[tracing::instrument(level = "debug", skip_all, fields(user_id = %mail.user()))]
+    async fn mark_undeliverable(&self, mail: Mail, refusal: &Refusal) -> Result<(), StoreError> {
+        self.settle(
+            mail,
+            marker::undeliverable(refusal, OffsetDateTime::now_utc()),
+        )
+        .await
     }
 
     async fn reserve_send_slot(
@@ -454,18 +454,16 @@ impl UserStore for RedisStore {
         self.refund_event(key, rule).await
     }
 
-    #[tracing::instrument(level = "debug", skip_all, fields(user_id = %id))]
-    async fn release_onboarding(&self, id: UserId, token: &str) -> Result<(), StoreError> {
-        self.delete_if(&self.marker_key(id), &marker::sending(token))
+    #[tracing::instrument(level = "debug", skip_all, fields(user_id = %mail.user()))]
+    async fn release_onboarding(&self, mail: Mail, token: &str) -> Result<(), StoreError> {
+        self.delete_if(&self.marker_key(mail), &marker::sending(token))
             .await
     }
 
     async fn delete_user(&self, id: UserId, email: &UserEmail) -> Result<(), StoreError> {
-        for key in [
-            self.user_key(id),
-            self.marker_key(id),
-            self.tokens_valid_after_key(id),
-        ] {
+        let welcome = self.marker_key(Mail::Welcome(id));
+        let (valid_after, verified) = (self.tokens_valid_after_key(id), self.verified_key(id));
+        for key in [self.user_key(id), welcome, verified, valid_after] {
             self.query::<()>(redis::cmd("DEL").arg(&key)).await?;
         }
         self.delete_if(&self.email_key(email), &id.to_string())
