@@ -231,6 +231,48 @@ async fn an_invalid_email_is_shown_beside_its_field_with_the_name_kept() {
     .await;
 }
 
+/// Signed up, a person signs out everywhere with the welcome page's button (landing on the
+/// sign-in form, the session gone: `/` sends them to sign-up), mistypes the password (one
+/// sentence, the email kept), then signs in and is welcomed back.
+#[tokio::test]
+async fn signing_out_and_signing_in_again() {
+    within(async {
+        let browser = Browser::open().await;
+        let host = DevHost::start().await;
+        let email = unique_email();
+        sign_up(&browser, &host, "Ada Lovelace", &email, PASSWORD).await;
+
+        browser.click("button#sign-out").await;
+        browser.wait_for("form[action='/signIn']").await;
+        assert_eq!(browser.url().await.path(), "/signIn");
+        browser.goto(&host.url("/")).await;
+        browser.wait_for("form[action='/createUser']").await;
+        assert_eq!(browser.url().await.path(), "/createUser");
+
+        browser.click("a#sign-in").await;
+        browser.wait_for("input#password").await;
+        browser.type_into("input#email", &email).await;
+        browser.type_into("input#password", "not-my-password").await;
+        browser.click("form button[type=submit]").await;
+        browser.wait_for("#form-error").await;
+        assert!(browser.text("#form-error").await.contains("wrong"));
+        assert_eq!(browser.value("input#email").await, email);
+        assert_eq!(browser.value("input#password").await, "");
+        assert_styled(&browser).await;
+        assert_fits_width(&browser, "the sign-in page").await;
+        browser.screenshot("sign-in-refused").await;
+
+        browser.type_into("input#password", PASSWORD).await;
+        browser.click("form button[type=submit]").await;
+        browser.wait_for("dd#name").await;
+        assert_eq!(browser.url().await.path(), "/");
+        assert_eq!(browser.text("dd#email").await, email);
+        browser.screenshot("signed-in-again").await;
+        browser.close().await;
+    })
+    .await;
+}
+
 /// Signing up again with a registered email and another password shows the conflict message
 /// beside the email field.
 #[tokio::test]

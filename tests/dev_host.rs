@@ -781,3 +781,33 @@ async fn an_oversized_client_body_gets_the_413_problem_through_the_dev_host() {
         assert_eq!(problem["status"], 413, "{problem}");
     }
 }
+
+/// `handler dev` sets `Client-IP` from the real peer as App Service's front end does,
+/// overwriting the client's: neither a forged `Client-IP` nor a forged `X-Forwarded-For` gets a
+/// client past the per-address sign-up limit.
+#[tokio::test]
+async fn forged_client_ip_and_forwarded_for_headers_do_not_dodge_the_address_limit() {
+    let dev = start_dev(
+        app_root(),
+        &[("LIMIT_SIGN_UPS_PER_ADDRESS", "2/15m".to_owned())],
+        &[],
+    );
+    let sign_up = |forged: u8| {
+        let body = json!({"name": "Ada", "email": unique_email("ip"), "password": "long enough"});
+        client()
+            .post(dev.url("/createUser"))
+            .header("Content-Type", "application/json")
+            .header("Accept", "application/json")
+            .header("X-Forwarded-For", format!("6.6.6.{forged}"))
+            .header("Client-IP", format!("7.7.7.{forged}:1"))
+            .body(body.to_string())
+            .send()
+    };
+    for forged in 1..=2 {
+        let response = sign_up(forged).await.expect("POST /createUser");
+        assert_eq!(response.status(), 201);
+    }
+    let response = sign_up(3).await.expect("POST /createUser");
+    assert_eq!(response.status(), 429);
+    assert!(response.headers().contains_key("retry-after"));
+}

@@ -100,6 +100,13 @@ fn settings(redis: &RedisServer, smtp: &SmtpSink) -> Vec<(&'static str, String)>
         ("MAIL_FROM", MAIL_FROM.to_owned()),
         ("SMTP_TIMEOUT_SECONDS", "2".to_owned()),
     ]
+    .into_iter()
+    .chain(
+        test_support::LIMITS_LIFTED
+            .iter()
+            .map(|(name, value)| (*name, (*value).to_owned())),
+    )
+    .collect()
 }
 
 /// Redis, SMTP and `handler dev` wired together; the dev host stops first.

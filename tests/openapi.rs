@@ -31,7 +31,11 @@ fn public_path(route: &str) -> String {
 }
 
 fn app() -> Arc<App> {
-    let settings = Settings::from_lookup(Mode::Dev, |_| None).expect("dev settings need nothing");
+    app_with(|_| None)
+}
+
+fn app_with(setting: impl Fn(&str) -> Option<String>) -> Arc<App> {
+    let settings = Settings::from_lookup(Mode::Dev, setting).expect("dev settings");
     Arc::new(App::new(
         &settings,
         Arc::new(MemoryStore::new()),
@@ -213,4 +217,84 @@ async fn real_answers_match_the_description() {
         members(health["body"].as_str().expect("a body")),
         required(&spec, "Health")
     );
+}
+
+/// The statuses `signIn` and `signOut` really answer are the documented ones, and a sign-in's
+/// token has the members `SignedIn` requires.
+#[tokio::test]
+async fn sign_in_and_sign_out_answers_are_documented() {
+    let spec = spec();
+    let app = app_with(|name| (name == "LIMIT_FAILED_SIGN_INS_PER_ACCOUNT").then(|| "3/1h".into()));
+    let json_type = json!({"Content-Type": ["application/json"]});
+    let example =
+        spec["paths"]["/signIn"]["post"]["requestBody"]["content"]["application/json"]["example"]
+            .to_string();
+    let sign_up = r#"{"name":"Ada","email":"ada@example.com","password":"correct horse battery"}"#;
+    let created = call(&app, "createUser", "POST", json_type.clone(), Some(sign_up)).await;
+    assert_eq!(created["statusCode"], 201);
+
+    let signed_in = call(&app, "signIn", "POST", json_type.clone(), Some(&example)).await;
+    assert_eq!(signed_in["statusCode"], 200);
+    let body = signed_in["body"].as_str().expect("a body");
+    assert_eq!(members(body), required(&spec, "SignedIn"));
+    let token = serde_json::from_str::<Value>(body).expect("JSON")["token"]
+        .as_str()
+        .expect("a token")
+        .to_owned();
+
+    let wrong = example.replace("correct horse battery", "another password");
+    let form =
+        json!({"Content-Type": ["application/x-www-form-urlencoded"], "Accept": ["text/html"]});
+    let cases: Vec<(Value, Option<String>)> = vec![
+        (
+            form,
+            Some("email=ada%40example.com&password=correct+horse+battery".to_owned()),
+        ),
+        (json_type.clone(), Some("{".to_owned())),
+        (
+            json_type.clone(),
+            Some(r#"{"email":"x","password":"short"}"#.to_owned()),
+        ),
+        (json_type.clone(), Some("x".repeat(17 * 1024))),
+        (
+            json!({"Content-Type": ["text/plain"]}),
+            Some(example.clone()),
+        ),
+        (json_type.clone(), Some(wrong.clone())),
+        (json_type.clone(), Some(wrong.clone())),
+        (json_type.clone(), Some(wrong.clone())),
+        (json_type.clone(), Some(wrong)),
+    ];
+    let documented = documented_statuses(&spec, "/signIn", "post");
+    let mut seen = BTreeSet::new();
+    for (headers, body) in cases {
+        let res = call(&app, "signIn", "POST", headers, body.as_deref()).await;
+        let status = res["statusCode"].as_u64().expect("a status") as u16;
+        assert!(
+            documented.contains(&status),
+            "POST /signIn answered an undocumented {status}"
+        );
+        seen.insert(status);
+    }
+    assert_eq!(seen, BTreeSet::from([303, 400, 401, 413, 415, 422, 429]));
+
+    let documented = documented_statuses(&spec, "/signOut", "post");
+    let cookie = json!({"Cookie": [format!("session={token}")], "Content-Type": ["application/x-www-form-urlencoded"]});
+    let cases = [
+        (json!({}), None),
+        (cookie.clone(), Some("csrf=forged")),
+        (json!({"Authorization": [format!("Bearer {token}")]}), None),
+        (json!({"Authorization": [format!("Bearer {token}")]}), None),
+    ];
+    let mut seen = BTreeSet::new();
+    for (headers, body) in cases {
+        let res = call(&app, "signOut", "POST", headers, body).await;
+        let status = res["statusCode"].as_u64().expect("a status") as u16;
+        assert!(
+            documented.contains(&status),
+            "POST /signOut answered an undocumented {status}"
+        );
+        seen.insert(status);
+    }
+    assert_eq!(seen, BTreeSet::from([204, 401, 403]));
 }

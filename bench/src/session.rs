@@ -94,6 +94,7 @@ impl Session {
             .env("SMTP_URL", format!("smtp://127.0.0.1:{smtp_port}"))
             .env("MAIL_FROM", "Onboarding <onboarding@bench.example>")
             .env("PUBLIC_URL", "https://bench.example.net/")
+            .envs(test_support::LIMITS_LIFTED)
             .envs(self.options.handler_env.iter().map(|e| (&e.name, &e.value)));
     }
 

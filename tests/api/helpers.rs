@@ -24,6 +24,25 @@ pub const TEST_PASSWORD: &str = "Tr0ub4dor&3-horse-battery";
 pub const KIB: usize = 1024;
 pub const MIB: usize = 1024 * KIB;
 
+/// The anti-forgery token in the hidden `csrf` field of the page's form posting to `action`
+/// (the welcome page has two forms, each with a token for its own purpose).
+pub fn form_token(page: &str, action: &str) -> String {
+    let form = page
+        .find(&format!("action=\"{action}\""))
+        .unwrap_or_else(|| panic!("no form posting to {action} in:\n{page}"));
+    let marker = r#"name="csrf" value=""#;
+    let start = page[form..]
+        .find(marker)
+        .unwrap_or_else(|| panic!("no csrf field in the form posting to {action}"))
+        + form
+        + marker.len();
+    page[start..]
+        .split('"')
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
 /// A fresh, unique email address (the test apps share nothing, but unique data reads better).
 pub fn unique_email() -> String {
     format!("user-{}@example.com", uuid::Uuid::new_v4().simple())

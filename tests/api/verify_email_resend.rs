@@ -5,7 +5,7 @@
 
 use serde_json::Value;
 
-use crate::helpers::{InvocationAnswer, Stack, new_user_body};
+use crate::helpers::{InvocationAnswer, Stack, TEST_PASSWORD, form_token, new_user_body};
 use crate::verify_email::{link_token_in_mail, spawn_linked_app};
 
 const BROWSER: &str = "text/html,application/xhtml+xml,*/*;q=0.8";
@@ -40,15 +40,6 @@ async fn welcome_page(stack: &Stack, session: &str) -> String {
         .root(&[("Cookie", &cookie), ("Accept", BROWSER)])
         .await;
     answer.res().assert_status(200).body.clone()
-}
-
-/// The value of the welcome page's hidden `csrf` field.
-fn form_token(page: &str) -> String {
-    let start = page
-        .find(r#"name="csrf" value=""#)
-        .unwrap_or_else(|| panic!("no csrf field in:\n{page}"))
-        + r#"name="csrf" value=""#.len();
-    page[start..].split('"').next().unwrap().to_owned()
 }
 
 /// A bearer client asks twice: two messages with their own request ids; each sends one email,
@@ -107,8 +98,8 @@ async fn each_request_queues_one_message_that_sends_one_email_however_often_deli
 }
 
 /// The welcome page of an unverified person has a badge and the form; the form, posted with
-/// the session cookie and its own token, queues a link; without it, or with another session's,
-/// it is refused with 403 and queues nothing.
+/// the session cookie and its own token, queues a link; without it, with another session's, or
+/// with the sign-out form's token, it is refused with 403 and queues nothing.
 #[tokio::test]
 async fn a_cookie_needs_the_welcome_pages_form_token() {
     let stack = spawn_linked_app().await;
@@ -116,13 +107,15 @@ async fn a_cookie_needs_the_welcome_pages_form_token() {
     let stranger = stack.app.sign_up(&new_user_body()).await;
     let page = welcome_page(&stack, &user.token).await;
     assert!(page.contains(r#"id="email-verified" class="status unverified""#));
-    let token = form_token(&page);
-    let strangers_token = form_token(&welcome_page(&stack, &stranger.token).await);
+    let token = form_token(&page, "verifyEmail");
+    let sign_out_token = form_token(&page, "/signOut");
+    let strangers_token = form_token(&welcome_page(&stack, &stranger.token).await, "verifyEmail");
 
     for form in [
         String::new(),
         "csrf=".to_owned(),
         format!("csrf={strangers_token}"),
+        format!("csrf={sign_out_token}"),
     ] {
         let refused = resend_from_form(&stack, &user.token, &form).await;
         refused.res().assert_status(403);
@@ -144,6 +137,49 @@ async fn without_a_valid_session_the_answer_is_401() {
     assert!(!none.has_output("verificationMessage"));
     let forged = resend_with_bearer(&stack, "a.b.c").await;
     forged.res().assert_problem(401);
+}
+
+/// A sign-out everywhere holds here too: a token issued before it cannot ask for a new link,
+/// neither as a bearer token nor as the cookie with the welcome page's form token (taken before
+/// the sign-out), and nothing is queued; a fresh sign-in can.
+#[tokio::test]
+async fn a_token_issued_before_a_sign_out_cannot_ask_for_a_new_link() {
+    let stack = spawn_linked_app().await;
+    let user = stack.app.sign_up(&new_user_body()).await;
+    let page = welcome_page(&stack, &user.token).await;
+    let token = form_token(&page, "verifyEmail");
+    let authorization = format!("Bearer {}", user.token);
+    stack
+        .app
+        .http(
+            "signOut",
+            "POST",
+            &[("Authorization", &authorization)],
+            None,
+        )
+        .await
+        .res()
+        .assert_status(204);
+
+    let bearer = resend_with_bearer(&stack, &user.token).await;
+    bearer.res().assert_problem(401);
+    assert!(!bearer.has_output("verificationMessage"));
+    let form = resend_from_form(&stack, &user.token, &format!("csrf={token}")).await;
+    form.res().assert_status(401);
+    assert!(!form.has_output("verificationMessage"));
+
+    let signed_in = stack
+        .app
+        .sign_in(&user.email, TEST_PASSWORD, "198.51.100.31:40000")
+        .await;
+    let fresh = signed_in.res().assert_status(200).json()["token"]
+        .as_str()
+        .expect("a token")
+        .to_owned();
+    resend_with_bearer(&stack, &fresh)
+        .await
+        .res()
+        .assert_status(202);
 }
 
 /// The profile's `emailVerified` starts false, and the badge on the page says so.
@@ -169,7 +205,7 @@ async fn a_fourth_request_within_the_hour_is_a_429_with_retry_after() {
     }
     let limited = resend_with_bearer(&stack, &user.token).await;
     let problem = limited.res().assert_problem(429);
-    assert_eq!(problem["type"], "urn:onboarding:problem:rate-limited");
+    assert_eq!(problem["type"], "urn:onboarding:problem:too-many-requests");
     let retry_after: u64 = limited
         .res()
         .header("Retry-After")
@@ -180,6 +216,7 @@ async fn a_fourth_request_within_the_hour_is_a_429_with_retry_after() {
         (1..=3600).contains(&retry_after),
         "Retry-After {retry_after}"
     );
+    assert_eq!(problem["retryAfter"], retry_after);
     assert!(!limited.has_output("verificationMessage"));
     resend_with_bearer(&stack, &other.token)
         .await

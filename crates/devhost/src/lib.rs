@@ -42,6 +42,7 @@ mod banner;
 mod client;
 mod consumer;
 mod error;
+mod front_end;
 mod function_json;
 mod functions_dir;
 mod host_json;

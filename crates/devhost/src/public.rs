@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use warp::Filter;
 use warp::http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
 
+use super::front_end;
 use super::function_json::{FunctionDef, Trigger};
 use super::http_output::empty;
 use super::invoke::Invoker;
@@ -71,17 +72,23 @@ pub(crate) fn filter(
         .and(warp::path::full())
         .and(query)
         .and(warp::header::headers_cloned())
+        .and(warp::addr::remote())
         .and(warp::body::stream())
         .then(
             move |method: Method,
                   path: warp::path::FullPath,
                   query: String,
                   headers: HeaderMap,
+                  peer: Option<SocketAddr>,
                   body| {
                 let state = state.clone();
                 async move {
                     let body = read_body(body, MAX_REQUEST_BODY).await;
-                    handle(&state, method, path.as_str(), &query, &headers, body).await
+                    let client = Client {
+                        headers: &headers,
+                        peer,
+                    };
+                    handle(&state, method, path.as_str(), &query, client, body).await
                 }
             },
         )
@@ -128,14 +135,21 @@ fn json_response(status: StatusCode, value: &Value) -> Response<Bytes> {
     response
 }
 
+/// Who sent a request and the headers they sent.
+struct Client<'a> {
+    headers: &'a HeaderMap,
+    peer: Option<SocketAddr>,
+}
+
 async fn handle(
     state: &PublicState,
     method: Method,
     path: &str,
     query: &str,
-    headers: &HeaderMap,
+    client: Client<'_>,
     body: Result<Bytes, BodyError>,
 ) -> Response<Bytes> {
+    let headers = client.headers;
     if path.starts_with(DEV_PATH) {
         return dev_endpoint(state, &method, path, headers, body);
     }
@@ -175,15 +189,18 @@ async fn handle(
         method: method.as_str().to_owned(),
         url: original_url(headers, state.local_addr, path, query),
         raw_query: query.to_owned(),
-        headers: headers
-            .iter()
-            .map(|(name, value)| {
-                (
-                    name.as_str().to_owned(),
-                    String::from_utf8_lossy(value.as_bytes()).into_owned(),
-                )
-            })
-            .collect(),
+        headers: front_end::add_front_end_headers(
+            headers
+                .iter()
+                .map(|(name, value)| {
+                    (
+                        name.as_str().to_owned(),
+                        String::from_utf8_lossy(value.as_bytes()).into_owned(),
+                    )
+                })
+                .collect(),
+            client.peer,
+        ),
         body: body.to_vec(),
     };
     let envelope = payload::http_envelope(binding, &request, &values, &Sys::now(&function.name));

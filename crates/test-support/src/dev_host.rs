@@ -33,6 +33,11 @@ const SETTINGS: &[&str] = &[
     "PUBLIC_URL",
     "FUNCTIONS_CUSTOMHANDLER_PORT",
     "ONBOARDING_QUEUE",
+    "LIMIT_SIGN_UPS_PER_ADDRESS",
+    "LIMIT_SIGN_UPS_PER_MAILBOX",
+    "LIMIT_FAILED_SIGN_INS_PER_ADDRESS",
+    "LIMIT_FAILED_SIGN_INS_PER_ACCOUNT",
+    "LIMIT_VERIFY_RESENDS_PER_USER",
 ];
 
 /// The repository's root, where host.json and the function folders are.
@@ -127,7 +132,9 @@ impl DevHostBuilder {
                 command.env_remove(name);
             }
         }
+        // Limits lifted unless the test sets its own (a test's settings come last and win).
         command
+            .envs(crate::LIMITS_LIFTED)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(std::process::Stdio::null());
         command

@@ -174,9 +174,13 @@ pub struct TestApp {
 impl TestApp {
     /// Settings for a handler wired to this Redis and SMTP server, with a fresh key prefix.
     pub fn builder(redis_url: &str, smtp_url: &str) -> TestAppBuilder {
-        let builder = TestAppBuilder {
-            env: BTreeMap::new(),
-        };
+        // Limits lifted: many tests sign many users up from one (unknown) address; the limit
+        // tests set their own.
+        let env = test_support::LIMITS_LIFTED
+            .iter()
+            .map(|(name, value)| ((*name).to_owned(), Some((*value).to_owned())))
+            .collect();
+        let builder = TestAppBuilder { env };
         builder
             .env(
                 "FUNCTIONS_CUSTOMHANDLER_PORT",
@@ -354,6 +358,29 @@ impl TestApp {
         let headers = [("Accept", "text/html")];
         self.invoke("createUser", &http_invocation("GET", &url, &headers, None))
             .await
+    }
+
+    /// Any HTTP function: a client's `method` request to `/<function>` with these headers and body.
+    pub async fn http(
+        &self,
+        function: &str,
+        method: &str,
+        headers: &[(&str, &str)],
+        body: Option<&str>,
+    ) -> InvocationAnswer {
+        let url = format!("{PUBLIC_ORIGIN}/{function}");
+        self.invoke(function, &http_invocation(method, &url, headers, body))
+            .await
+    }
+
+    /// `signIn` with a JSON body `{email, password}`, from client address `client_ip`.
+    pub async fn sign_in(&self, email: &str, password: &str, client_ip: &str) -> InvocationAnswer {
+        let body = serde_json::json!({"email": email, "password": password}).to_string();
+        let headers = [
+            ("Content-Type", "application/json"),
+            ("Client-IP", client_ip),
+        ];
+        self.http("signIn", "POST", &headers, Some(&body)).await
     }
 
     /// `verifyEmail`: a client's request with this query string (`token=…` or empty), headers

@@ -68,9 +68,13 @@ mod tests {
     use std::time::Duration;
 
     fn tokens(secret: &str) -> FormTokens {
+        rotated(secret, None)
+    }
+
+    fn rotated(secret: &str, previous: Option<&str>) -> FormTokens {
         FormTokens::new(&JwtSettings {
             secret: SecretString::from(secret),
-            previous_secret: None,
+            previous_secret: previous.map(SecretString::from),
             ttl: Duration::from_secs(60),
             generated: false,
         })
@@ -93,5 +97,14 @@ mod tests {
         assert!(!tokens(KEY).check("resend", "s", &other));
         assert!(!tokens(KEY).check("resend", "s", "not base64!"));
         assert!(!tokens(KEY).check("resend", "s", ""));
+    }
+
+    #[test]
+    fn the_previous_key_still_checks_during_a_rotation() {
+        let old = tokens("bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb").issue("sign-out", "s");
+        assert!(
+            rotated(KEY, Some("bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"))
+                .check("sign-out", "s", &old)
+        );
     }
 }

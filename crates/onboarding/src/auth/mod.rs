@@ -8,5 +8,5 @@ mod token;
 
 pub use email_token::{EmailClaim, EmailTokens, VERIFY_EMAIL_AUDIENCE, VERIFY_EMAIL_TTL};
 pub use form_token::FormTokens;
-pub use password::{HashError, PasswordHasher};
-pub use token::{InvalidToken, IssuedToken, TokenError, TokenKeys};
+pub use password::{DUMMY_HASH, HashError, PasswordHasher};
+pub use token::{InvalidToken, IssuedToken, Session, TokenError, TokenKeys};

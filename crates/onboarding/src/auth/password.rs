@@ -12,6 +12,7 @@
 //! grew far past what was in use. Threads start with the first hash, so readiness and idle
 //! memory are untouched, and stop when the last handle to the hasher is dropped.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
@@ -37,6 +38,12 @@ pub enum HashError {
     Lost,
 }
 
+/// A hash of a random password nobody knows (made once, with the parameters above), checked
+/// when a sign-in names no account: the answer then takes one hash, as for a wrong password,
+/// so its timing does not tell whether the address is registered. A test keeps its parameters
+/// equal to those of a stored hash.
+pub const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$CXLQWTcNjFat7HAdry4ETA$YxiTuUsRsXaHQ2ggIeo1nw9McWGTUlps801DZ84KhBY";
+
 /// Length of the stored hash, in bytes.
 const OUTPUT_LEN: usize = 32;
 
@@ -53,6 +60,9 @@ pub struct PasswordHasher {
     parallelism: usize,
     /// The job queue, once the threads run; dropping the last sender stops them.
     queue: Arc<Mutex<Option<mpsc::Sender<Job>>>>,
+    /// Hashes computed so far (made or checked): what proves that a request refused by a limit
+    /// cost none.
+    computed: Arc<AtomicU64>,
 }
 
 impl PasswordHasher {
@@ -62,7 +72,13 @@ impl PasswordHasher {
         Self {
             parallelism: parallelism.max(1),
             queue: Arc::new(Mutex::new(None)),
+            computed: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// How many hashes this hasher (and its clones) computed, made or checked.
+    pub fn hashes_computed(&self) -> u64 {
+        self.computed.load(Ordering::Relaxed)
     }
 
     /// One hashing thread per core. Their lower priority, not a core held back, is what keeps the
@@ -150,6 +166,7 @@ impl PasswordHasher {
     ) -> Result<T, HashError> {
         let (answer, answered) = oneshot::channel();
         let span = tracing::debug_span!("argon2id");
+        let computed = self.computed.clone();
         let job: Job = Box::new(move |memory| {
             // A caller that went away while its job queued (a client that hung up, a shutdown)
             // wants no answer: skip the tens of milliseconds of CPU.
@@ -157,6 +174,7 @@ impl PasswordHasher {
                 return;
             }
             let _entered = span.enter();
+            computed.fetch_add(1, Ordering::Relaxed);
             let _ = answer.send(work(memory));
         });
         self.submit(job)?;
@@ -306,6 +324,21 @@ mod tests {
             .await;
         assert!(matches!(failed, Err(HashError::Lost)));
         assert_eq!(hasher.run(|_memory| Ok(7)).await.unwrap(), 7);
+    }
+
+    #[tokio::test]
+    async fn the_dummy_hash_costs_what_a_stored_one_costs_and_matches_nothing() {
+        let dummy = PasswordHash::new(DUMMY_HASH).unwrap();
+        let params = Params::try_from(&dummy).unwrap();
+        assert_eq!(
+            (params.m_cost(), params.t_cost(), params.p_cost()),
+            (MEMORY_KIB, ITERATIONS, LANES)
+        );
+        assert_eq!(dummy.hash.unwrap().len(), OUTPUT_LEN);
+        let hasher = PasswordHasher::new(1);
+        let guess = Password::parse("correct horse battery").unwrap();
+        assert!(!hasher.verify(&guess, DUMMY_HASH).await.unwrap());
+        assert_eq!(hasher.hashes_computed(), 1);
     }
 
     #[tokio::test]

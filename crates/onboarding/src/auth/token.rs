@@ -109,7 +109,26 @@ pub struct TokenKeys {
 #[derive(Debug, Clone, Copy)]
 struct Verified {
     user: UserId,
+    issued_at: i64,
     expires_at: i64,
+}
+
+/// Who a verified token names, and when it was issued: a sign-out everywhere refuses the
+/// tokens issued before it (see [`UserStore::sign_out_everywhere`](crate::store::UserStore)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Session {
+    pub user: UserId,
+    /// `iat`, in seconds since the epoch.
+    pub issued_at: i64,
+}
+
+impl Verified {
+    fn session(&self) -> Session {
+        Session {
+            user: self.user,
+            issued_at: self.issued_at,
+        }
+    }
 }
 
 /// Tokens that passed every check, by their exact text. Only a token that verified gets in, so
@@ -172,10 +191,22 @@ impl TokenKeys {
 
     /// Signs a token for a user.
     pub fn issue(&self, user: UserId) -> Result<IssuedToken, TokenError> {
+        self.issue_not_before(user, None)
+    }
+
+    /// Signs a token for a user whose tokens issued before `valid_after` (seconds) are refused:
+    /// the token is dated no earlier, so a sign-in in the same second as a sign-out holds. Its
+    /// `iat` is then at most a second ahead, well within the leeway.
+    pub fn issue_not_before(
+        &self,
+        user: UserId,
+        valid_after: Option<i64>,
+    ) -> Result<IssuedToken, TokenError> {
         let now = OffsetDateTime::now_utc().unix_timestamp();
+        let issued_at = valid_after.map_or(now, |after| after.clamp(now, now + 1));
         let claims = Claims {
             sub: user.to_string(),
-            iat: now,
+            iat: issued_at,
             exp: now + self.ttl.as_secs() as i64,
             iss: ISSUER.to_owned(),
             aud: AUDIENCE.to_owned(),
@@ -188,8 +219,17 @@ impl TokenKeys {
         })
     }
 
-    /// Checks a token with each verifying key in turn and returns its user.
+    /// Checks a token with each verifying key in turn and returns its user. Tests only: the
+    /// product checks sessions with [`verify_session`](Self::verify_session), whose `iat` a
+    /// sign-out everywhere is held against.
+    #[cfg(test)]
     pub fn verify(&self, token: &str) -> Result<UserId, TokenError> {
+        self.verify_session(token).map(|session| session.user)
+    }
+
+    /// Checks a token as [`verify`](Self::verify) does, and says when it was issued, for the
+    /// caller to hold against the user's sign-out time.
+    pub fn verify_session(&self, token: &str) -> Result<Session, TokenError> {
         if token.len() > MAX_TOKEN_LEN {
             return Err(TokenError::TooLong);
         }
@@ -200,11 +240,11 @@ impl TokenKeys {
                 self.verified.forget(token);
                 return Err(TokenError::Expired);
             }
-            return Ok(known.user);
+            return Ok(known.session());
         }
         let verified = self.verify_fully(token, now)?;
         self.verified.remember(token, verified);
-        Ok(verified.user)
+        Ok(verified.session())
     }
 
     fn verify_fully(&self, token: &str, now: i64) -> Result<Verified, TokenError> {
@@ -223,6 +263,7 @@ impl TokenKeys {
                         .map_err(|_| TokenError::Invalid(InvalidToken::Subject))?;
                     return Ok(Verified {
                         user,
+                        issued_at: data.claims.iat,
                         expires_at: data.claims.exp,
                     });
                 }
@@ -494,6 +535,7 @@ mod tests {
         let now = OffsetDateTime::now_utc().unix_timestamp();
         let lapsed = Verified {
             user,
+            issued_at: 0,
             expires_at: now - LEEWAY_SECONDS as i64 - 1,
         };
         keys.verified.remember(&token, lapsed);
@@ -506,6 +548,7 @@ mod tests {
         let keys = TokenKeys::new(&settings(KEY_A, None));
         let entry = Verified {
             user: UserId::new(),
+            issued_at: 0,
             expires_at: i64::MAX,
         };
         for i in 0..REMEMBERED_TOKENS + 10 {

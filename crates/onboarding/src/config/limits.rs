@@ -1,5 +1,5 @@
-//! The limits against abuse (sign-ups, failed sign-ins, new confirmation links), each one setting of the form
-//! `<count>/<period>`, e.g. `10/15m`: at most `count` events per `period`, counted across every
+//! The limits against abuse (sign-ups, failed sign-ins, new confirmation links), each one
+//! setting of the form `<count>/<period>`, e.g. `10/15m`: at most `count` events per `period`, counted across every
 //! instance through the store.
 
 use std::num::NonZeroU32;

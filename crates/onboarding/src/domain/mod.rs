@@ -17,7 +17,7 @@ pub use message::{MessageError, OnboardingMessage, ValidMessage};
 pub use onboarding::{Onboarding, OnboardingStatus, Refusal};
 pub use password::{MAX_PASSWORD_CHARS, MIN_PASSWORD_CHARS, Password, PasswordError};
 pub use rate_rule::RateRule;
-pub use sign_up::{FieldError, FieldProblem, RawField, SignUp, SignUpRejection};
+pub use sign_up::{FieldError, FieldProblem, RawField, SignIn, SignUp, SignUpRejection};
 pub use user::{User, UserId, rfc3339};
 pub use user_email::{EmailError, MAX_EMAIL_LEN, UserEmail};
 pub use user_name::{MAX_NAME_CHARS, NameError, UserName};

@@ -89,6 +89,31 @@ impl SignUp {
     }
 }
 
+/// A sign-in whose fields are well-formed (an address, a password within the length rules; a
+/// password outside them cannot match, so saying so reveals nothing about any account).
+#[derive(Debug)]
+pub struct SignIn {
+    pub email: UserEmail,
+    pub password: Password,
+}
+
+impl SignIn {
+    /// Applies the sign-up rules for email and password, reporting both together.
+    pub fn parse(email: RawField<'_>, password: RawField<'_>) -> Result<Self, SignUpRejection> {
+        let mut errors = Vec::new();
+        let email = check(&mut errors, "email", email, |s| {
+            UserEmail::parse(s).map_err(|e| e.to_string())
+        });
+        let password = check(&mut errors, "password", password, |s| {
+            Password::parse(s).map_err(|e| e.to_string())
+        });
+        match (email, password) {
+            (Some(email), Some(password)) if errors.is_empty() => Ok(Self { email, password }),
+            _ => Err(SignUpRejection { errors }),
+        }
+    }
+}
+
 fn check<T>(
     errors: &mut Vec<FieldError>,
     field: &'static str,

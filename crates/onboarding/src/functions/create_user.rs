@@ -4,38 +4,33 @@
 use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
 
+use super::body::{BodyError, FORM, read_fields};
 use super::declaration::{HTTP_REQUEST, ONBOARDING_MESSAGE};
-use super::{InvocationError, Outputs, http, session};
+use super::limits::{self, LimitError};
+use super::{InvocationError, Outputs, client_ip, http, session};
 use crate::app::App;
 use crate::auth::HashError;
 use crate::domain::{
-    FieldError, FieldProblem, OnboardingMessage, OnboardingStatus, RawField, SignUp,
+    ClientAddress, FieldError, FieldProblem, OnboardingMessage, OnboardingStatus, RawField, SignUp,
     SignUpRejection, User, UserId,
 };
 use crate::pages::{self, SignUpForm};
 use crate::protocol::{HttpRequest, HttpResponse, Invocation};
-use crate::store::{Insert, StoreError};
-
-/// The media type of an HTML form post.
-const FORM: &str = "application/x-www-form-urlencoded";
+use crate::store::{Insert, LimitKey, StoreError};
 
 /// Why a sign-up did not succeed: client faults become 4xx, the rest 5xx.
 #[derive(Debug, thiserror::Error)]
 enum SignUpError {
-    #[error("the request body is too large")]
-    TooLarge,
-    #[error("unsupported media type {0:?}")]
-    UnsupportedMediaType(Option<String>),
-    #[error("the body is not valid JSON: {0}")]
-    MalformedJson(String),
-    #[error("a JSON body was sent as a form")]
-    JsonSentAsForm,
+    #[error(transparent)]
+    Body(#[from] BodyError),
     #[error("the sign-up has invalid fields")]
     Invalid(SignUpRejection),
     #[error("the email is registered with another password")]
     EmailTaken,
     #[error("another sign-up for this email is being saved")]
     SignUpInProgress,
+    #[error("too many sign-ups from this address or for this mailbox")]
+    Limited(std::time::Duration),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -44,26 +39,19 @@ enum SignUpError {
     Token(#[from] crate::auth::TokenError),
 }
 
+impl From<LimitError> for SignUpError {
+    fn from(error: LimitError) -> Self {
+        match error {
+            LimitError::Limited { retry_after } => Self::Limited(retry_after),
+            LimitError::Store(e) => Self::Store(e),
+        }
+    }
+}
+
 impl SignUpError {
     fn into_response(self) -> HttpResponse {
         match self {
-            Self::TooLarge => http::content_too_large(),
-            Self::UnsupportedMediaType(got) => unsupported_media_type(&format!(
-                "Send the sign-up as application/json or {FORM} (got {}).",
-                got.as_deref().unwrap_or("no Content-Type")
-            )),
-            // `curl -d '{…}'` sends exactly this: say the one thing to change.
-            Self::JsonSentAsForm => unsupported_media_type(&format!(
-                "The body is JSON but was sent as {FORM}: send it with the header \
-                 Content-Type: application/json."
-            )),
-            Self::MalformedJson(why) => http::problem(
-                400,
-                "urn:onboarding:problem:malformed-body",
-                "Malformed request body",
-                &format!("The body must be a JSON object with name, email and password: {why}."),
-                None,
-            ),
+            Self::Body(e) => e.into_response("the sign-up", "name, email and password"),
             Self::Invalid(rejection) => invalid_fields(&rejection),
             Self::EmailTaken => http::problem(
                 409,
@@ -80,6 +68,10 @@ impl SignUpError {
                 None,
             )
             .header("Retry-After", "2"),
+            Self::Limited(retry_after) => limits::too_many_requests(
+                retry_after,
+                "Too many sign-ups from your network or for this email address.",
+            ),
             Self::Store(e) => store_failure(&e),
             Self::Hash(e) => {
                 tracing::error!(error = %e, "password hashing failed");
@@ -118,6 +110,15 @@ impl SignUpError {
                         .to_owned(),
                 )];
                 409
+            }
+            Self::Limited(retry_after) => {
+                let seconds = crate::store::Allowance::retry_after_seconds(retry_after);
+                form.banner = Some(format!(
+                    "Too many accounts were created from your network or for this email \
+                     address just now. Please try again in {}.",
+                    limits::wait_in_words(seconds)
+                ));
+                return pages::sign_up_page(429, &form).header("Retry-After", seconds.to_string());
             }
             other => {
                 let status = other.into_response().status_code;
@@ -180,15 +181,16 @@ pub async fn run(app: &App, invocation: &Invocation) -> Result<Outputs, Invocati
             describe()
         }));
     }
+    let client = client_ip::client_address(&request);
     let (fields, result) = match read_fields(&request) {
         Ok(fields) => {
             let result = match parse_fields(&fields) {
-                Ok(sign_up) => register(app, sign_up).await,
+                Ok(sign_up) => register(app, sign_up, &client).await,
                 Err(e) => Err(e),
             };
             (fields, result)
         }
-        Err(e) => (Map::new(), Err(e)),
+        Err(e) => (Map::new(), Err(e.into())),
     };
     let result =
         result.and_then(|registered| answer(app, registered, &request, is_form && as_page));
@@ -211,7 +213,26 @@ pub async fn run(app: &App, invocation: &Invocation) -> Result<Outputs, Invocati
     }
 }
 
-async fn register(app: &App, sign_up: SignUp) -> Result<Registered, SignUpError> {
+async fn register(
+    app: &App,
+    sign_up: SignUp,
+    client: &ClientAddress,
+) -> Result<Registered, SignUpError> {
+    // Before the hash, so a request past a limit costs one store round trip per limit, no CPU.
+    limits::admit_each(
+        app,
+        &[
+            (
+                LimitKey::SignUpsPerAddress(client),
+                app.limits.sign_ups_per_address,
+            ),
+            (
+                LimitKey::SignUpsPerMailbox(&sign_up.email),
+                app.limits.sign_ups_per_mailbox,
+            ),
+        ],
+    )
+    .await?;
     let user = User {
         id: UserId::new(),
         name: sign_up.name,
@@ -251,40 +272,6 @@ async fn register(app: &App, sign_up: SignUp) -> Result<Registered, SignUpError>
         // claim is running out): neither a conflict nor a success yet.
         Insert::EmailTaken(None) => Err(SignUpError::SignUpInProgress),
     }
-}
-
-/// Reads the body into named fields: a JSON object as it is, a form as text fields (the first of
-/// repeated names wins).
-fn read_fields(request: &HttpRequest) -> Result<Map<String, Value>, SignUpError> {
-    let body = request.body.as_deref().unwrap_or("");
-    if body.len() > http::MAX_BODY_BYTES {
-        return Err(SignUpError::TooLarge);
-    }
-    match http::media_type(request) {
-        Some(media) if media == FORM => {
-            if looks_like_json_object(body) {
-                return Err(SignUpError::JsonSentAsForm);
-            }
-            let mut fields = Map::new();
-            for (name, value) in url::form_urlencoded::parse(body.as_bytes()) {
-                fields
-                    .entry(name.into_owned())
-                    .or_insert(Value::String(value.into_owned()));
-            }
-            Ok(fields)
-        }
-        Some(media) if http::is_json(&media) => match serde_json::from_str::<Value>(body) {
-            Ok(Value::Object(fields)) => Ok(fields),
-            Ok(_) => Err(SignUpError::MalformedJson("it is not an object".to_owned())),
-            Err(e) => Err(SignUpError::MalformedJson(e.to_string())),
-        },
-        other => Err(SignUpError::UnsupportedMediaType(other)),
-    }
-}
-
-/// A body that is plainly a JSON object, whatever its declared type.
-fn looks_like_json_object(body: &str) -> bool {
-    body.trim_start().starts_with('{') && serde_json::from_str::<Map<String, Value>>(body).is_ok()
 }
 
 fn parse_fields(fields: &Map<String, Value>) -> Result<SignUp, SignUpError> {
@@ -354,12 +341,6 @@ fn describe() -> HttpResponse {
         }),
     )
 }
-/// 415 with the media types a sign-up may use (`Accept-Post`, RFC 9110 § 15.5.16).
-fn unsupported_media_type(detail: &str) -> HttpResponse {
-    http::problem(415, "about:blank", "Unsupported Media Type", detail, None)
-        .header("Accept-Post", format!("application/json, {FORM}"))
-}
-
 /// 400 for fields that are not even text, 422 for values that break a rule; each field with
 /// what to change.
 fn invalid_fields(rejection: &SignUpRejection) -> HttpResponse {

@@ -91,6 +91,26 @@ pub const CREATE_USER: FunctionDeclaration = FunctionDeclaration {
     ],
 };
 
+/// `GET|POST /signIn`: the sign-in form, and a token or a session for an email and password.
+pub const SIGN_IN: FunctionDeclaration = FunctionDeclaration {
+    name: "signIn",
+    trigger: Trigger::Http {
+        methods: &["get", "post"],
+        route: "signIn",
+    },
+    outputs: &[Output::Http],
+};
+
+/// `POST /signOut`: every token issued to the user so far is refused from now on.
+pub const SIGN_OUT: FunctionDeclaration = FunctionDeclaration {
+    name: "signOut",
+    trigger: Trigger::Http {
+        methods: &["post"],
+        route: "signOut",
+    },
+    outputs: &[Output::Http],
+};
+
 /// The queue consumer that sends the email.
 pub const SEND_ONBOARDING: FunctionDeclaration = FunctionDeclaration {
     name: "sendOnboarding",
@@ -118,8 +138,15 @@ pub const VERIFY_EMAIL: FunctionDeclaration = FunctionDeclaration {
 };
 
 /// All functions, in the order the host lists them.
-pub const ALL: [FunctionDeclaration; 5] =
-    [ROOT, HEALTH, CREATE_USER, SEND_ONBOARDING, VERIFY_EMAIL];
+pub const ALL: [FunctionDeclaration; 7] = [
+    ROOT,
+    HEALTH,
+    CREATE_USER,
+    SIGN_IN,
+    SIGN_OUT,
+    SEND_ONBOARDING,
+    VERIFY_EMAIL,
+];
 
 impl FunctionDeclaration {
     /// The `function.json` document for this function.

@@ -1,13 +1,19 @@
 //! The functions, one module each, and the dispatch from a function name to its code.
 //! Functions see the protocol's types only, never warp.
 
+mod body;
+mod client_ip;
 mod create_user;
 pub mod declaration;
 mod health;
 mod http;
+mod limits;
 mod root;
 mod send_onboarding;
 mod session;
+mod sign_in;
+mod sign_out;
+mod signed_in;
 mod verify_email;
 
 use serde_json::Value;
@@ -82,12 +88,16 @@ pub async fn invoke(
     function: &str,
     invocation: &Invocation,
 ) -> Option<Result<Outputs, InvocationError>> {
-    use declaration::{CREATE_USER, HEALTH, ROOT, SEND_ONBOARDING, VERIFY_EMAIL};
+    use declaration::{
+        CREATE_USER, HEALTH, ROOT, SEND_ONBOARDING, SIGN_IN, SIGN_OUT, VERIFY_EMAIL,
+    };
     let result = match function {
         f if f == ROOT.name => root::run(app, invocation).await,
         f if f == HEALTH.name => health::run(app, invocation).await,
         f if f == CREATE_USER.name => create_user::run(app, invocation).await,
         f if f == SEND_ONBOARDING.name => send_onboarding::run(app, invocation).await,
+        f if f == SIGN_IN.name => sign_in::run(app, invocation).await,
+        f if f == SIGN_OUT.name => sign_out::run(app, invocation).await,
         f if f == VERIFY_EMAIL.name => verify_email::run(app, invocation).await,
         _ => return None,
     };

@@ -3,8 +3,10 @@
 
 use serde::Serialize;
 
+use super::body::FORM_TOKEN_FIELD;
 use super::declaration::HTTP_REQUEST;
-use super::{InvocationError, Outputs, http, session};
+use super::signed_in::{NotSignedIn, signed_in};
+use super::{InvocationError, Outputs, http, session, sign_out, verify_email};
 use crate::app::App;
 use crate::domain::{Account, OnboardingStatus, Refusal, UserId};
 use crate::pages;
@@ -23,29 +25,32 @@ pub async fn run(app: &App, invocation: &Invocation) -> Result<Outputs, Invocati
     else {
         return Ok(Outputs::http(http::redirect(302, SIGN_UP_PATH)));
     };
-    let user_id = match app.tokens.verify(token) {
-        Ok(id) => id,
-        Err(why) => {
-            tracing::info!(%why, "token refused");
-            return Ok(Outputs::http(rejected(&request, from_cookie)));
-        }
-    };
-    let response = match app.store.find_user(user_id).await {
-        Ok(Some(account)) if pages::prefers_html(&request) => {
-            let (field, value) = super::verify_email::resend_form_field(app, token);
-            pages::welcome_page(&account, (field, &value))
-        }
-        Ok(Some(account)) => http::json(200, &Profile::of(&account)),
-        Ok(None) => {
-            tracing::info!(%user_id, "token names a user that no longer exists");
-            rejected(&request, from_cookie)
-        }
-        Err(e) => {
+    let response = match signed_in(app, token).await {
+        Ok(account) if pages::prefers_html(&request) => welcome(app, token, &account),
+        Ok(account) => http::json(200, &Profile::of(&account)),
+        Err(NotSignedIn::Store(e)) => {
             tracing::error!(error = %e, "profile lookup failed");
             http::unavailable("The user store is not answering; try again shortly.")
         }
+        // A sign-out everywhere refuses every token issued before it, cached or not.
+        Err(why) => {
+            tracing::info!(%why, "session refused");
+            rejected(&request, from_cookie)
+        }
     };
     Ok(Outputs::http(response))
+}
+
+/// The welcome page, its two forms each with this session's token for their purpose.
+fn welcome(app: &App, token: &str, account: &Account) -> HttpResponse {
+    let resend = app.form_tokens.issue(verify_email::RESEND_PURPOSE, token);
+    let sign_out = app.form_tokens.issue(sign_out::FORM_PURPOSE, token);
+    let forms = pages::WelcomeForms {
+        field: FORM_TOKEN_FIELD,
+        resend: &resend,
+        sign_out: &sign_out,
+    };
+    pages::welcome_page(account, &forms)
 }
 
 /// The profile as API clients get it (docs/openapi.json, `Profile`).

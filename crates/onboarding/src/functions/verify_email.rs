@@ -17,7 +17,7 @@ use crate::pages::{self, VerifyPage};
 use crate::protocol::{HttpRequest, HttpResponse, Invocation};
 use body::{BodyError, VerifyBody};
 
-pub use resend::form_field as resend_form_field;
+pub use resend::FORM_PURPOSE as RESEND_PURPOSE;
 
 /// The function's route, as links and forms name it.
 pub const ROUTE: &str = "verifyEmail";

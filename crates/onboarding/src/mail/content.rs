@@ -97,6 +97,8 @@ pub fn text_body(email: &OnboardingEmail<'_>) -> String {
         Some(link) => {
             text.push_str("Open your account at ");
             text.push_str(link);
+            text.push_str("\nSign in with your email and password any time at\n");
+            text.push_str(sign_in_link(email).as_deref().unwrap_or(link));
             text.push('\n');
         }
         None => text.push_str("Sign in with your email and password any time.\n"),
@@ -108,6 +110,15 @@ pub fn text_body(email: &OnboardingEmail<'_>) -> String {
     }
     text.push_str("\nIf this wasn't you, ignore this email: nothing more will be sent.\n");
     text
+}
+
+/// The sign-in page under the public URL (`<PUBLIC_URL>/signIn`), when one is set: without it
+/// the email cannot know where the app is reached, and the sentence goes without a link.
+fn sign_in_link(email: &OnboardingEmail<'_>) -> Option<String> {
+    email
+        .link
+        .and_then(|base| base.join("signIn").ok())
+        .map(String::from)
 }
 
 /// The HTML part, styled like the sign-up pages; every user-supplied text is escaped. Line
@@ -122,8 +133,13 @@ pub fn html_body(email: &OnboardingEmail<'_>) -> String {
             r#"<p style="margin:24px 0"><a href="{href}"
 style="display:inline-block;background:#2457d6;color:#ffffff;
 padding:12px 20px;border-radius:6px;text-decoration:none;
-font-weight:600">Open your account</a></p>"#,
-            href = html_escape::encode_double_quoted_attribute(link)
+font-weight:600">Open your account</a></p>
+<p><a href="{sign_in}">Sign in with your email
+and password</a> any time.</p>"#,
+            href = html_escape::encode_double_quoted_attribute(link),
+            sign_in = html_escape::encode_double_quoted_attribute(
+                sign_in_link(email).as_deref().unwrap_or(link)
+            ),
         ),
         None => "<p>Sign in with your email and password any time.</p>".to_owned(),
     };
@@ -231,6 +247,20 @@ mod tests {
         let html = with_email("Ada", Some(&url), html_body);
         assert!(html.contains(r#"href="https://app.example.net/""#));
         assert!(with_email("Ada", Some(&url), text_body).contains("https://app.example.net/"));
+    }
+
+    #[test]
+    fn the_sign_in_sentence_links_to_the_sign_in_page() {
+        let url = Url::parse("https://app.example.net/").unwrap();
+        let html = with_email("Ada", Some(&url), html_body);
+        assert!(html.contains(
+            "<a href=\"https://app.example.net/signIn\">Sign in with your email\nand password</a>"
+        ));
+        let text = with_email("Ada", Some(&url), text_body);
+        assert!(
+            text.contains("any time at\nhttps://app.example.net/signIn\n"),
+            "{text}"
+        );
     }
 
     /// With an ordinary name, address and link, no line is long enough to need encoding.

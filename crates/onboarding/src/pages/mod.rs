@@ -1,6 +1,7 @@
 //! The browser side: server-rendered pages with no script and no external asset. Every piece of
 //! user text goes through [`escape`], and every page carries a strict Content-Security-Policy.
 
+mod sign_in;
 mod sign_up;
 mod verify_email;
 mod welcome;
@@ -12,9 +13,10 @@ use sha2::{Digest, Sha256};
 
 use crate::protocol::{HttpRequest, HttpResponse};
 
+pub use sign_in::{SignInForm, sign_in_page};
 pub use sign_up::{SignUpForm, sign_up_page};
 pub use verify_email::{VerifyPage, verify_page};
-pub use welcome::welcome_page;
+pub use welcome::{WelcomeForms, welcome_page};
 
 /// The one stylesheet, inlined in every page and allowed by its hash (no `unsafe-inline`).
 pub const STYLESHEET: &str = "\
@@ -31,6 +33,9 @@ input[aria-invalid=true]{border-color:var(--bad)}\
 .hint{color:var(--muted);font-size:14px;margin:4px 0 0}\
 .error{color:var(--bad);font-size:14px;margin:4px 0 0}\
 .banner{border:1px solid var(--bad);color:var(--bad);background:#fef3f2;border-radius:6px;padding:10px 12px;margin:0 0 8px}\
+a{color:var(--accent)}\
+.hint a{font-weight:600}\
+form.sign-out button{background:#fff;color:var(--accent);border:1px solid var(--line)}\
 button{margin-top:24px;width:100%;font:inherit;font-weight:600;color:#fff;background:var(--accent);border:0;border-radius:6px;padding:12px}\
 dl{display:grid;grid-template-columns:max-content 1fr;gap:8px 16px;margin:20px 0 0}\
 dt{color:var(--muted)}dd{margin:0;overflow-wrap:anywhere}\

@@ -61,7 +61,8 @@ pub fn sign_up_page(status: u16, form: &SignUpForm<'_>) -> HttpResponse {
         "<h1>Create your account</h1>\n\
          <p class=\"lead\">It takes a moment; your welcome email follows shortly.</p>\n\
          {banner}<form method=\"post\" action=\"/createUser\" novalidate>\n{name}{email}{password}\
-         <button type=\"submit\">Create account</button>\n</form>\n",
+         <button type=\"submit\">Create account</button>\n</form>\n\
+         <p class=\"hint\">Already have an account? <a id=\"sign-in\" href=\"/signIn\">Sign in</a>.</p>\n",
         name = field(
             "name",
             "Name",
@@ -115,6 +116,7 @@ mod tests {
         assert!(html.contains("maxlength=\"254\""));
         assert!(html.contains("minlength=\"8\" maxlength=\"128\""));
         assert!(html.contains("autocomplete=\"new-password\""));
+        assert!(html.contains("href=\"/signIn\""), "a link back to sign-in");
     }
 
     #[test]

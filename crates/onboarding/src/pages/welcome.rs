@@ -4,11 +4,21 @@ use super::{escape, page};
 use crate::domain::{Account, Onboarding};
 use crate::protocol::HttpResponse;
 
+/// The anti-forgery fields of the page's two forms: both named `field`, each value a token for
+/// its own purpose (so one form's token is refused by the other's function).
+pub struct WelcomeForms<'a> {
+    pub field: &'a str,
+    /// For "send the confirmation link again" (`POST /verifyEmail`).
+    pub resend: &'a str,
+    /// For "sign out everywhere" (`POST /signOut`).
+    pub sign_out: &'a str,
+}
+
 /// Renders the profile: name, email, whether the address is confirmed (with a form asking for
-/// a new link while it is not; `resend_field` is its anti-forgery field), join date and whether
-/// the welcome email went out; when it never can, a sentence saying so and what to do, with the
-/// receiving server's own words.
-pub fn welcome_page(account: &Account, resend_field: (&str, &str)) -> HttpResponse {
+/// a new link while it is not), join date and whether the welcome email went out; when it never
+/// can, a sentence saying so and what to do, with the receiving server's own words. Then the
+/// sign-out button.
+pub fn welcome_page(account: &Account, forms: &WelcomeForms<'_>) -> HttpResponse {
     let (user, onboarding) = (&account.user, &account.onboarding);
     let (status_class, status_text) = match onboarding {
         Onboarding::Pending => ("pending", "pending: on its way"),
@@ -40,8 +50,8 @@ pub fn welcome_page(account: &Account, resend_field: (&str, &str)) -> HttpRespon
                 "<form method=\"post\" action=\"verifyEmail\">\n\
                  <input type=\"hidden\" name=\"{name}\" value=\"{value}\">\n\
                  <button id=\"resend\" type=\"submit\">Send the confirmation link again</button>\n</form>\n",
-                name = escape(resend_field.0),
-                value = escape(resend_field.1),
+                name = escape(forms.field),
+                value = escape(forms.resend),
             ),
         )
     };
@@ -52,7 +62,12 @@ pub fn welcome_page(account: &Account, resend_field: (&str, &str)) -> HttpRespon
          <dt>Email</dt><dd id=\"email\">{email}</dd>\n\
          <dt>Address</dt><dd><span id=\"email-verified\" class=\"status {verified_class}\">{verified_text}</span></dd>\n\
          <dt>Joined</dt><dd><time datetime=\"{joined}\">{joined_text}</time></dd>\n\
-         <dt>Welcome email</dt><dd><span id=\"onboarding\" class=\"status {status_class}\">{status_text}</span></dd>\n</dl>\n{explanation}{resend}",
+         <dt>Welcome email</dt><dd><span id=\"onboarding\" class=\"status {status_class}\">{status_text}</span></dd>\n</dl>\n{explanation}{resend}\
+         <form class=\"sign-out\" method=\"post\" action=\"/signOut\">\n\
+         <input type=\"hidden\" name=\"{field}\" value=\"{sign_out}\">\n\
+         <button type=\"submit\" id=\"sign-out\">Sign out everywhere</button>\n</form>\n",
+        field = escape(forms.field),
+        sign_out = escape(forms.sign_out),
         name = escape(user.name.as_str()),
         email = escape(user.email.as_str()),
         joined = user.created_at_rfc3339(),

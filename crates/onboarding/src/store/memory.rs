@@ -31,6 +31,8 @@ struct State {
     send_rate: Option<Instant>,
     /// Slots reserved for a user's email and not used yet (see `send_rate::SendSlot::TooFar`).
     send_tickets: HashMap<UserId, Instant>,
+    /// Each user's sign-out time: tokens issued before it are refused.
+    tokens_valid_after: HashMap<UserId, i64>,
     /// Each limit's theoretical arrival time (GCRA, see `limit.rs`), by key.
     limits: HashMap<String, Instant>,
 }
@@ -82,6 +84,17 @@ fn claim(state: &mut State, mail: Mail, token: &str, lease: Duration) -> Claim {
     Claim::Claimed
 }
 
+/// User `id` with their welcome email's state, their address's and their sign-out time, under
+/// the caller's lock.
+fn account(state: &State, id: UserId) -> Option<Account> {
+    state.users.get(&id).map(|user| Account {
+        user: user.clone(),
+        onboarding: onboarding_of(state.markers.get(&Mail::Welcome(id))),
+        email_verified: state.verified.contains(&id),
+        tokens_valid_after: state.tokens_valid_after.get(&id).copied(),
+    })
+}
+
 fn onboarding_of(marker: Option<&Marker>) -> Onboarding {
     match marker {
         Some(Marker::Sent) => Onboarding::Sent,
@@ -116,12 +129,20 @@ impl UserStore for MemoryStore {
     }
 
     async fn find_user(&self, id: UserId) -> Result<Option<Account>, StoreError> {
+        Ok(account(&self.lock(), id))
+    }
+
+    async fn find_user_by_email(&self, email: &UserEmail) -> Result<Option<Account>, StoreError> {
         let state = self.lock();
-        Ok(state.users.get(&id).map(|user| Account {
-            user: user.clone(),
-            onboarding: onboarding_of(state.markers.get(&Mail::Welcome(id))),
-            email_verified: state.verified.contains(&id),
-        }))
+        Ok(state
+            .by_email
+            .get(&email.unique_key())
+            .and_then(|id| account(&state, *id)))
+    }
+
+    async fn sign_out_everywhere(&self, id: UserId, valid_after: i64) -> Result<(), StoreError> {
+        self.lock().tokens_valid_after.insert(id, valid_after);
+        Ok(())
     }
 
     async fn mark_email_verified(&self, id: UserId) -> Result<bool, StoreError> {
@@ -240,6 +261,7 @@ impl UserStore for MemoryStore {
         state.users.remove(&id);
         state.markers.retain(|mail, _| mail.user() != id);
         state.verified.remove(&id);
+        state.tokens_valid_after.remove(&id);
         let key = email.unique_key();
         if state.by_email.get(&key) == Some(&id) {
             state.by_email.remove(&key);

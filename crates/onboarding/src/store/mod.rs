@@ -114,9 +114,20 @@ pub trait UserStore: Send + Sync {
     /// Registers a user unless the email (case-insensitively) is already registered.
     async fn insert_user(&self, user: &User) -> Result<Insert, StoreError>;
 
-    /// Finds a user by id, with where their onboarding email stands and whether their address
-    /// is verified.
+    /// Finds a user by id with everything a signed-in request checks, in one round trip: the
+    /// record, where their onboarding email stands, whether their address is verified, and
+    /// since when their tokens are accepted.
     async fn find_user(&self, id: UserId) -> Result<Option<Account>, StoreError>;
+
+    /// Finds the user registered under an email (case-insensitively), for a sign-in. A Redis
+    /// store takes two round trips whether or not the address is registered, so the answer's
+    /// timing does not tell.
+    async fn find_user_by_email(&self, email: &UserEmail) -> Result<Option<Account>, StoreError>;
+
+    /// Refuses from now on every token issued to user `id` before `valid_after` (seconds since
+    /// the epoch): a sign-out everywhere. One write, confirmed by a replica where there is one,
+    /// so a failover cannot bring the old tokens back.
+    async fn sign_out_everywhere(&self, id: UserId, valid_after: i64) -> Result<(), StoreError>;
 
     /// Records that the user proved they read mail at their address; `true` when this call
     /// verified it, `false` when it was verified already (one `SET NX`, so of two concurrent

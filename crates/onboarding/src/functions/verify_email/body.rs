@@ -3,13 +3,9 @@
 
 use serde_json::Value;
 
+use crate::functions::body::{FORM, FORM_TOKEN_FIELD};
 use crate::functions::http;
 use crate::protocol::HttpRequest;
-
-/// The media type of an HTML form post.
-const FORM: &str = "application/x-www-form-urlencoded";
-/// The form field holding the anti-forgery token.
-pub const FORM_TOKEN_FIELD: &str = "csrf";
 
 /// Why the body cannot be read; each is a 4xx.
 #[derive(Debug, thiserror::Error)]

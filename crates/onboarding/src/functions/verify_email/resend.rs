@@ -10,10 +10,11 @@
 
 use serde_json::json;
 
-use super::body::FORM_TOKEN_FIELD;
 use crate::app::App;
 use crate::domain::{OnboardingMessage, User};
 use crate::functions::declaration::VERIFICATION_MESSAGE;
+use crate::functions::limits;
+use crate::functions::signed_in::{NotSignedIn, signed_in};
 use crate::functions::{InvocationError, Outputs, http, session};
 use crate::pages::{self, VerifyPage};
 use crate::protocol::{HttpRequest, HttpResponse};
@@ -134,15 +135,15 @@ async fn signed_in_user(
     {
         return Err(ResendError::Forged);
     }
-    let user_id = app.tokens.verify(token).map_err(|why| {
-        tracing::info!(%why, "token refused");
-        ResendError::SignedOut
+    // Signed in as `GET /` checks it: a token from before a sign-out everywhere asks for nothing.
+    let account = signed_in(app, token).await.map_err(|why| match why {
+        NotSignedIn::Store(e) => ResendError::Store(e),
+        why => {
+            tracing::info!(%why, "session refused");
+            ResendError::SignedOut
+        }
     })?;
-    let account = app
-        .store
-        .find_user(user_id)
-        .await?
-        .ok_or(ResendError::SignedOut)?;
+    let user_id = account.user.id;
     if account.email_verified {
         return Err(ResendError::AlreadyVerified);
     }
@@ -161,31 +162,15 @@ async fn signed_in_user(
     }
 }
 
-/// 429 with `Retry-After` (whole seconds, rounded up).
+/// 429 with `Retry-After` (whole seconds, rounded up), the same problem as every other limit's,
+/// or a page saying so for a browser.
 fn limited(retry_after: std::time::Duration, as_page: bool) -> HttpResponse {
+    const DETAIL: &str = "You asked for new links too often. Check your inbox for the last one.";
+    if !as_page {
+        return limits::too_many_requests(retry_after, DETAIL);
+    }
     let seconds = Allowance::retry_after_seconds(retry_after);
-    let detail = format!(
-        "You asked for new links too often. Check your inbox for the last one, or ask again in          {} minute(s).",
-        seconds.div_ceil(60)
-    );
-    let response = if as_page {
-        pages::verify_page(429, &VerifyPage::Problem("Not so fast", &detail))
-    } else {
-        http::problem(
-            429,
-            "urn:onboarding:problem:rate-limited",
-            "Too many requests",
-            &detail,
-            None,
-        )
-    };
-    response.header("Retry-After", seconds.to_string())
-}
-
-/// The hidden field the welcome page's "send the link again" form carries for this session.
-pub fn form_field(app: &App, session_token: &str) -> (&'static str, String) {
-    (
-        FORM_TOKEN_FIELD,
-        app.form_tokens.issue(FORM_PURPOSE, session_token),
-    )
+    let detail = format!("{DETAIL} Try again in {}.", limits::wait_in_words(seconds));
+    pages::verify_page(429, &VerifyPage::Problem("Not so fast", &detail))
+        .header("Retry-After", seconds.to_string())
 }

@@ -29,4 +29,11 @@ impl RedisStore {
     pub(super) fn verified_key(&self, id: UserId) -> String {
         format!("{}user:{{{id}}}:verified", self.prefix)
     }
+
+    /// Seconds since the epoch: tokens issued before it are refused (a sign-out everywhere). A
+    /// key of its own beside the record, so a sign-out is one write that races no rewrite of
+    /// the record.
+    pub(super) fn tokens_valid_after_key(&self, id: UserId) -> String {
+        format!("{}user:{{{id}}}:tokens-valid-after", self.prefix)
+    }
 }

@@ -5,6 +5,8 @@
 //! - `email:<lower-cased email>` → user id: the uniqueness claim, taken with `SET NX` under a lease
 //!   and made permanent once the record exists, so a crash in between frees the address.
 //! - `user:{<id>}` → the user record as JSON.
+//! - `user:{<id>}:tokens-valid-after` → seconds since the epoch: tokens issued before it are
+//!   refused (a sign-out everywhere; see `session.rs`).
 //! - `user:{<id>}:onboarding` → `sending:<token>` (a leased claim), `sent:<time>` or
 //!   `undeliverable:<JSON>` (see `marker.rs`).
 //! - `user:{<id>}:verified` → when the address was verified (`SET NX`, so once).
@@ -15,16 +17,18 @@
 //! - `limit:{<limit>:<subject>}` → one limit's state (see `limit.rs`): sign-ups and failed
 //!   sign-ins per client address, mailbox or account, hashed where they are personal data.
 //!
-//! The braces are a hash tag: a user's record and marker share a cluster slot, so both can be
-//! read in one pipeline. The pipelines, each checked for its slot: `find_user` (record, marker
-//! and verified state, one tag) and `find_user_and_claim_onboarding` (record and marker), `claim_onboarding` (the marker
-//! twice) and the durable writes of `replication.rs` (one key, then `WAIT`, which has none).
+//! The braces are a hash tag: a user's keys share a cluster slot, so they can be read in one
+//! pipeline. The pipelines, each checked for its slot: `find_user` (record, welcome marker,
+//! verified key and sign-out time, one tag; see `session.rs`), `find_user_and_claim_onboarding`
+//! (record and marker), `claim_onboarding` (the marker twice) and the durable writes of
+//! `replication.rs` (one key, then `WAIT`, which has none).
 //! The email key and the user's keys hash apart, so they are never in one pipeline.
 
 mod claim_attempt;
 mod keys;
 mod limit;
 mod send_slot;
+mod session;
 mod verification;
 
 use std::future::Future;
@@ -113,7 +117,7 @@ impl RedisStore {
     }
 
     /// Runs a pipeline (one round trip) on the shared connection.
-    async fn query_pipeline<T: redis::FromRedisValue>(
+    pub(super) async fn query_pipeline<T: redis::FromRedisValue>(
         &self,
         pipe: &redis::Pipeline,
     ) -> Result<T, StoreError> {
@@ -123,7 +127,7 @@ impl RedisStore {
 
     /// Runs a write on `key` and, when that key's primary has replicas, waits (bounded) until
     /// one of them has it: a write that ends unconfirmed is [`StoreError::NotReplicated`].
-    async fn write_replicated<T: redis::FromRedisValue>(
+    pub(super) async fn write_replicated<T: redis::FromRedisValue>(
         &self,
         key: &str,
         cmd: &redis::Cmd,
@@ -200,7 +204,7 @@ impl RedisStore {
         Ok(Insert::Created)
     }
 
-    async fn get(&self, key: &str) -> Result<Option<String>, StoreError> {
+    pub(super) async fn get(&self, key: &str) -> Result<Option<String>, StoreError> {
         self.query(redis::cmd("GET").arg(key)).await
     }
 
@@ -314,25 +318,16 @@ impl UserStore for RedisStore {
     }
 
     async fn find_user(&self, id: UserId) -> Result<Option<Account>, StoreError> {
-        let marker_key = self.marker_key(Mail::Welcome(id));
-        let (user_key, verified_key) = (self.user_key(id), self.verified_key(id));
-        // Same hash tag, same slot: one round trip, still one key per command.
-        let (record, marker, verified): (Option<String>, Option<String>, bool) = self
-            .query_pipeline(
-                redis::pipe()
-                    .get(&user_key)
-                    .get(&marker_key)
-                    .exists(&verified_key),
-            )
-            .await?;
-        match record {
-            Some(json) => Ok(Some(Account {
-                user: parse_user(&json)?,
-                onboarding: marker::onboarding_of(marker.as_deref()),
-                email_verified: verified,
-            })),
-            None => Ok(None),
-        }
+        self.account(id).await
+    }
+
+    async fn find_user_by_email(&self, email: &UserEmail) -> Result<Option<Account>, StoreError> {
+        self.account_by_email(email).await
+    }
+
+    #[tracing::instrument(skip_all, fields(user_id = %id))]
+    async fn sign_out_everywhere(&self, id: UserId, valid_after: i64) -> Result<(), StoreError> {
+        self.sign_out(id, valid_after).await
     }
 
     async fn mark_email_verified(&self, id: UserId) -> Result<bool, StoreError> {
@@ -467,7 +462,8 @@ impl UserStore for RedisStore {
 
     async fn delete_user(&self, id: UserId, email: &UserEmail) -> Result<(), StoreError> {
         let welcome = self.marker_key(Mail::Welcome(id));
-        for key in [self.user_key(id), welcome, self.verified_key(id)] {
+        let (valid_after, verified) = (self.tokens_valid_after_key(id), self.verified_key(id));
+        for key in [self.user_key(id), welcome, verified, valid_after] {
             self.query::<()>(redis::cmd("DEL").arg(&key)).await?;
         }
         self.delete_if(&self.email_key(email), &id.to_string())
