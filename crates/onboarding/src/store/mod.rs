@@ -5,6 +5,8 @@ mod connection;
 mod entra;
 mod marker;
 mod memory;
+mod names_watch;
+mod node_names;
 mod record;
 mod redis;
 mod redis_health;
