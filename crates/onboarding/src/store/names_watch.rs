@@ -5,7 +5,7 @@
 //! with a new table. Checks run every [`CHECK_EVERY`] while the link is used, and sooner (at
 //! most one per [`MIN_GAP`]) after a store operation failed, one at a time.
 
-use std::sync::Mutex;
+use std::sync::{Mutex, TryLockError};
 use std::time::{Duration, Instant};
 
 use super::node_names::NodeNames;
@@ -49,7 +49,12 @@ impl NamesWatch {
     /// True (and the check is then the caller's to run, then [`finished`](Self::finished))
     /// when names are kept, a check is due and none is running.
     pub(super) fn start_if_due(&self, now: Instant) -> bool {
-        let mut state = self.lock();
+        // Asked on every request: a lock another request holds means that one is looking.
+        let mut state = match self.state.try_lock() {
+            Ok(state) => state,
+            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(TryLockError::WouldBlock) => return false,
+        };
         let due = state.next_check.is_some_and(|at| now >= at);
         if state.names.is_none() || state.running || !due {
             return false;
