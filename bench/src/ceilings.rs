@@ -23,6 +23,7 @@ use bytes::Bytes;
 use warp::Filter;
 use warp::Reply as _;
 
+use crate::ceiling_redis::CeilingRedis;
 use onboarding::config::SmtpSettings;
 use onboarding::domain::{UserEmail, UserName};
 use onboarding::mail::{Mailer as _, OnboardingEmail, SmtpMailer, compose};
@@ -46,6 +47,9 @@ pub struct CeilingOptions {
     /// Run one Redis command per request on this server (PING for /health, GET for /root).
     #[arg(long)]
     pub redis: Option<String>,
+    /// --redis is a cluster: the cluster client, and CLUSTER INFO for /health, as the handler.
+    #[arg(long, requires = "redis")]
+    pub cluster: bool,
     /// The key /root GETs.
     #[arg(long, default_value = "bench:none")]
     pub root_key: String,
@@ -77,7 +81,7 @@ const ONBOARDING_CLAIM_LEASE_MS: u64 = 35_000;
 
 /// What `POST /sendOnboarding` needs.
 struct OnboardingCeiling {
-    redis: redis::aio::ConnectionManager,
+    redis: CeilingRedis,
     mailer: SmtpMailer,
     email: lettre::Message,
     answer: Bytes,
@@ -201,11 +205,9 @@ pub fn serve_ceiling(options: CeilingOptions) -> anyhow::Result<()> {
         let root = Bytes::from(std::fs::read(&options.root_answer)?);
         let redis = match &options.redis {
             Some(url) => Some(
-                redis::aio::ConnectionManager::new_lazy_with_config(
-                    redis::Client::open(url.as_str())?,
-                    redis::aio::ConnectionManagerConfig::new(),
-                )
-                .context("redis")?,
+                CeilingRedis::open(url, options.cluster)
+                    .await
+                    .context("redis")?,
             ),
             None => None,
         };
@@ -234,7 +236,7 @@ pub fn serve_ceiling(options: CeilingOptions) -> anyhow::Result<()> {
 /// The `POST /sendOnboarding` server's state, when --smtp-port (and so --redis) is given.
 fn onboarding_ceiling(
     options: &CeilingOptions,
-    redis: Option<&redis::aio::ConnectionManager>,
+    redis: Option<&CeilingRedis>,
 ) -> anyhow::Result<Option<Arc<OnboardingCeiling>>> {
     let (Some(redis), Some(smtp_port)) = (redis, options.smtp_port) else {
         return Ok(None);
@@ -256,9 +258,10 @@ fn onboarding_ceiling(
     })))
 }
 
-/// `POST /health`: a PING when the server has Redis, then the handler's own answer.
+/// `POST /health`: a PING (on a cluster CLUSTER INFO) when the server has Redis, then the
+/// handler's own answer.
 fn health_route(
-    redis: Option<redis::aio::ConnectionManager>,
+    redis: Option<CeilingRedis>,
     answer: Bytes,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = warp::Rejection> + Clone {
     warp::post()
@@ -269,8 +272,7 @@ fn health_route(
             let (redis, answer) = (redis.clone(), answer.clone());
             async move {
                 if let Some(mut redis) = redis {
-                    let _: redis::RedisResult<String> =
-                        redis::cmd("PING").query_async(&mut redis).await;
+                    let _ = redis.health().await;
                 }
                 json_reply(answer)
             }
@@ -280,7 +282,7 @@ fn health_route(
 /// `POST /root`: a GET of `key` (and of `second` in the same pipeline) when the server has
 /// Redis, then the handler's own answer.
 fn root_route(
-    redis: Option<redis::aio::ConnectionManager>,
+    redis: Option<CeilingRedis>,
     answer: Bytes,
     key: String,
     second: Option<String>,

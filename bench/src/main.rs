@@ -14,6 +14,7 @@
 //! [`procs`] starts and watches processes; [`provider`] runs sendOnboarding through `handler dev`
 //! against a rate-limited sink; [`table`] holds the rows and targets, which [`report`] prints.
 
+mod ceiling_redis;
 mod ceilings;
 mod envelope;
 mod fixtures;

@@ -10,6 +10,7 @@ pub enum Phase {
     Create,
     Mail,
     Memory,
+    Cluster,
     Dev,
     Readiness,
     Provider,

@@ -23,11 +23,11 @@ pub struct Preflight {
 }
 
 /// The preflight user, as createUser answered.
-struct SignedUp {
-    user_id: String,
-    token: String,
+pub struct SignedUp {
+    pub user_id: String,
+    pub token: String,
     /// The createUser envelope, for the size note.
-    envelope_len: usize,
+    pub envelope_len: usize,
 }
 
 /// The preflight's email and the envelope that sent it.
@@ -67,7 +67,8 @@ pub async fn run(
     })
 }
 
-async fn sign_up(s: &Session, handler: &Server) -> anyhow::Result<SignedUp> {
+/// Signs the run's first user up through `handler` (201 expected).
+pub async fn sign_up(s: &Session, handler: &Server) -> anyhow::Result<SignedUp> {
     let body = envelope::sign_up_body("first@bench.example");
     let sign_up = envelope::http(
         "POST",
@@ -91,7 +92,8 @@ async fn sign_up(s: &Session, handler: &Server) -> anyhow::Result<SignedUp> {
     })
 }
 
-async fn expect_200(
+/// Invokes an HTTP function; its answer must be 200.
+pub async fn expect_200(
     s: &Session,
     handler: &Server,
     function: &str,

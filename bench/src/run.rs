@@ -7,6 +7,7 @@ use std::time::Instant;
 use crate::handler;
 use crate::measure::MIB;
 use crate::options::{Options, Phase};
+use crate::phase::cluster;
 use crate::phase::create::{self, CreateResult};
 use crate::phase::dev::{self, DevResult};
 use crate::phase::http::{self, HttpResult};
@@ -28,6 +29,8 @@ struct Findings {
     create: Option<CreateResult>,
     mail: Option<MailResult>,
     memory: Option<MemoryResult>,
+    /// health and root against the 3+3 cluster.
+    cluster: Option<HttpResult>,
     dev: Option<DevResult>,
     readiness: Option<Readiness>,
     provider: Option<ProviderResult>,
@@ -84,6 +87,11 @@ async fn measure(s: &mut Session, services: &Services) -> anyhow::Result<Finding
         None
     };
     handler.child.stop();
+    let cluster = if s.wants(Phase::Cluster) {
+        Some(cluster::run(s, services).await?)
+    } else {
+        None
+    };
     let dev = if s.wants(Phase::Dev) {
         Some(dev::run(s, services, &pre).await?)
     } else {
@@ -105,6 +113,7 @@ async fn measure(s: &mut Session, services: &Services) -> anyhow::Result<Finding
         create,
         mail,
         memory,
+        cluster,
         dev,
         readiness,
         provider,
@@ -132,6 +141,9 @@ fn binary_row(s: &mut Session, services: &Services) -> anyhow::Result<f64> {
 fn check_targets(r: &mut Report, f: &Findings) {
     if let Some(http) = &f.http {
         http.check(r);
+    }
+    if let Some(cluster) = &f.cluster {
+        cluster.check(r);
     }
     if let Some(create) = &f.create {
         create.check(r);

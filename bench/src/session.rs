@@ -117,15 +117,21 @@ impl Session {
     /// `bench serve-ceiling` (this program, `exe`) on `port`, answering the handler's own health
     /// and root answers (the preflight wrote them); callers add the Redis and mail options.
     pub fn ceiling_command(&self, exe: &Path, port: u16) -> Command {
+        self.ceiling_command_answering(exe, port, "")
+    }
+
+    /// [`ceiling_command`](Self::ceiling_command) answering `<prefix>health-answer.json` and
+    /// `<prefix>root-answer.json`: another handler's answers (the cluster phase's).
+    pub fn ceiling_command_answering(&self, exe: &Path, port: u16, prefix: &str) -> Command {
         let mut command = Command::new(exe);
         command
             .arg("serve-ceiling")
             .arg("--port")
             .arg(port.to_string())
             .arg("--health-answer")
-            .arg(self.dir.join("health-answer.json"))
+            .arg(self.dir.join(format!("{prefix}health-answer.json")))
             .arg("--root-answer")
-            .arg(self.dir.join("root-answer.json"));
+            .arg(self.dir.join(format!("{prefix}root-answer.json")));
         command
     }
 

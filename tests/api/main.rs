@@ -2,6 +2,7 @@
 //! shaped exactly as the Functions host sends them (see `docs/PROTOCOL.md`).
 
 mod cluster;
+mod cluster_tls;
 mod create_user;
 mod health;
 mod helpers;

@@ -17,6 +17,7 @@ fn store(redis: &RedisServer) -> RedisStore {
         url: redis.url().into(),
         display: redis.url(),
         credential: RedisCredential::Url,
+        ca: None,
     };
     let prefix = format!("markers-{}:", uuid::Uuid::new_v4().simple());
     RedisStore::new(&settings, &prefix).expect("a Redis store")
@@ -88,6 +89,7 @@ async fn two_stores_share_one_send_rate() {
         url: redis.url().into(),
         display: redis.url(),
         credential: RedisCredential::Url,
+        ca: None,
     };
     let prefix = format!("rate-{}:", uuid::Uuid::new_v4().simple());
     let (a, b) = (

@@ -1,6 +1,8 @@
 //! health and root against their warp ceilings, round by round: warp alone, warp with one Redis
-//! command per request, the handler, and for root a diagnostic with root's own pipeline.
+//! command per request, the handler, and for root a diagnostic with root's own pipeline. The
+//! same comparison runs against the single server and (phase/cluster.rs) against a cluster.
 
+use crate::ceiling_redis::CeilingRedis;
 use crate::fixtures::{health_envelope, marker_key, root_envelope, user_key};
 use crate::measure::{self, Measured, MedianRound};
 use crate::preflight::Preflight;
@@ -14,13 +16,37 @@ use crate::wrk::Body;
 pub struct HttpResult {
     pub health: Paired,
     pub root: Paired,
+    /// The backend's row label ("" for the single server).
+    label: &'static str,
+    health_command: &'static str,
 }
 
 impl HttpResult {
     pub fn check(&self, r: &mut Report) {
-        r.paired_ratio("health ≥ 0.7 × warp + PING", &self.health, 0.7, "req/s");
-        r.paired_ratio("root ≥ 0.7 × warp + GET", &self.root, 0.7, "req/s");
+        let (label, command) = (self.label, self.health_command);
+        let health = format!("{label}health ≥ 0.7 × warp + {command}");
+        r.paired_ratio(&health, &self.health, 0.7, "req/s");
+        let root = format!("{label}root ≥ 0.7 × warp + GET");
+        r.paired_ratio(&root, &self.root, 0.7, "req/s");
     }
+}
+
+/// The Redis a comparison runs against, the handler's and its ceilings' alike.
+pub struct Backend<'a> {
+    pub redis_url: &'a str,
+    /// A cluster: the ceilings use the cluster client, and health's command is CLUSTER INFO.
+    pub cluster: bool,
+    /// Prefix of the rows' names and the targets' ("" for the single server).
+    pub label: &'static str,
+    /// Prefix of the wrk phases' names and of the handler's answers the ceilings replay
+    /// (`<prefix>health-answer.json`).
+    pub prefix: &'static str,
+}
+
+/// The user whose record root reads.
+pub struct RootUser<'a> {
+    pub id: &'a str,
+    pub token: &'a str,
 }
 
 /// The warp ceiling servers.
@@ -52,47 +78,74 @@ pub async fn run(
     services: &Services,
     pre: &Preflight,
 ) -> anyhow::Result<HttpResult> {
-    let ceilings = start_ceilings(s, pre, &services.redis_url)?;
+    let single = Backend {
+        redis_url: &services.redis_url,
+        cluster: false,
+        label: "",
+        prefix: "",
+    };
+    let user = RootUser {
+        id: &pre.user_id,
+        token: &pre.token,
+    };
+    run_against(s, handler, &single, &user).await
+}
+
+/// health and root of `handler` against ceilings on `backend`.
+pub async fn run_against(
+    s: &mut Session,
+    handler: &Server,
+    backend: &Backend<'_>,
+    user: &RootUser<'_>,
+) -> anyhow::Result<HttpResult> {
+    let ceilings = start_ceilings(s, backend, user.id)?;
+    let health_command = CeilingRedis::health_command(backend.cluster);
     let health = Trio {
         function: "health",
         body: Body::Fixed(health_envelope().to_string()),
-        command: "PING",
+        command: health_command,
     };
-    let health = trio(s, &health, handler, &ceilings).await?;
+    let health = trio(s, backend, &health, handler, &ceilings).await?;
     let root = Trio {
         function: "root",
-        body: Body::Fixed(root_envelope(&pre.token).to_string()),
+        body: Body::Fixed(root_envelope(user.token).to_string()),
         command: "GET",
     };
-    let root = trio(s, &root, handler, &ceilings).await?;
-    Ok(HttpResult { health, root })
+    let root = trio(s, backend, &root, handler, &ceilings).await?;
+    Ok(HttpResult {
+        health,
+        root,
+        label: backend.label,
+        health_command,
+    })
 }
 
 /// The warp ceiling servers: plain, with one Redis command per request, and with root's
 /// pipeline.
-fn start_ceilings(s: &Session, pre: &Preflight, redis_url: &str) -> anyhow::Result<Ceilings> {
+fn start_ceilings(s: &Session, backend: &Backend<'_>, user_id: &str) -> anyhow::Result<Ceilings> {
     let exe = std::env::current_exe()?;
-    let start = |name: &str, redis: Option<&str>, second: bool| -> anyhow::Result<Server> {
+    let start = |name: &str, redis: bool, second: bool| -> anyhow::Result<Server> {
         let port = test_support::free_port();
-        let mut command = s.ceiling_command(&exe, port);
-        if let Some(url) = redis {
+        let mut command = s.ceiling_command_answering(&exe, port, backend.prefix);
+        if redis {
             command
                 .arg("--redis")
-                .arg(url)
+                .arg(backend.redis_url)
                 .arg("--root-key")
-                .arg(user_key(&pre.user_id));
+                .arg(user_key(user_id));
+            if backend.cluster {
+                command.arg("--cluster");
+            }
             if second {
-                command
-                    .arg("--root-second-key")
-                    .arg(marker_key(&pre.user_id));
+                command.arg("--root-second-key").arg(marker_key(user_id));
             }
         }
-        s.start_server(name, command, port)
+        s.start_server(&format!("{}{name}", backend.prefix), command, port)
     };
     Ok(Ceilings {
-        plain: start("warp-plain", None, false)?,
-        with_redis: start("warp-redis", Some(redis_url), false)?,
-        with_pipeline: start("warp-redis-pipeline", Some(redis_url), true)?,
+        plain: start("warp-plain", false, false)?,
+        with_redis: start("warp-redis", true, false)?,
+        with_pipeline: start("warp-redis-pipeline", true, true)?,
     })
 }
 
@@ -101,11 +154,12 @@ fn start_ceilings(s: &Session, pre: &Preflight, redis_url: &str) -> anyhow::Resu
 /// rate, so one disturbed round does not decide.
 async fn trio(
     s: &mut Session,
+    backend: &Backend<'_>,
     trio: &Trio,
     handler: &Server,
     c: &Ceilings,
 ) -> anyhow::Result<Paired> {
-    let results = measure_rounds(s, trio, &targets(trio, handler, c)).await?;
+    let results = measure_rounds(s, backend.prefix, trio, &targets(trio, handler, c)).await?;
     // Each round runs the ceiling and the handler back to back, so their ratio within a round
     // is the steadiest figure on a machine whose speed drifts; the target takes the median.
     let paired = round_ratios(&results[1], &results[2]);
@@ -117,18 +171,21 @@ async fn trio(
     let with_redis = medians.next().expect("redis");
     let product = medians.next().expect("handler");
     let pipeline = medians.next();
-    let function = trio.function;
-    let command = trio.command;
-    ceiling_row(s, format!("ceiling: warp, same JSON ({function})"), &plain);
+    let (function, command, label) = (trio.function, trio.command, backend.label);
     ceiling_row(
         s,
-        format!("ceiling: warp + Redis {command} ({function})"),
+        format!("{label}ceiling: warp, same JSON ({function})"),
+        &plain,
+    );
+    ceiling_row(
+        s,
+        format!("{label}ceiling: warp + Redis {command} ({function})"),
         &with_redis,
     );
     if let Some(pipeline) = &pipeline {
         ceiling_row(
             s,
-            "diagnostic: warp + root's own pipeline (GET record, GET marker)".into(),
+            format!("{label}diagnostic: warp + root's own pipeline (GET record, GET marker)"),
             pipeline,
         );
     }
@@ -140,7 +197,7 @@ async fn trio(
     );
     s.report.row(product.measured.row(
         "handler",
-        format!("{function} (POST /{function}, host envelope)"),
+        format!("{label}{function} (POST /{function}, host envelope)"),
         note,
     ));
     Ok(Paired {
@@ -172,6 +229,7 @@ fn targets(trio: &Trio, handler: &Server, c: &Ceilings) -> Vec<Target> {
 /// Every round of every target: one list per target, one entry per round.
 async fn measure_rounds(
     s: &Session,
+    prefix: &str,
     trio: &Trio,
     targets: &[Target],
 ) -> anyhow::Result<Vec<Vec<Measured>>> {
@@ -181,7 +239,7 @@ async fn measure_rounds(
     for round in 0..measure::rounds(s) {
         for (i, target) in targets.iter().enumerate() {
             let spec = s.envelope_spec(target.port, trio.function, trio.body.clone(), n, each);
-            let name = format!("{}-{}-{}", trio.function, target.tag, round + 1);
+            let name = format!("{prefix}{}-{}-{}", trio.function, target.tag, round + 1);
             results[i].push(measure::load(s, &name, &spec, Some(target.pid)).await?);
         }
     }

@@ -1,5 +1,5 @@
 //! What the tests and the benchmark share, so that each thing exists once: the real servers
-//! they start on loopback ([`RedisServer`], [`RedisCluster`], [`SmtpSink`], a stand-in managed
+//! they start on loopback ([`RedisServer`], [`RedisCluster`] (plain or TLS), [`SmtpSink`], a stand-in managed
 //! identity endpoint in [`token_endpoint`]), the `handler dev` launcher
 //! ([`DevHost`]), child processes that never outlive a test ([`Supervised`]), invocation
 //! envelopes shaped as the Functions host builds them ([`envelope`]) and the handler's answer as
@@ -17,6 +17,7 @@ pub mod process;
 pub mod redis;
 mod redis_cluster;
 mod redis_replica;
+pub mod redis_tls;
 mod silent;
 pub mod smtp;
 pub mod token_endpoint;

@@ -5,7 +5,12 @@
 //!
 //! Recipe: <https://redis.io/docs/latest/operate/oss_and_stack/management/scaling/#create-a-redis-cluster>.
 //! Each node also listens on its port + 10000 (the cluster bus), so ports stay below 55536.
+//!
+//! [`RedisCluster::start_tls`] starts the same cluster speaking TLS only (clients, bus and
+//! replication), its certificate naming `localhost` while the nodes announce `127.0.0.1`: the
+//! shape of Azure Managed Redis with the OSS clustering policy (see `redis_tls.rs`).
 
+use std::ffi::OsString;
 use std::io::ErrorKind;
 use std::net::TcpListener;
 use std::path::Path;
@@ -13,6 +18,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
+
+use crate::redis_tls::{TLS_HOST, TlsFiles};
 
 /// Nodes in all: 3 primaries, each with 1 replica.
 const NODES: usize = 6;
@@ -22,8 +29,12 @@ const NODE_TIMEOUT_MS: u32 = 1000;
 /// Bound on forming the cluster (and on a node answering at start).
 const FORM_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The address the first six nodes bind to and announce.
+const LOOPBACK: &str = "127.0.0.1";
+
 /// One `redis-server` of the cluster.
 struct Node {
+    host: String,
     port: u16,
     child: Option<Child>,
 }
@@ -31,6 +42,8 @@ struct Node {
 /// A running cluster; every node is killed when it drops.
 pub struct RedisCluster {
     nodes: Vec<Node>,
+    /// Set when the nodes speak TLS only.
+    tls: Option<TlsFiles>,
     dir: TempDir,
 }
 
@@ -40,20 +53,36 @@ impl RedisCluster {
     ///
     /// Panics when `redis-server` or `redis-cli` is missing: these tests never skip silently.
     pub fn start() -> Self {
+        Self::start_with(false)
+    }
+
+    /// As [`start`](Self::start), over TLS only: reach it as [`url`](Self::url)
+    /// (`rediss://localhost:…`), trusting [`ca_path`](Self::ca_path).
+    pub fn start_tls() -> Self {
+        Self::start_with(true)
+    }
+
+    fn start_with(tls: bool) -> Self {
         let dir = tempfile::tempdir().expect("create a temporary directory for the cluster");
         let mut cluster = Self {
             nodes: free_cluster_ports()
                 .into_iter()
-                .map(|port| Node { port, child: None })
+                .map(|port| Node {
+                    host: LOOPBACK.to_owned(),
+                    port,
+                    child: None,
+                })
                 .collect(),
+            tls: tls.then(|| TlsFiles::localhost(dir.path())),
             dir,
         };
         for node in &mut cluster.nodes {
-            node.child = Some(launch(node.port, cluster.dir.path()));
+            let tls_args = cluster.tls.as_ref().map(|tls| tls.server_args(node.port));
+            node.child = Some(launch(LOOPBACK, node.port, cluster.dir.path(), tls_args));
         }
         for node in &cluster.nodes {
             wait_for(FORM_TIMEOUT, || {
-                cli(node.port, &["PING"]).as_deref() == Some("PONG")
+                cluster.cli(node.port, &["PING"]).as_deref() == Some("PONG")
             })
             .unwrap_or_else(|| panic!("cluster node {} never answered PING", node.port));
         }
@@ -63,14 +92,24 @@ impl RedisCluster {
         cluster
     }
 
-    /// `redis://127.0.0.1:<port of the first node>`: one node is enough, the client finds the rest.
+    /// `redis://127.0.0.1:<port of the first node>`: one node is enough, the client finds the
+    /// rest. With TLS, `rediss://localhost:<port>`: the name the certificate holds.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.nodes[0].port)
+        match self.tls {
+            Some(_) => format!("rediss://{TLS_HOST}:{}", self.nodes[0].port),
+            None => format!("redis://127.0.0.1:{}", self.nodes[0].port),
+        }
+    }
+
+    /// The CA to trust for a TLS cluster (`REDIS_CA_CERT`); `None` without TLS.
+    pub fn ca_path(&self) -> Option<&Path> {
+        self.tls.as_ref().map(TlsFiles::ca_path)
     }
 
     /// `redis://127.0.0.1:<port>` of every node, primaries and replicas: where a test changes
-    /// something each node must know (an ACL user, say).
+    /// something each node must know (an ACL user, say). Plain clusters only.
     pub fn node_urls(&self) -> Vec<String> {
+        assert!(self.tls.is_none(), "node_urls is for the plain cluster");
         self.nodes
             .iter()
             .map(|node| format!("redis://127.0.0.1:{}", node.port))
@@ -105,7 +144,7 @@ impl RedisCluster {
     pub fn wait_until_ok(&self) {
         wait_for(FORM_TIMEOUT, || {
             self.live_ports().into_iter().all(|port| {
-                cli(port, &["CLUSTER", "INFO"])
+                self.cli(port, &["CLUSTER", "INFO"])
                     .is_some_and(|info| info.contains("cluster_state:ok"))
             })
         })
@@ -121,7 +160,7 @@ impl RedisCluster {
     pub fn cluster_nodes(&self) -> String {
         self.live_ports()
             .into_iter()
-            .find_map(|port| cli(port, &["CLUSTER", "NODES"]))
+            .find_map(|port| self.cli(port, &["CLUSTER", "NODES"]))
             .unwrap_or_default()
     }
 
@@ -135,6 +174,7 @@ impl RedisCluster {
 
     fn create(&self) {
         let mut command = Command::new("redis-cli");
+        command.args(self.tls.iter().flat_map(TlsFiles::cli_args));
         command.arg("--cluster").arg("create");
         for node in &self.nodes {
             command.arg(format!("127.0.0.1:{}", node.port));
@@ -156,7 +196,7 @@ impl RedisCluster {
         wait_for(FORM_TIMEOUT, || {
             let mut replicas = 0;
             for port in self.live_ports() {
-                let Some(info) = cli(port, &["INFO", "replication"]) else {
+                let Some(info) = self.cli(port, &["INFO", "replication"]) else {
                     return false;
                 };
                 if info.contains("role:slave") {
@@ -175,6 +215,93 @@ impl RedisCluster {
             )
         });
     }
+
+    /// Starts a seventh node bound to and announcing `host` (another loopback address, such as
+    /// `127.0.0.2`), joins it as a primary and moves a quarter of the slots, keys included, to
+    /// it: a topology change with a new address. Returns its port.
+    pub fn add_primary_on(&mut self, host: &str) -> u16 {
+        let port = free_ports_on(host, 1)[0];
+        let mut args = self.tls.as_ref().map(|tls| tls.server_args(port));
+        if let Some(args) = &mut args {
+            args.extend(["--cluster-announce-ip".into(), host.into()]);
+        }
+        let child = launch(host, port, self.dir.path(), args);
+        self.nodes.push(Node {
+            host: host.to_owned(),
+            port,
+            child: Some(child),
+        });
+        wait_for(FORM_TIMEOUT, || {
+            self.cli(port, &["PING"]).as_deref() == Some("PONG")
+        })
+        .unwrap_or_else(|| panic!("the new node {host}:{port} never answered PING"));
+        let first = format!("{LOOPBACK}:{}", self.nodes[0].port);
+        let new = format!("{host}:{port}");
+        self.cluster_tool(&["add-node", &new, &first]);
+        wait_for(FORM_TIMEOUT, || {
+            self.live_ports().into_iter().all(|p| {
+                self.cli(p, &["CLUSTER", "NODES"])
+                    .is_some_and(|nodes| nodes.contains(&new) && !nodes.contains("handshake"))
+            })
+        })
+        .unwrap_or_else(|| panic!("the new node did not join:\n{}", self.cluster_nodes()));
+        let id = self
+            .cli(port, &["CLUSTER", "MYID"])
+            .expect("the new node's id");
+        let slots = (16384 / 4).to_string();
+        self.cluster_tool(&[
+            "reshard",
+            &first,
+            "--cluster-from",
+            "all",
+            "--cluster-to",
+            &id,
+            "--cluster-slots",
+            &slots,
+            "--cluster-yes",
+        ]);
+        self.wait_until_ok();
+        port
+    }
+
+    /// The number of keys the node on `port` holds (`DBSIZE`).
+    pub fn key_count(&self, port: u16) -> u64 {
+        self.cli(port, &["DBSIZE"])
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("DBSIZE on node {port} failed"))
+    }
+
+    /// Runs `redis-cli --cluster <args>`, over TLS when the cluster speaks it; panics on failure.
+    fn cluster_tool(&self, args: &[&str]) {
+        let output = Command::new("redis-cli")
+            .args(self.tls.iter().flat_map(TlsFiles::cli_args))
+            .arg("--cluster")
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("could not run redis-cli --cluster: {e}"));
+        assert!(
+            output.status.success(),
+            "redis-cli --cluster {args:?} failed:\n{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    /// `redis-cli` against one node, over TLS when the cluster speaks it.
+    fn cli(&self, port: u16, args: &[&str]) -> Option<String> {
+        let host = self
+            .nodes
+            .iter()
+            .find(|n| n.port == port)
+            .map_or(LOOPBACK, |n| n.host.as_str());
+        let tls = self
+            .tls
+            .as_ref()
+            .map(TlsFiles::cli_args)
+            .unwrap_or_default();
+        cli(host, port, &tls, args)
+    }
 }
 
 impl Drop for RedisCluster {
@@ -188,14 +315,16 @@ impl Drop for RedisCluster {
     }
 }
 
-/// Starts one cluster node, persistence off, its files in its own directory.
-fn launch(port: u16, root: &Path) -> Child {
+/// Starts one cluster node, persistence off, its files in its own directory; `tls` replaces
+/// the plain port with a TLS one.
+fn launch(host: &str, port: u16, root: &Path, tls: Option<Vec<OsString>>) -> Child {
     let dir = root.join(port.to_string());
     std::fs::create_dir_all(&dir).expect("create a cluster node's directory");
     let log = std::fs::File::create(dir.join("redis.log")).expect("create a node's log file");
+    let listen = tls.unwrap_or_else(|| vec!["--port".into(), port.to_string().into()]);
     let spawned = Command::new("redis-server")
-        .args(["--port", &port.to_string()])
-        .args(["--bind", "127.0.0.1"])
+        .args(listen)
+        .args(["--bind", host])
         .args(["--cluster-enabled", "yes"])
         .args(["--cluster-config-file", "nodes.conf"])
         .args(["--cluster-node-timeout", &NODE_TIMEOUT_MS.to_string()])
@@ -223,10 +352,11 @@ fn launch(port: u16, root: &Path) -> Child {
     }
 }
 
-/// Runs `redis-cli -p <port> <args>` and returns its output, trimmed; `None` when it fails.
-fn cli(port: u16, args: &[&str]) -> Option<String> {
+/// Runs `redis-cli -p <port> <tls> <args>` and returns its output, trimmed; `None` when it fails.
+fn cli(host: &str, port: u16, tls: &[OsString], args: &[&str]) -> Option<String> {
     let output = Command::new("redis-cli")
-        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(["-h", host, "-p", &port.to_string()])
+        .args(tls)
         .args(args)
         .stdin(Stdio::null())
         .output();
@@ -262,18 +392,24 @@ fn wait_for(timeout: Duration, mut done: impl FnMut() -> bool) -> Option<()> {
     }
 }
 
-/// Six ports, each free along with its cluster-bus port (+10000), all below 55536. Candidates
-/// are spread by process id and time so parallel test binaries rarely try the same ones.
+/// Six ports on loopback, each free along with its cluster-bus port (+10000).
 fn free_cluster_ports() -> Vec<u16> {
+    free_ports_on(LOOPBACK, NODES)
+}
+
+/// `count` ports on `host`, each free along with its cluster-bus port (+10000), all below
+/// 55536. Candidates are spread by process id and time so parallel test binaries rarely try
+/// the same ones.
+fn free_ports_on(host: &str, count: usize) -> Vec<u16> {
     let seed = std::process::id() as u64
         ^ Instant::now().elapsed().as_nanos() as u64
         ^ std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos() as u64);
     let mut candidate = 20_000 + (seed % 25_000) as u16;
-    let mut ports = Vec::with_capacity(NODES);
+    let mut ports = Vec::with_capacity(count);
     for _ in 0..10_000 {
-        if ports.len() == NODES {
+        if ports.len() == count {
             break;
         }
         candidate = if candidate >= 45_000 {
@@ -281,12 +417,12 @@ fn free_cluster_ports() -> Vec<u16> {
         } else {
             candidate + 1
         };
-        let both_free = TcpListener::bind(("127.0.0.1", candidate)).is_ok()
-            && TcpListener::bind(("127.0.0.1", candidate + 10_000)).is_ok();
+        let both_free = TcpListener::bind((host, candidate)).is_ok()
+            && TcpListener::bind((host, candidate + 10_000)).is_ok();
         if both_free {
             ports.push(candidate);
         }
     }
-    assert_eq!(ports.len(), NODES, "no free ports for a Redis cluster");
+    assert_eq!(ports.len(), count, "no free ports for a Redis cluster");
     ports
 }

@@ -18,11 +18,13 @@ use parse::{
     parse_public_url, parse_redis_url, parse_seconds, parse_send_window, parse_smtp_url,
 };
 use reader::{Reader, Value};
+pub use redis_ca::RedisCa;
 pub use redis_credential::{MANAGED_IDENTITY, ManagedIdentity, RedisCredential};
 
 mod limits;
 mod parse;
 mod reader;
+mod redis_ca;
 mod redis_credential;
 
 /// Shortest HS256 key accepted: the key must be as strong as the hash.
@@ -80,6 +82,9 @@ pub struct RedisSettings {
     pub display: String,
     /// How the handler authenticates: the URL's own password, or Entra ID tokens.
     pub credential: RedisCredential,
+    /// `REDIS_CA_CERT`: the CA to verify the server against instead of the public roots (a
+    /// private CA); `None` trusts the public roots, as Azure Managed Redis needs.
+    pub ca: Option<RedisCa>,
 }
 
 impl RedisSettings {
@@ -172,6 +177,7 @@ impl Settings {
             |raw| parse_redis_url(raw).map_err(|why| format!("REDIS_URL {why}")),
         );
         let redis = redis_credential::read_credential(&mut read, redis, url_given);
+        let redis = redis_ca::read_ca(&mut read, redis);
         let send_window = read
             .optional("SMTP_SEND_WINDOW_SECONDS", parse_send_window)
             .unwrap_or(DEFAULT_SEND_WINDOW);

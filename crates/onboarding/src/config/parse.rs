@@ -133,6 +133,7 @@ pub(super) fn parse_redis_url(raw: &str) -> Result<RedisSettings, String> {
         url: SecretString::from(url.to_string()),
         display,
         credential: RedisCredential::Url,
+        ca: None,
     })
 }
 

@@ -10,17 +10,20 @@
 //! the client finds the shards and follows redirections itself,
 //! <https://learn.microsoft.com/azure/redis/choose-clustering-policy>.
 
-use std::time::Duration;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
-use redis::{Cmd, Pipeline, RedisFuture, RedisResult, Value};
+use redis::{Cmd, Pipeline, RedisFuture, RedisResult, TlsCertificates, Value};
 use secrecy::{ExposeSecret, SecretString};
-use tokio::sync::OnceCell;
 
 use super::entra::ManagedIdentityCredentials;
+use super::names_watch::NamesWatch;
+use super::node_names::{NodeNames, advertised_nodes};
+use crate::config::RedisCa;
 
 /// Bound on opening a connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -93,13 +96,20 @@ impl ConnectionLike for Link {
 }
 
 /// Makes the [`Link`] on first use and keeps it: the handler opens its port before Redis is
-/// reached, and a Redis that is down at start is simply asked again by the next request.
+/// reached, and a Redis that is down at start is simply asked again by the next request. A TLS
+/// cluster whose nodes are named after the seed ([`NodeNames`]) has its link rebuilt when its
+/// nodes change ([`NamesWatch`]).
 pub(super) struct Connector {
     url: SecretString,
+    /// The host of a `rediss://` URL: the name every node's certificate is checked against.
+    tls_host: Option<String>,
     client: redis::Client,
     operation_timeout: Duration,
     credentials: Option<ManagedIdentityCredentials>,
-    link: OnceCell<Link>,
+    ca: Option<RedisCa>,
+    current: RwLock<Option<Link>>,
+    opening: tokio::sync::Mutex<()>,
+    watch: NamesWatch,
 }
 
 impl Connector {
@@ -108,19 +118,62 @@ impl Connector {
         url: &SecretString,
         operation_timeout: Duration,
         credentials: Option<ManagedIdentityCredentials>,
+        ca: Option<RedisCa>,
     ) -> RedisResult<Self> {
+        let client = match &ca {
+            Some(ca) => redis::Client::build_with_tls(url.expose_secret(), certificates(ca))?,
+            None => redis::Client::open(url.expose_secret())?,
+        };
+        let tls_host = url::Url::parse(url.expose_secret())
+            .ok()
+            .filter(|parsed| parsed.scheme() == "rediss")
+            .and_then(|parsed| parsed.host_str().map(str::to_owned));
         Ok(Self {
             url: url.clone(),
-            client: redis::Client::open(url.expose_secret())?,
+            tls_host,
+            client,
             operation_timeout,
             credentials,
-            link: OnceCell::new(),
+            ca,
+            current: RwLock::new(None),
+            opening: tokio::sync::Mutex::new(()),
+            watch: NamesWatch::default(),
         })
     }
 
-    /// The link, made on the first call that reaches the server.
-    pub(super) async fn link(&self) -> RedisResult<Link> {
-        self.link.get_or_try_init(|| self.open()).await.cloned()
+    /// The link, made on the first call that reaches the server. A check of the cluster's
+    /// nodes starts in the background when one is due.
+    pub(super) async fn link(self: &Arc<Self>) -> RedisResult<Link> {
+        if let Some(link) = self.current() {
+            self.check_names_if_due(&link);
+            return Ok(link);
+        }
+        let _opening = self.opening.lock().await;
+        if let Some(link) = self.current() {
+            return Ok(link);
+        }
+        let link = self.open().await?;
+        self.replace(link.clone());
+        Ok(link)
+    }
+
+    /// Told by the store that an operation failed: a node the name table lacks may be why.
+    pub(super) fn suspect(&self) {
+        self.watch.hurry(Instant::now());
+    }
+
+    fn current(&self) -> Option<Link> {
+        self.current
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    fn replace(&self, link: Link) {
+        *self
+            .current
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(link);
     }
 
     /// Asks the server which kind it is, then builds the matching connection.
@@ -139,12 +192,29 @@ impl Connector {
             .arg("cluster")
             .query_async(&mut probe)
             .await?;
-        if is_cluster_enabled(&info) {
-            tracing::info!("Redis runs in cluster mode: using a cluster connection");
-            self.open_cluster().await
-        } else {
-            self.open_single().map(Link::Single)
+        if !is_cluster_enabled(&info) {
+            return self.open_single().map(Link::Single);
         }
+        tracing::info!("Redis runs in cluster mode: using a cluster connection");
+        let names = match &self.tls_host {
+            Some(host) => {
+                let slots = redis::cmd("CLUSTER")
+                    .arg("SLOTS")
+                    .query_async(&mut probe)
+                    .await?;
+                NodeNames::plan(host, &advertised_nodes(&slots))
+            }
+            None => None,
+        };
+        let link = self.open_cluster(names.as_ref()).await?;
+        if let Some(names) = names {
+            tracing::info!(
+                nodes = names.len(),
+                "cluster nodes advertised by IP are verified against the TLS host name of REDIS_URL"
+            );
+            self.watch.set(names);
+        }
+        Ok(link)
     }
 
     fn open_single(&self) -> RedisResult<ConnectionManager> {
@@ -164,14 +234,23 @@ impl Connector {
 
     /// The cluster connection: TLS and the password come from the URL (the builder takes them
     /// from the first node). A failed node's slots are looked up again on the next error or
-    /// `MOVED`; retries are few because each store operation is bounded to 2 s anyway.
-    async fn open_cluster(&self) -> RedisResult<Link> {
+    /// `MOVED`; retries are few because each store operation is bounded to 2 s anyway. With
+    /// `names`, nodes advertised by IP are reached under the seed's host name.
+    async fn open_cluster(&self, names: Option<&NodeNames>) -> RedisResult<Link> {
         let mut builder = ClusterClient::builder([self.url.expose_secret()])
             .connection_timeout(CONNECT_TIMEOUT)
             .response_timeout(self.operation_timeout)
             .retries(4)
             .min_retry_wait(50)
             .max_retry_wait(400);
+        if let Some(ca) = &self.ca {
+            builder = builder.certs(certificates(ca));
+        }
+        if let Some(names) = names {
+            builder = builder
+                .node_address_map(names.address_map())
+                .async_dns_resolver(names.resolver());
+        }
         // Every node's connection, including one opened after a failover or a `MOVED` to a new
         // node, signs in with the current token.
         if let Some(credentials) = &self.credentials {
@@ -179,6 +258,63 @@ impl Connector {
         }
         let client = builder.build()?;
         Ok(Link::Cluster(client.get_async_connection().await?))
+    }
+
+    /// Starts a background check of the cluster's nodes when one is due (see [`NamesWatch`]).
+    fn check_names_if_due(self: &Arc<Self>, link: &Link) {
+        if link.mode() != Mode::Cluster || !self.watch.start_if_due(Instant::now()) {
+            return;
+        }
+        let connector = Arc::clone(self);
+        let mut link = link.clone();
+        tokio::spawn(async move {
+            connector.recheck_names(&mut link).await;
+            connector.watch.finished(Instant::now());
+        });
+    }
+
+    /// Reads the nodes through the current link; when some are not named, builds a new link
+    /// with a new table and puts it in place (requests already under way finish on the old one).
+    async fn recheck_names(&self, link: &mut Link) {
+        let Some(host) = &self.tls_host else {
+            return;
+        };
+        let slots = match link.query_any(redis::cmd("CLUSTER").arg("SLOTS")).await {
+            Ok(slots) => slots,
+            Err(e) => {
+                tracing::debug!(error = %e, "could not read the cluster's nodes");
+                return;
+            }
+        };
+        let advertised = advertised_nodes(&slots);
+        if advertised.is_empty() || self.watch.covers(&advertised) {
+            return;
+        }
+        let Some(names) = NodeNames::plan(host, &advertised) else {
+            return;
+        };
+        match tokio::time::timeout(self.operation_timeout * 2, self.open_cluster(Some(&names)))
+            .await
+        {
+            Ok(Ok(new_link)) => {
+                tracing::info!(
+                    nodes = names.len(),
+                    "the cluster's nodes changed: reconnected with their new TLS names"
+                );
+                self.replace(new_link);
+                self.watch.set(names);
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "could not reconnect to the changed cluster"),
+            Err(_) => tracing::warn!("reconnecting to the changed cluster timed out"),
+        }
+    }
+}
+
+/// The private CA of `REDIS_CA_CERT`, as the redis client takes it (it replaces the public roots).
+fn certificates(ca: &RedisCa) -> TlsCertificates {
+    TlsCertificates {
+        client_tls: None,
+        root_cert: Some(ca.pem().to_vec()),
     }
 }
 

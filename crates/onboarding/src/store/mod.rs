@@ -7,6 +7,8 @@ pub mod limit;
 mod mail_key;
 mod marker;
 mod memory;
+mod names_watch;
+mod node_names;
 mod record;
 mod redis;
 mod redis_health;

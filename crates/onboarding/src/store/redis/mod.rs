@@ -76,8 +76,13 @@ impl RedisStore {
         // included, and re-authenticate each one with every new token.
         let credentials =
             credentials_provider(settings).context("preparing Entra ID authentication")?;
-        let connector = Connector::new(&settings.url, OPERATION_TIMEOUT, credentials)
-            .with_context(|| format!("REDIS_URL for {} is not usable", settings.display))?;
+        let connector = Connector::new(
+            &settings.url,
+            OPERATION_TIMEOUT,
+            credentials,
+            settings.ca.clone(),
+        )
+        .with_context(|| format!("REDIS_URL for {} is not usable", settings.display))?;
         Ok(Self {
             connector: Arc::new(connector),
             replication: Arc::default(),
@@ -97,8 +102,14 @@ impl RedisStore {
     ) -> Result<T, StoreError> {
         match tokio::time::timeout(OPERATION_TIMEOUT, round_trip).await {
             Ok(Ok(value)) => Ok(value),
-            Ok(Err(e)) => Err(StoreError::Backend(describe_redis_error(&e))),
-            Err(_) => Err(StoreError::Timeout(OPERATION_TIMEOUT)),
+            Ok(Err(e)) => {
+                self.connector.suspect();
+                Err(StoreError::Backend(describe_redis_error(&e)))
+            }
+            Err(_) => {
+                self.connector.suspect();
+                Err(StoreError::Timeout(OPERATION_TIMEOUT))
+            }
         }
     }
 
