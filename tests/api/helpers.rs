@@ -80,3 +80,15 @@ pub async fn spawn_app_with(configure: impl FnOnce(TestAppBuilder) -> TestAppBui
         .await;
     Stack { app, smtp, redis }
 }
+
+/// A Redis store on `redis` under its own key prefix, configured as the handler would be from a
+/// plain `REDIS_URL` (no Entra ID, no private CA): for tests that drive the store directly.
+pub fn redis_store(redis: &RedisServer, prefix: &str) -> onboarding::store::RedisStore {
+    let settings = onboarding::config::RedisSettings {
+        url: redis.url().into(),
+        display: redis.url(),
+        credential: onboarding::config::RedisCredential::Url,
+        ca: None,
+    };
+    onboarding::store::RedisStore::new(&settings, prefix).expect("a Redis store")
+}

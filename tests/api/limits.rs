@@ -7,15 +7,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use onboarding::app::App;
-use onboarding::config::{Mode, RedisCredential, RedisSettings, Settings};
+use onboarding::config::{Mode, Settings};
 use onboarding::mail::OutboxMailer;
 use onboarding::protocol::Invocation;
-use onboarding::store::RedisStore;
 use serde_json::json;
 
 use crate::helpers::{
-    InvocationAnswer, RedisServer, TEST_PASSWORD, http_invocation, new_user_body, spawn_app_with,
-    unique_email,
+    InvocationAnswer, RedisServer, TEST_PASSWORD, http_invocation, new_user_body, redis_store,
+    spawn_app_with, unique_email,
 };
 
 const BROWSER: &str = "text/html,application/xhtml+xml,*/*;q=0.8";
@@ -211,15 +210,7 @@ async fn a_request_past_a_limit_costs_no_hash_and_an_unknown_email_costs_one() {
         _ => None,
     })
     .expect("dev settings");
-    let store = RedisStore::new(
-        &RedisSettings {
-            url: redis.url().into(),
-            display: redis.url(),
-            credential: RedisCredential::Url,
-        },
-        &format!("cost-{}:", uuid::Uuid::new_v4().simple()),
-    )
-    .expect("a Redis store");
+    let store = redis_store(&redis, &format!("cost-{}:", uuid::Uuid::new_v4().simple()));
     let outbox = tempfile::tempdir().expect("an outbox");
     let app = App::new(
         &settings,

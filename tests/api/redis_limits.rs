@@ -4,19 +4,13 @@
 use std::num::NonZeroU32;
 use std::time::Duration;
 
-use onboarding::config::{RedisCredential, RedisSettings};
 use onboarding::domain::{ClientAddress, UserEmail};
 use onboarding::store::{Allowance, LimitKey, RateRule, RedisStore, UserStore};
 
-use crate::helpers::RedisServer;
+use crate::helpers::{RedisServer, redis_store};
 
 fn store(redis: &RedisServer, prefix: &str) -> RedisStore {
-    let settings = RedisSettings {
-        url: redis.url().into(),
-        display: redis.url(),
-        credential: RedisCredential::Url,
-    };
-    RedisStore::new(&settings, prefix).expect("a Redis store")
+    redis_store(redis, prefix)
 }
 
 fn three_a_minute() -> RateRule {

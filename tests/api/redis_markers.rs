@@ -4,23 +4,16 @@
 use std::num::NonZeroU32;
 use std::time::Duration;
 
-use onboarding::config::{RedisCredential, RedisSettings};
 use onboarding::domain::{Onboarding, Refusal, User, UserEmail, UserId, UserName};
 use onboarding::store::{Claim, Mail, RedisStore, SendSlot, UserStore};
 
-use crate::helpers::{RedisServer, unique_email};
+use crate::helpers::{RedisServer, redis_store, unique_email};
 
 const LEASE: Duration = Duration::from_secs(10);
 
 fn store(redis: &RedisServer) -> RedisStore {
-    let settings = RedisSettings {
-        url: redis.url().into(),
-        display: redis.url(),
-        credential: RedisCredential::Url,
-        ca: None,
-    };
     let prefix = format!("markers-{}:", uuid::Uuid::new_v4().simple());
-    RedisStore::new(&settings, &prefix).expect("a Redis store")
+    redis_store(redis, &prefix)
 }
 
 async fn stored_user(store: &RedisStore) -> User {
@@ -85,17 +78,8 @@ async fn renewals_respect_other_claims_and_an_undeliverable_marker_settles_the_e
 #[tokio::test]
 async fn two_stores_share_one_send_rate() {
     let redis = RedisServer::start();
-    let settings = RedisSettings {
-        url: redis.url().into(),
-        display: redis.url(),
-        credential: RedisCredential::Url,
-        ca: None,
-    };
     let prefix = format!("rate-{}:", uuid::Uuid::new_v4().simple());
-    let (a, b) = (
-        RedisStore::new(&settings, &prefix).unwrap(),
-        RedisStore::new(&settings, &prefix).unwrap(),
-    );
+    let (a, b) = (redis_store(&redis, &prefix), redis_store(&redis, &prefix));
     let limit = NonZeroU32::new(60).unwrap();
     // 60 a minute: one a second, spaced 3 % wider (crates/onboarding/src/store/send_rate.rs).
     let every = Duration::from_millis(1030);
