@@ -38,5 +38,10 @@ pub fn sign_up_body(email: &str) -> String {
     json!({"name": "Bench User", "email": email, "password": PASSWORD}).to_string()
 }
 
+/// A sign-in body.
+pub fn sign_in_body(email: &str, password: &str) -> String {
+    json!({"email": email, "password": password}).to_string()
+}
+
 /// The password every benchmark user has.
 pub const PASSWORD: &str = "correct horse battery staple";

@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use serde_json::Value;
 
 use crate::envelope;
-use crate::wrk::{Body, Key};
+use crate::wrk::{self, Body, Key};
 
 /// The HS256 key of the run (≥ 32 bytes).
 pub const JWT_SECRET: &str = "bench-only-secret-0123456789abcdef0123456789";
@@ -55,6 +55,59 @@ pub fn sign_up_template(tag: &str) -> Body {
         placeholder: PLACEHOLDER,
         key: Key::Text {
             nonce: format!("{tag}{}", std::process::id()),
+        },
+    }
+}
+
+/// A createUser envelope from one client, its address in `Client-IP` as App Service's front end
+/// writes it (`a.b.c.d:port`; see crates/onboarding/src/functions/client_ip.rs).
+pub fn sign_up_envelope(email: &str, client_ip: &str) -> Value {
+    let body = envelope::sign_up_body(email);
+    envelope::http(
+        "POST",
+        "/createUser",
+        &[
+            ("Content-Type", "application/json"),
+            ("Client-IP", client_ip),
+        ],
+        Some(&body),
+    )
+}
+
+/// A JSON signIn envelope from one client (its address in `Client-IP`, as for sign-ups).
+pub fn sign_in_envelope(email: &str, password: &str, client_ip: &str) -> Value {
+    let body = envelope::sign_in_body(email, password);
+    envelope::http(
+        "POST",
+        "/signIn",
+        &[
+            ("Content-Type", "application/json"),
+            ("Client-IP", client_ip),
+        ],
+        Some(&body),
+    )
+}
+
+/// The email of a user [`sign_in_template`] signs in: the `m`-th (1-based) of wrk thread `t`.
+pub fn cycled_email(nonce: &str, t: u32, m: u64) -> String {
+    format!("{}@bench.example", wrk::cycled_key(nonce, t, m))
+}
+
+/// signIn envelopes with the right password, each wrk thread cycling through its own
+/// `per_thread` users ([`cycled_email`]), which must exist beforehand.
+pub fn sign_in_template(nonce: &str, per_thread: u64, client_ip: &str) -> Body {
+    let template = sign_in_envelope(
+        &format!("{PLACEHOLDER}@bench.example"),
+        envelope::PASSWORD,
+        client_ip,
+    )
+    .to_string();
+    Body::Keyed {
+        template,
+        placeholder: PLACEHOLDER,
+        key: Key::Cycle {
+            nonce: nonce.to_owned(),
+            per_thread,
         },
     }
 }

@@ -26,14 +26,26 @@ pub struct HttpAnswer {
 
 /// Starts the handler on a free port and waits until it answers `GET /`.
 pub fn start(s: &Session, services: &Services) -> anyhow::Result<Server> {
+    start_with(s, services, "handler", &[])
+}
+
+/// Starts a second handler, logging to `<name>.log`, with `env` over the run's environment
+/// (e.g. a limit set low, where the run lifts them all), and waits until it answers `GET /`.
+pub fn start_with(
+    s: &Session,
+    services: &Services,
+    name: &str,
+    env: &[(&str, &str)],
+) -> anyhow::Result<Server> {
     let port = test_support::free_port();
-    let command = s.handler_command(
+    let mut command = s.handler_command(
         &services.handler_bin,
         port,
         &services.redis_url,
         services.sink.port(),
     );
-    let mut child = Child::spawn("handler", command, &s.logs())?;
+    command.envs(env.iter().copied());
+    let mut child = Child::spawn(name, command, &s.logs())?;
     procs::wait_http(&mut child, port, "/", 200, Duration::from_secs(30))?;
     Ok(Server { child, port })
 }

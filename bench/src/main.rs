@@ -3,8 +3,8 @@
 //!
 //! Layout: [`run`] is the run's short sequence: it starts the shared servers ([`session`]), the
 //! handler ([`handler`]) and the [`preflight`], calls each phase in [`phase`] (store, http,
-//! create, mail, memory, dev, readiness, provider: one module each, returning a named result
-//! whose `check` adds its targets) and checks them. [`options`] holds the flags and the
+//! create, accounts, mail, memory, dev, readiness, provider: one module each, returning a named
+//! result whose `check` adds its targets) and checks them. [`options`] holds the flags and the
 //! [`options::Phase`] `--only` takes; [`measure`] the shared measuring (wrk loads with CPU and
 //! memory, rounds, medians, the probe's row); [`fixtures`] the run's keys and envelopes;
 //! [`machine`] the table's header. [`wrk`] drives HTTP load; [`envelope`] builds the host's

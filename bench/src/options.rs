@@ -8,6 +8,8 @@ pub enum Phase {
     Store,
     Http,
     Create,
+    /// signIn against raw argon2id, and the CPU of requests refused by a limit.
+    Accounts,
     Mail,
     Memory,
     Cluster,

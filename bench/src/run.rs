@@ -7,6 +7,7 @@ use std::time::Instant;
 use crate::handler;
 use crate::measure::MIB;
 use crate::options::{Options, Phase};
+use crate::phase::accounts::{self, AccountsResult};
 use crate::phase::cluster;
 use crate::phase::create::{self, CreateResult};
 use crate::phase::dev::{self, DevResult};
@@ -27,6 +28,7 @@ struct Findings {
     idle_rss_mib: f64,
     http: Option<HttpResult>,
     create: Option<CreateResult>,
+    accounts: Option<AccountsResult>,
     mail: Option<MailResult>,
     memory: Option<MemoryResult>,
     /// health and root against the 3+3 cluster.
@@ -76,6 +78,11 @@ async fn measure(s: &mut Session, services: &Services) -> anyhow::Result<Finding
     } else {
         None
     };
+    let accounts = if s.wants(Phase::Accounts) {
+        Some(accounts::run(s, &handler, services).await?)
+    } else {
+        None
+    };
     let mail = if s.wants(Phase::Mail) {
         Some(mail::run(s, &handler, services, &pre).await?)
     } else {
@@ -111,6 +118,7 @@ async fn measure(s: &mut Session, services: &Services) -> anyhow::Result<Finding
         idle_rss_mib,
         http,
         create,
+        accounts,
         mail,
         memory,
         cluster,
@@ -147,6 +155,9 @@ fn check_targets(r: &mut Report, f: &Findings) {
     }
     if let Some(create) = &f.create {
         create.check(r);
+    }
+    if let Some(accounts) = &f.accounts {
+        accounts.check(r);
     }
     if let Some(dev) = &f.dev {
         dev.check(r);

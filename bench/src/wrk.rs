@@ -33,6 +33,14 @@ pub enum Key {
     /// The UUID `tttttttt-0000-4000-8000-nnnnnnnnnnnn` (hex), which [`seeded_user_id`] also
     /// builds: for users created beforehand.
     Uuid,
+    /// `<nonce>-<t>-<m>` with `m` cycling through 1..=`per_thread`, which [`cycled_key`] also
+    /// builds: the same few users created beforehand, again and again (for sign-ins).
+    Cycle { nonce: String, per_thread: u64 },
+}
+
+/// The key a [`Key::Cycle`] request carries as the `m`-th (1-based) of wrk thread `t`'s cycle.
+pub fn cycled_key(nonce: &str, t: u32, m: u64) -> String {
+    format!("{nonce}-{t}-{m}")
 }
 
 /// The user id a [`Key::Uuid`] request number `n` of wrk thread `t` carries.
@@ -148,6 +156,10 @@ pub fn script(spec: &Spec) -> String {
                 Key::Uuid => {
                     "string.format(\"%08x-0000-4000-8000-%012x\", tid, counter)".to_owned()
                 }
+                Key::Cycle { nonce, per_thread } => format!(
+                    "string.format(\"%s-%d-%d\", {}, tid, (counter - 1) % {per_thread} + 1)",
+                    lua_string(nonce)
+                ),
             };
             let _ = write!(
                 lua,

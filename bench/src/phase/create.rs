@@ -39,13 +39,8 @@ impl CreateResult {
 
 /// Raw argon2id (half before, half after), then createUser with the health probe beside it.
 pub async fn run(s: &mut Session, handler: &Server) -> anyhow::Result<CreateResult> {
-    // The raw rate is measured half before and half after the product's phase, so a machine
-    // that gets busier or quieter in between moves both sides alike.
-    // The raw ceiling runs at the product's parallelism (--hash-threads; by default the
-    // product's rule in PasswordHasher::for_this_machine: one per core).
-    let threads = s.hash_threads();
-    let half = Duration::from_secs((s.long.as_secs() / 2).max(1));
-    let before = hash(threads, half).await?;
+    let raw = RawHashing::before(s).await?;
+    let (threads, half) = (raw.threads, raw.half);
     let spec = s.envelope_spec(
         handler.port,
         "createUser",
@@ -60,8 +55,7 @@ pub async fn run(s: &mut Session, handler: &Server) -> anyhow::Result<CreateResu
     ));
     let measured = measure::load(s, "createUser-handler", &spec, Some(handler.child.pid())).await?;
     let probe = probe.await??;
-    let after = hash(threads, half).await?;
-    let raw = raw_row(s, threads, &before, &after);
+    let raw = raw.after(s, "createUser").await?;
     let rate = measured.summary.rps();
     let mut note = format!("{:.2} × raw argon2id", rate / raw);
     // What the whole machine could hash, when the product leaves cores out.
@@ -107,27 +101,55 @@ fn health_probe(handler: &Server) -> ProbeRequest {
     }
 }
 
-/// The raw argon2id ceiling's row, from both halves; returns its rate (hashes per second).
-fn raw_row(s: &mut Session, threads: usize, before: &HashRun, after: &HashRun) -> f64 {
-    let (hashes, secs) = (before.hashes + after.hashes, before.seconds + after.seconds);
-    let raw = hashes as f64 / secs;
-    s.report.row(Row {
-        group: "crypto",
-        name: format!("ceiling: raw argon2id m=19456 t=2 p=1, {threads} threads"),
-        rate: Some(raw),
-        unit: "hash/s",
-        // Hashes are timed in bulk: a mean per hash, not a percentile.
-        p50_ms: None,
-        p99_ms: None,
-        peak_rss_mib: None,
-        note: format!(
-            "{hashes} hashes in {secs:.1} s, {:.2} ms each on average ({:.1}/s before createUser, {:.1}/s after)",
-            secs * 1000.0 * threads as f64 / hashes as f64,
-            before.rate(),
-            after.rate()
-        ),
-    });
-    raw
+/// Raw argon2id at the product's parallelism, timed half before and half after a product phase
+/// of `s.long`, so a machine that gets busier or quieter in between moves both sides alike; the
+/// sign-up and sign-in targets both take it as their ceiling.
+pub struct RawHashing {
+    /// The product's parallelism (--hash-threads; by default the product's rule in
+    /// PasswordHasher::for_this_machine: one per core).
+    pub threads: usize,
+    pub half: Duration,
+    before: HashRun,
+}
+
+impl RawHashing {
+    /// The first half, before the product's phase.
+    pub async fn before(s: &Session) -> anyhow::Result<Self> {
+        let threads = s.hash_threads();
+        let half = Duration::from_secs((s.long.as_secs() / 2).max(1));
+        let before = hash(threads, half).await?;
+        Ok(Self {
+            threads,
+            half,
+            before,
+        })
+    }
+
+    /// The second half, after the phase named `beside`, and the ceiling's row from both;
+    /// returns its rate (hashes per second).
+    pub async fn after(self, s: &mut Session, beside: &str) -> anyhow::Result<f64> {
+        let after = hash(self.threads, self.half).await?;
+        let (threads, before) = (self.threads, &self.before);
+        let (hashes, secs) = (before.hashes + after.hashes, before.seconds + after.seconds);
+        let raw = hashes as f64 / secs;
+        s.report.row(Row {
+            group: "crypto",
+            name: format!("ceiling: raw argon2id m=19456 t=2 p=1, {threads} threads ({beside})"),
+            rate: Some(raw),
+            unit: "hash/s",
+            // Hashes are timed in bulk: a mean per hash, not a percentile.
+            p50_ms: None,
+            p99_ms: None,
+            peak_rss_mib: None,
+            note: format!(
+                "{hashes} hashes in {secs:.1} s, {:.2} ms each on average ({:.1}/s before {beside}, {:.1}/s after)",
+                secs * 1000.0 * threads as f64 / hashes as f64,
+                before.rate(),
+                after.rate()
+            ),
+        });
+        Ok(raw)
+    }
 }
 
 /// Raw argon2id on every core (not a target's ceiling); returns its rate.
