@@ -1,5 +1,5 @@
 //! `handler dev` on a free port, serving a copy of this repository's function app (host.json and
-//! the four function folders) with the embedded store and the outbox mailer, ready once
+//! the function folders) with the embedded store and the outbox mailer, ready once
 //! `GET /health` answers 200.
 
 use std::path::PathBuf;

@@ -12,7 +12,7 @@
 //! - [`config`]: settings from the environment, validated together at start.
 //! - [`protocol`]: the host's invocation envelope, decoded leniently, and the answer it expects.
 //! - [`server`]: the handler's HTTP surface (readiness ping, `POST /<function>`), on warp.
-//! - [`functions`]: one module per function, and the single declaration of all four.
+//! - [`functions`]: one module per function, and the single declaration of all of them.
 //! - [`domain`]: types that can only hold valid values (name, email, password, user, message).
 //! - [`auth`]: password hashing (argon2id, bounded) and session tokens (JWT).
 //! - [`store`]: where users and onboarding markers live: Redis, or memory for local runs.

@@ -66,7 +66,7 @@ pub fn app_root() -> TempDir {
     }
     assert!(
         copied >= 4,
-        "expected the four function folders at the repository root"
+        "expected the function folders at the repository root"
     );
     dir
 }
