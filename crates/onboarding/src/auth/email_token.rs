@@ -10,8 +10,8 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, erro
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use super::token::{ISSUER, InvalidToken, TokenError};
-use crate::config::{JwtSettings, expose};
+use super::token::{Hs256Keys, ISSUER, InvalidToken, TokenError};
+use crate::config::JwtSettings;
 use crate::domain::UserId;
 
 /// The audience of verification tokens, which session tokens (audience `onboarding`) never carry.
@@ -54,19 +54,13 @@ pub struct EmailTokens {
 impl EmailTokens {
     /// Keys from the JWT settings: the current secret signs and verifies, the previous verifies.
     pub fn new(settings: &JwtSettings) -> Self {
-        let current = expose(&settings.secret).as_bytes();
-        let mut decoding = vec![DecodingKey::from_secret(current)];
-        if let Some(previous) = &settings.previous_secret {
-            decoding.push(DecodingKey::from_secret(expose(previous).as_bytes()));
-        }
-        let mut validation = Validation::new(Algorithm::HS256);
-        validation.set_required_spec_claims(&["exp", "iat", "sub", "iss", "aud"]);
-        validation.set_issuer(&[ISSUER]);
-        validation.set_audience(&[VERIFY_EMAIL_AUDIENCE]);
-        validation.leeway = LEEWAY_SECONDS;
-        validation.validate_nbf = true;
+        let Hs256Keys {
+            encoding,
+            decoding,
+            validation,
+        } = Hs256Keys::new(settings, VERIFY_EMAIL_AUDIENCE);
         Self {
-            encoding: EncodingKey::from_secret(current),
+            encoding,
             decoding,
             validation,
         }

@@ -161,9 +161,18 @@ impl VerifiedTokens {
     }
 }
 
-impl TokenKeys {
-    /// Keys from the settings: the current secret signs and verifies, the previous one verifies.
-    pub fn new(settings: &JwtSettings) -> Self {
+/// The HS256 keys and rules every token kind shares: the current secret signs and verifies, the
+/// previous one only verifies, every time claim is required. Only the audience differs, so a
+/// token of one kind never verifies as another.
+pub(super) struct Hs256Keys {
+    pub(super) encoding: EncodingKey,
+    pub(super) decoding: Vec<DecodingKey>,
+    pub(super) validation: Validation,
+}
+
+impl Hs256Keys {
+    /// Keys from the JWT settings, for tokens meant for `audience`.
+    pub(super) fn new(settings: &JwtSettings, audience: &str) -> Self {
         let current = expose(&settings.secret).as_bytes();
         let mut decoding = vec![DecodingKey::from_secret(current)];
         if let Some(previous) = &settings.previous_secret {
@@ -172,11 +181,27 @@ impl TokenKeys {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_required_spec_claims(&["exp", "iat", "sub", "iss", "aud"]);
         validation.set_issuer(&[ISSUER]);
-        validation.set_audience(&[AUDIENCE]);
+        validation.set_audience(&[audience]);
         validation.leeway = LEEWAY_SECONDS;
         validation.validate_nbf = true;
         Self {
             encoding: EncodingKey::from_secret(current),
+            decoding,
+            validation,
+        }
+    }
+}
+
+impl TokenKeys {
+    /// Keys from the settings: the current secret signs and verifies, the previous one verifies.
+    pub fn new(settings: &JwtSettings) -> Self {
+        let Hs256Keys {
+            encoding,
+            decoding,
+            validation,
+        } = Hs256Keys::new(settings, AUDIENCE);
+        Self {
+            encoding,
             decoding,
             validation,
             ttl: settings.ttl,
