@@ -98,16 +98,7 @@ impl LinkError {
                 "No such account",
                 "The account this link was sent for no longer exists.",
             ),
-            Self::Store(e) => {
-                tracing::error!(error = %e, "verifyEmail: the store failed");
-                let detail = "The user store is not answering; try again shortly.";
-                return if as_page {
-                    pages::verify_page(503, &VerifyPage::Problem("Try again shortly", detail))
-                        .header("Retry-After", "5")
-                } else {
-                    http::unavailable(detail)
-                };
-            }
+            Self::Store(e) => return store_unavailable(&e, as_page),
             Self::Missing | Self::Invalid(_) | Self::OtherAddress => (
                 "urn:onboarding:problem:invalid-link",
                 "Invalid link",
@@ -249,6 +240,19 @@ impl BodyError {
         } else {
             response
         }
+    }
+}
+
+/// 503 when the store failed: a page for browsers, a problem for API clients; the cause is
+/// logged, never shown.
+fn store_unavailable(error: &dyn std::fmt::Display, as_page: bool) -> HttpResponse {
+    tracing::error!(%error, "verifyEmail: the store failed");
+    let detail = "The user store is not answering; try again shortly.";
+    if as_page {
+        pages::verify_page(503, &VerifyPage::Problem("Try again shortly", detail))
+            .header("Retry-After", "5")
+    } else {
+        http::unavailable(detail)
     }
 }
 

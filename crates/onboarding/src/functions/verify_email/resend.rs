@@ -61,16 +61,7 @@ impl ResendError {
                 "Already confirmed",
                 "Your email address is already confirmed.",
             ),
-            Self::Store(e) => {
-                tracing::error!(error = %e, "verifyEmail: the store failed");
-                let detail = "The user store is not answering; try again shortly.";
-                return if as_page {
-                    pages::verify_page(503, &VerifyPage::Problem("Try again shortly", detail))
-                        .header("Retry-After", "5")
-                } else {
-                    http::unavailable(detail)
-                };
-            }
+            Self::Store(e) => return super::store_unavailable(&e, as_page),
             Self::Limited { retry_after } => return limited(retry_after, as_page),
             Self::NoPublicUrl => {
                 tracing::error!("a verification link was asked for, but PUBLIC_URL is not set");
