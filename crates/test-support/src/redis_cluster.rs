@@ -245,6 +245,9 @@ impl RedisCluster {
             })
         })
         .unwrap_or_else(|| panic!("the new node did not join:\n{}", self.cluster_nodes()));
+        // A primary that has just started keeps its cluster state at `fail` for a while (Redis's
+        // writable delay, about 2 s), and MIGRATE into it answers CLUSTERDOWN until then.
+        self.wait_until_ok();
         let id = self
             .cli(port, &["CLUSTER", "MYID"])
             .expect("the new node's id");
