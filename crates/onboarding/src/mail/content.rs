@@ -112,7 +112,9 @@ fn part_body(text: String) -> Body {
 fn fits_seven_bit(text: &str) -> bool {
     text.is_ascii()
         && !text.bytes().any(|b| b == b'\0' || b == b'\r')
-        && text.split('\n').all(|line| line.len() <= SEVEN_BIT_LINE_MAX)
+        && text
+            .split('\n')
+            .all(|line| line.len() <= SEVEN_BIT_LINE_MAX)
 }
 
 /// The plain-text part. Its lines, like the HTML part's, are short enough to read in a raw
