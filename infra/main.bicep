@@ -62,7 +62,7 @@ param tags object = {}
 
 var token = uniqueString(resourceGroup().id, name)
 var compactName = take(toLower(replace(name, '-', '')), 9)
-var queueName = 'onboarding' // must match queueName in createUser/ and sendOnboarding/function.json
+var queueName = 'onboarding' // must match queueName in createUser/, verifyEmail/ and sendOnboarding/function.json
 var deploymentContainerName = 'app-package'
 var redisPort = 10000
 
