@@ -6,11 +6,10 @@
 
 use std::time::Duration;
 
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use super::token::{Hs256Keys, ISSUER, InvalidToken, TokenError};
+use super::token::{Hs256Keys, ISSUER, SubjectClaims, TokenError};
 use crate::config::JwtSettings;
 use crate::domain::UserId;
 
@@ -18,10 +17,6 @@ use crate::domain::UserId;
 pub const VERIFY_EMAIL_AUDIENCE: &str = "onboarding:verify-email";
 /// How long a verification link works (issue 18: 7 days).
 pub const VERIFY_EMAIL_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
-/// Clock skew tolerated between instances, as for sessions.
-const LEEWAY_SECONDS: u64 = 30;
-/// Tokens longer than this are refused before any parsing.
-const MAX_TOKEN_LEN: usize = 4096;
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Claims {
@@ -36,6 +31,15 @@ struct Claims {
     aud: String,
 }
 
+impl SubjectClaims for Claims {
+    fn subject(&self) -> &str {
+        &self.sub
+    }
+    fn issued_at(&self) -> i64 {
+        self.iat
+    }
+}
+
 /// What a valid verification token says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EmailClaim {
@@ -46,23 +50,14 @@ pub struct EmailClaim {
 
 /// Signs and checks verification tokens with the same keys as sessions (rotation included).
 pub struct EmailTokens {
-    encoding: EncodingKey,
-    decoding: Vec<DecodingKey>,
-    validation: Validation,
+    keys: Hs256Keys,
 }
 
 impl EmailTokens {
     /// Keys from the JWT settings: the current secret signs and verifies, the previous verifies.
     pub fn new(settings: &JwtSettings) -> Self {
-        let Hs256Keys {
-            encoding,
-            decoding,
-            validation,
-        } = Hs256Keys::new(settings, VERIFY_EMAIL_AUDIENCE);
         Self {
-            encoding,
-            decoding,
-            validation,
+            keys: Hs256Keys::new(settings, VERIFY_EMAIL_AUDIENCE),
         }
     }
 
@@ -78,51 +73,25 @@ impl EmailTokens {
             iss: ISSUER.to_owned(),
             aud: VERIFY_EMAIL_AUDIENCE.to_owned(),
         };
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
-            .map_err(|e| TokenError::Signing(e.to_string()))
+        self.keys.sign(&claims)
     }
 
     /// Checks a link token with each verifying key in turn: signature, algorithm, audience,
     /// issuer and times, exactly as for sessions.
     pub fn verify(&self, token: &str) -> Result<EmailClaim, TokenError> {
-        if token.len() > MAX_TOKEN_LEN {
-            return Err(TokenError::TooLong);
-        }
         let now = OffsetDateTime::now_utc().unix_timestamp();
-        let mut last = TokenError::Invalid(InvalidToken::Signature);
-        for key in &self.decoding {
-            match jsonwebtoken::decode::<Claims>(token, key, &self.validation) {
-                Ok(data) => {
-                    if data.claims.iat > now + LEEWAY_SECONDS as i64 {
-                        return Err(TokenError::Invalid(InvalidToken::IssuedInTheFuture));
-                    }
-                    let user = data
-                        .claims
-                        .sub
-                        .parse()
-                        .map_err(|_| TokenError::Invalid(InvalidToken::Subject))?;
-                    return Ok(EmailClaim {
-                        user,
-                        email: data.claims.email,
-                    });
-                }
-                Err(e) => match e.kind() {
-                    ErrorKind::ExpiredSignature => return Err(TokenError::Expired),
-                    ErrorKind::InvalidSignature => {
-                        last = TokenError::Invalid(InvalidToken::Signature)
-                    }
-                    other => return Err(TokenError::Invalid(InvalidToken::of(other))),
-                },
-            }
-        }
-        Err(last)
+        let (user, claims) = self.keys.verify::<Claims>(token, now)?;
+        Ok(EmailClaim {
+            user,
+            email: claims.email,
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::TokenKeys;
+    use crate::auth::{InvalidToken, TokenKeys};
     use secrecy::SecretString;
 
     const KEY_A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";

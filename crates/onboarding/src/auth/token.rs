@@ -9,6 +9,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
@@ -19,9 +20,9 @@ use crate::domain::UserId;
 /// a shared key is refused.
 pub const ISSUER: &str = "onboarding";
 pub const AUDIENCE: &str = "onboarding";
-/// Clock skew tolerated between instances.
+/// Clock skew tolerated between instances, for every kind of token.
 const LEEWAY_SECONDS: u64 = 30;
-/// Tokens longer than this are refused before any parsing (a cookie or header bomb).
+/// Tokens of any kind longer than this are refused before any parsing (a cookie or header bomb).
 const MAX_TOKEN_LEN: usize = 4096;
 /// How many verified tokens are remembered (about 300 KiB at most); when full, the memory is
 /// emptied and refills with the tokens in use.
@@ -98,9 +99,7 @@ pub struct IssuedToken {
 
 /// The signing key, the keys that verify, and the rules a token must meet.
 pub struct TokenKeys {
-    encoding: EncodingKey,
-    decoding: Vec<DecodingKey>,
-    validation: Validation,
+    keys: Hs256Keys,
     ttl: Duration,
     verified: VerifiedTokens,
 }
@@ -165,9 +164,26 @@ impl VerifiedTokens {
 /// previous one only verifies, every time claim is required. Only the audience differs, so a
 /// token of one kind never verifies as another.
 pub(super) struct Hs256Keys {
-    pub(super) encoding: EncodingKey,
-    pub(super) decoding: Vec<DecodingKey>,
-    pub(super) validation: Validation,
+    encoding: EncodingKey,
+    decoding: Vec<DecodingKey>,
+    validation: Validation,
+}
+
+/// The claims the shared check reads from every kind of token, beyond what jsonwebtoken checks.
+pub(super) trait SubjectClaims {
+    /// `sub`: the user's id, as text.
+    fn subject(&self) -> &str;
+    /// `iat`, Unix seconds.
+    fn issued_at(&self) -> i64;
+}
+
+impl SubjectClaims for Claims {
+    fn subject(&self) -> &str {
+        &self.sub
+    }
+    fn issued_at(&self) -> i64 {
+        self.iat
+    }
 }
 
 impl Hs256Keys {
@@ -190,20 +206,57 @@ impl Hs256Keys {
             validation,
         }
     }
+
+    /// Signs `claims` with the current key.
+    pub(super) fn sign(&self, claims: &impl Serialize) -> Result<String, TokenError> {
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &self.encoding)
+            .map_err(|e| TokenError::Signing(e.to_string()))
+    }
+
+    /// Checks a token at `now` (Unix seconds) with each verifying key in turn: its length, then
+    /// signature, algorithm, audience, issuer and times, an `iat` not in the future, and a
+    /// subject that is a user id. Returns the user and the claims.
+    pub(super) fn verify<C>(&self, token: &str, now: i64) -> Result<(UserId, C), TokenError>
+    where
+        C: DeserializeOwned + SubjectClaims,
+    {
+        if token.len() > MAX_TOKEN_LEN {
+            return Err(TokenError::TooLong);
+        }
+        let mut last = TokenError::Invalid(InvalidToken::Signature);
+        for key in &self.decoding {
+            match jsonwebtoken::decode::<C>(token, key, &self.validation) {
+                Ok(data) => {
+                    // `iat` in the future means a forged or badly skewed token.
+                    if data.claims.issued_at() > now + LEEWAY_SECONDS as i64 {
+                        return Err(TokenError::Invalid(InvalidToken::IssuedInTheFuture));
+                    }
+                    let user = data
+                        .claims
+                        .subject()
+                        .parse()
+                        .map_err(|_| TokenError::Invalid(InvalidToken::Subject))?;
+                    return Ok((user, data.claims));
+                }
+                Err(e) => {
+                    last = match e.kind() {
+                        ErrorKind::ExpiredSignature => return Err(TokenError::Expired),
+                        // Only a signature mismatch is worth trying the next key for.
+                        ErrorKind::InvalidSignature => TokenError::Invalid(InvalidToken::Signature),
+                        other => return Err(TokenError::Invalid(InvalidToken::of(other))),
+                    };
+                }
+            }
+        }
+        Err(last)
+    }
 }
 
 impl TokenKeys {
     /// Keys from the settings: the current secret signs and verifies, the previous one verifies.
     pub fn new(settings: &JwtSettings) -> Self {
-        let Hs256Keys {
-            encoding,
-            decoding,
-            validation,
-        } = Hs256Keys::new(settings, AUDIENCE);
         Self {
-            encoding,
-            decoding,
-            validation,
+            keys: Hs256Keys::new(settings, AUDIENCE),
             ttl: settings.ttl,
             verified: VerifiedTokens::default(),
         }
@@ -236,8 +289,7 @@ impl TokenKeys {
             iss: ISSUER.to_owned(),
             aud: AUDIENCE.to_owned(),
         };
-        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
-            .map_err(|e| TokenError::Signing(e.to_string()))?;
+        let token = self.keys.sign(&claims)?;
         Ok(IssuedToken {
             token,
             expires_in: self.ttl.as_secs(),
@@ -255,9 +307,6 @@ impl TokenKeys {
     /// Checks a token as [`verify`](Self::verify) does, and says when it was issued, for the
     /// caller to hold against the user's sign-out time.
     pub fn verify_session(&self, token: &str) -> Result<Session, TokenError> {
-        if token.len() > MAX_TOKEN_LEN {
-            return Err(TokenError::TooLong);
-        }
         let now = OffsetDateTime::now_utc().unix_timestamp();
         if let Some(known) = self.verified.lookup(token) {
             // The same rule as jsonwebtoken's: expired once `exp` is more than the leeway ago.
@@ -267,42 +316,15 @@ impl TokenKeys {
             }
             return Ok(known.session());
         }
-        let verified = self.verify_fully(token, now)?;
+        // A token too long to verify is refused there; it can never have been remembered.
+        let (user, claims) = self.keys.verify::<Claims>(token, now)?;
+        let verified = Verified {
+            user,
+            issued_at: claims.iat,
+            expires_at: claims.exp,
+        };
         self.verified.remember(token, verified);
         Ok(verified.session())
-    }
-
-    fn verify_fully(&self, token: &str, now: i64) -> Result<Verified, TokenError> {
-        let mut last = TokenError::Invalid(InvalidToken::Signature);
-        for key in &self.decoding {
-            match jsonwebtoken::decode::<Claims>(token, key, &self.validation) {
-                Ok(data) => {
-                    // `iat` in the future means a forged or badly skewed token.
-                    if data.claims.iat > now + LEEWAY_SECONDS as i64 {
-                        return Err(TokenError::Invalid(InvalidToken::IssuedInTheFuture));
-                    }
-                    let user = data
-                        .claims
-                        .sub
-                        .parse()
-                        .map_err(|_| TokenError::Invalid(InvalidToken::Subject))?;
-                    return Ok(Verified {
-                        user,
-                        issued_at: data.claims.iat,
-                        expires_at: data.claims.exp,
-                    });
-                }
-                Err(e) => {
-                    last = match e.kind() {
-                        ErrorKind::ExpiredSignature => return Err(TokenError::Expired),
-                        // Only a signature mismatch is worth trying the next key for.
-                        ErrorKind::InvalidSignature => TokenError::Invalid(InvalidToken::Signature),
-                        other => return Err(TokenError::Invalid(InvalidToken::of(other))),
-                    };
-                }
-            }
-        }
-        Err(last)
     }
 }
 
